@@ -1,0 +1,1 @@
+//! Configuration: parse, validate (every error), resolve into a typed model.

@@ -1,0 +1,7 @@
+//! Switchyard: an L4/L7 load balancer.
+//!
+//! The crate is a library so that integration tests can start a balancer, its admin API and
+//! test backends in-process on `127.0.0.1:0`; `main.rs` is a thin command-line layer.
+
+pub mod backend;
+pub mod config;
