@@ -1,0 +1,3 @@
+//! Integration tests over real sockets on 127.0.0.1:0, one module per behaviour.
+
+mod backend;
