@@ -3,5 +3,10 @@
 //! The crate is a library so that integration tests can start a balancer, its admin API and
 //! test backends in-process on `127.0.0.1:0`; `main.rs` is a thin command-line layer.
 
+pub mod admin;
 pub mod backend;
+pub mod cluster;
 pub mod config;
+pub mod demo;
+pub mod listener;
+pub mod runtime;

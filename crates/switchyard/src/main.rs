@@ -1,20 +1,171 @@
-//! The `switchyard` binary: command-line parsing only; everything else lives in the library.
+//! The `switchyard` binary: command-line parsing, logging setup and exit codes only;
+//! everything else lives in the library.
+//!
+//! Exit codes (SPEC section 2): 0 success, 1 invalid configuration or usage, 2 runtime
+//! failure.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use switchyard::config::{self, OutputFormat};
+use switchyard::runtime::{Server, signals};
+
+const EXAMPLES: &str = "Examples:
+  switchyard demo                              # three local backends and a balancer; prints what to try
+  switchyard check -c switchyard.toml          # validate; print the resolved model or every error
+  switchyard run -c switchyard.toml            # run a balancer (SIGTERM/Ctrl-C drains and exits)
+  switchyard backend --listen 127.0.0.1:9001 --latency 5ms --error-rate 0.1";
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "An L4/L7 load balancer")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "An L4/L7 load balancer",
+    after_help = EXAMPLES
+)]
 struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) or a RUST_LOG-style directive list.
+    /// Overrides RUST_LOG.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Fault-injecting test upstream.
+    /// Start three local backends and a balancer in one process, and print what to try.
+    Demo(switchyard::demo::DemoArgs),
+    /// Run a balancer.
+    #[command(after_help = "Examples:
+  switchyard run -c switchyard.toml
+  switchyard run -c switchyard.toml --log-level debug")]
+    Run(RunArgs),
+    /// Validate a configuration: print the resolved model (exit 0) or every error (exit 1).
+    #[command(after_help = "Examples:
+  switchyard check -c switchyard.toml
+  switchyard check -c switchyard.toml --format json | jq .clusters")]
+    Check(CheckArgs),
+    /// Fault-injecting test upstream (HTTP/1.1, h2c, gRPC health, WebSocket, TCP/UDP echo).
     Backend(switchyard::backend::BackendArgs),
 }
 
-fn main() {
-    let _cli = Cli::parse();
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// The configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+    /// How to print the resolved model.
+    #[arg(long, value_enum, default_value = "toml")]
+    format: OutputFormat,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let usage = error.use_stderr();
+            let _ = error.print();
+            return if usage {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(cli.log_level.as_deref());
+    match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Run(args) => run(&args),
+        Command::Demo(args) => runtime_exit(
+            build_runtime(0)
+                .and_then(|rt| rt.block_on(switchyard::demo::run(args)).context("demo")),
+        ),
+        Command::Backend(args) => runtime_exit(build_runtime(0).and_then(|rt| {
+            rt.block_on(switchyard::backend::run(args))
+                .context("backend")
+        })),
+    }
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::try_new(level),
+        None => EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new("info")),
+    }
+    .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    match config::load_file(&args.config) {
+        Ok(model) => match config::render(&model, args.format) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let model = match config::load_file(&args.config) {
+        Ok(model) => model,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = build_runtime(model.runtime.workers).and_then(|rt| {
+        rt.block_on(async {
+            let server = Server::start(model).await?;
+            server.announce();
+            let waited = signals::shutdown_requested().await;
+            server.shutdown().await;
+            waited.context("waiting for signals")
+        })
+    });
+    runtime_exit(result)
+}
+
+fn build_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+fn runtime_exit(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,3 +1,7 @@
 //! Integration tests over real sockets on 127.0.0.1:0, one module per behaviour.
 
+mod admin;
 mod backend;
+mod cli;
+mod support;
+mod tcp;

@@ -1,0 +1,6 @@
+//! The admin API on `[admin] listen`: liveness, readiness, metrics and the JSON views of
+//! listeners, clusters and the effective configuration (SPEC section 5).
+
+pub mod api;
+pub mod metrics;
+pub mod server;

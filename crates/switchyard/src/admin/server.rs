@@ -1,0 +1,149 @@
+//! The admin API's socket (TCP or Unix) and its HTTP/1.1 connection loop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use super::api;
+use crate::config::model::AdminListen;
+use crate::listener::bind;
+use crate::runtime::server::{BoundListener, Shared};
+use crate::runtime::shutdown::{Phase, Shutdown};
+
+/// The admin socket could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminBindError {
+    /// A TCP address.
+    #[error(transparent)]
+    Tcp(bind::BindError),
+    /// A Unix socket path.
+    #[error("admin: cannot bind unix:{path}: {source}")]
+    Unix {
+        /// The socket path.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound admin socket.
+#[derive(Debug)]
+pub enum AdminSocket {
+    /// TCP.
+    Tcp(tokio::net::TcpListener, SocketAddr),
+    /// Unix (the path is removed again when the socket is dropped).
+    Unix(tokio::net::UnixListener, PathBuf),
+}
+
+/// Binds the admin socket.
+pub fn bind(listen: &AdminListen) -> Result<AdminSocket, AdminBindError> {
+    match listen {
+        AdminListen::Tcp(address) => {
+            let socket = bind::tcp("admin", *address).map_err(AdminBindError::Tcp)?;
+            let local = socket.local_addr().map_err(|source| {
+                AdminBindError::Tcp(bind::BindError {
+                    listener: "admin".into(),
+                    address: *address,
+                    source,
+                })
+            })?;
+            Ok(AdminSocket::Tcp(socket, local))
+        }
+        AdminListen::Unix(path) => {
+            let error = |source| AdminBindError::Unix {
+                path: path.clone(),
+                source,
+            };
+            // A stale socket file from a previous run would make bind fail; a live one
+            // is detected by connecting to it first.
+            if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+                std::fs::remove_file(path).map_err(error)?;
+            }
+            let socket = tokio::net::UnixListener::bind(path).map_err(error)?;
+            Ok(AdminSocket::Unix(socket, path.clone()))
+        }
+    }
+}
+
+impl AdminSocket {
+    /// How `/api/v1/listeners` reports it.
+    pub fn bound(&self) -> BoundListener {
+        let address = match self {
+            AdminSocket::Tcp(_, address) => address.to_string(),
+            AdminSocket::Unix(_, path) => format!("unix:{}", path.display()),
+        };
+        BoundListener {
+            name: "admin".into(),
+            protocol: "http".into(),
+            address,
+        }
+    }
+
+    /// The TCP address, if it is one.
+    pub fn tcp_address(&self) -> Option<SocketAddr> {
+        match self {
+            AdminSocket::Tcp(_, address) => Some(*address),
+            AdminSocket::Unix(..) => None,
+        }
+    }
+}
+
+impl Drop for AdminSocket {
+    fn drop(&mut self) {
+        if let AdminSocket::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Serves the admin API until the shutdown closes everything.
+pub async fn serve(socket: AdminSocket, shared: Arc<Shared>, mut shutdown: Shutdown) {
+    let listen = socket.tcp_address();
+    loop {
+        let io: Box<dyn AsyncStream> = tokio::select! {
+            () = shutdown.reached(Phase::Closed) => return,
+            accepted = accept(&socket) => match accepted {
+                Ok(io) => io,
+                Err(error) => {
+                    warn!(%error, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let shared = Arc::clone(&shared);
+                async move { Ok::<_, std::convert::Infallible>(api::handle(&shared, listen, &request)) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(io), service)
+                .await
+            {
+                debug!(%error, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// A stream the admin API can serve, TCP or Unix.
+trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> AsyncStream for T {}
+
+async fn accept(socket: &AdminSocket) -> std::io::Result<Box<dyn AsyncStream>> {
+    Ok(match socket {
+        AdminSocket::Tcp(listener, _) => {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            Box::new(stream)
+        }
+        AdminSocket::Unix(listener, _) => Box::new(listener.accept().await?.0),
+    })
+}

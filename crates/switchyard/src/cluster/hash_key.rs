@@ -1,0 +1,26 @@
+//! The hash key of an L4 connection, per the SPEC 3.1 hash contract (the algorithms crate
+//! owns the byte layout; this only chooses which bytes a cluster's `hash_key` names).
+
+use std::net::SocketAddr;
+
+use switchyard_algo::hash;
+
+use crate::config::model::HashKey;
+
+/// IANA protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+
+/// The key for a connection from `client` to `local`, or `None` when `hash_key` names
+/// something an L4 connection does not have (the picker then balances by p2c-ewma).
+pub fn connection_key(
+    hash_key: &HashKey,
+    client: SocketAddr,
+    local: SocketAddr,
+    protocol: u8,
+) -> Option<u64> {
+    match hash_key {
+        HashKey::SourceIp => Some(hash::key_for_source_ip(client.ip())),
+        HashKey::FiveTuple => Some(hash::key_for_five_tuple(client, local, protocol)),
+        HashKey::Header(_) | HashKey::Cookie(_) | HashKey::Path | HashKey::Jwt(_) => None,
+    }
+}

@@ -1,0 +1,123 @@
+//! `switchyard demo`: three fault-injecting backends and a balancer in one process, so a new
+//! user sees balancing, metrics and fault injection with nothing but curl.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::backend::{self, BackendArgs, BackendHandle};
+use crate::config;
+use crate::runtime::{Server, StartError, signals};
+
+/// Arguments of `switchyard demo`.
+#[derive(Debug, Clone, clap::Args)]
+#[command(after_help = "Examples:
+  switchyard demo                                  # balancer on 127.0.0.1:8080, admin on 127.0.0.1:9901
+  switchyard demo --listen 127.0.0.1:0 --admin 127.0.0.1:0   # any free ports")]
+pub struct DemoArgs {
+    /// The balancer's address (falls back to a free port when taken).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The admin API's address (falls back to a free port when taken).
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+}
+
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A backend could not start.
+    #[error(transparent)]
+    Backend(#[from] backend::BackendError),
+    /// The generated configuration was refused (a bug: it is built here).
+    #[error("demo configuration: {0}")]
+    Config(#[from] config::ConfigErrors),
+    /// The balancer could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Signals could not be watched.
+    #[error("cannot wait for signals: {0}")]
+    Signal(#[from] std::io::Error),
+}
+
+/// The demo's configuration for these backends and addresses.
+pub fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -> String {
+    let endpoints: Vec<String> = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{{ address = \"{a}\", name = \"demo-{}\" }}", i + 1))
+        .collect();
+    format!(
+        r#"# switchyard demo: one TCP listener balancing round-robin over three local backends.
+[admin]
+listen = "{admin}"
+
+[[listener]]
+name = "demo"
+listen = "{listen}"
+protocol = "tcp"
+cluster = "demo"
+idle_timeout = "60s"
+
+[[cluster]]
+name = "demo"
+balance = "round-robin"
+connect_timeout = "500ms"
+endpoints = [ {} ]
+"#,
+        endpoints.join(", ")
+    )
+}
+
+async fn start(text: &str) -> Result<Server, DemoError> {
+    let config = config::load_str(text, Path::new("<demo>"))?;
+    Ok(Server::start(config).await?)
+}
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let mut backends: Vec<BackendHandle> = Vec::new();
+    for i in 1..=3 {
+        backends.push(backend::spawn(BackendArgs::for_test(&format!("demo-{i}"))).await?);
+    }
+    let addresses: Vec<SocketAddr> = backends.iter().map(BackendHandle::local_addr).collect();
+    let server = match start(&demo_config(args.listen, args.admin, &addresses)).await {
+        Ok(server) => server,
+        Err(DemoError::Start(StartError::Bind(_) | StartError::Admin(_))) => {
+            eprintln!(
+                "demo: {} or {} is taken; using free ports",
+                args.listen, args.admin
+            );
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            start(&demo_config(any, any, &addresses)).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let listen = server.address_of("demo").unwrap_or(args.listen);
+    let admin = server.admin_address().unwrap_or(args.admin);
+    server.announce();
+    println!(
+        "switchyard demo is running: a TCP balancer on {listen} over three backends ({}).
+
+Try:
+  curl -si http://{listen}/ | grep x-backend         # each new connection goes to the next backend
+  curl -s http://{admin}/api/v1/clusters             # endpoints, in-flight, latency estimate
+  curl -s http://{admin}/metrics | grep -E 'bytes_total|connections'
+  curl -s -X PUT http://{b1}/control -d '{{\"latency\":\"200ms\"}}'   # slow down demo-1
+  curl -s -X PUT http://{b2}/control -d '{{\"error_rate\":1.0}}'      # demo-2 fails real requests, /healthz stays 200
+
+Ctrl-C stops everything.",
+        addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        b1 = addresses[0],
+        b2 = addresses[1],
+    );
+    signals::shutdown_requested().await?;
+    server.shutdown().await;
+    for backend in backends {
+        backend.shutdown().await;
+    }
+    Ok(())
+}

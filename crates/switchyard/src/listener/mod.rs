@@ -1,0 +1,9 @@
+//! Listeners: binding sockets and serving what arrives on them.
+//!
+//! `bind` owns how a socket is opened (so "address in use" is reported the same way for
+//! every protocol), `relay` moves bytes between two streams with idle and drain handling,
+//! and one module per protocol accepts and dispatches.
+
+pub mod bind;
+pub mod relay;
+pub mod tcp;

@@ -1,0 +1,12 @@
+//! The running balancer: the snapshot every connection reads, the server that binds and
+//! serves, the shutdown sequence, and the process-wide clock and RNG.
+
+pub mod clock;
+pub mod rng;
+pub mod server;
+pub mod shutdown;
+pub mod signals;
+pub mod snapshot;
+
+pub use server::{BoundListener, Server, Shared, StartError};
+pub use snapshot::Snapshot;

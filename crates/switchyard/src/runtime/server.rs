@@ -1,0 +1,202 @@
+//! Starting and stopping a balancer: bind every socket first (so a port in use fails the
+//! start before anything serves), then spawn the accept loops and the admin API, and on
+//! shutdown run SPEC 3.1's sequence.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinSet;
+use tracing::info;
+
+use super::shutdown::{self, ConnectionTracker, Phase, ShutdownTrigger};
+use super::snapshot::{Snapshot, SnapshotError};
+use crate::admin;
+use crate::admin::metrics::Registry;
+use crate::config::Config;
+use crate::config::model::Protocol;
+use crate::listener::{bind, tcp};
+
+/// A socket the server bound, as `GET /api/v1/listeners` and the `listening` event report it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BoundListener {
+    /// The listener's name (`admin` for the admin API).
+    pub name: String,
+    /// Its protocol word.
+    pub protocol: String,
+    /// The address actually bound (the real port when 0 was asked), or `unix:/path`.
+    pub address: String,
+}
+
+/// State shared by every task of one server.
+#[derive(Debug)]
+pub struct Shared {
+    /// Every metric series.
+    pub registry: Arc<Registry>,
+    /// The configuration in force.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Set once every listener is bound; cleared when shutdown begins.
+    pub ready: AtomicBool,
+    /// The sockets bound (admin first).
+    pub listeners: Vec<BoundListener>,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener's address could not be bound.
+    #[error(transparent)]
+    Bind(#[from] bind::BindError),
+    /// The admin API could not be bound.
+    #[error(transparent)]
+    Admin(#[from] admin::server::AdminBindError),
+    /// The configuration could not be compiled.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// A listener protocol this build does not serve (validation rejects it first).
+    #[error("listener {0:?}: protocol {1} is not served by this build")]
+    Unsupported(String, &'static str),
+}
+
+/// A running balancer.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+    trigger: ShutdownTrigger,
+    tracker: Arc<ConnectionTracker>,
+    tasks: JoinSet<()>,
+    admin_address: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Binds every listener and the admin API, then serves in background tasks on the
+    /// current tokio runtime.
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let registry = Arc::new(Registry::new());
+        let snapshot = Snapshot::build(config, &registry)?;
+        let config = Arc::clone(&snapshot.config);
+
+        let admin_socket = admin::server::bind(&config.admin.listen)?;
+        let mut listeners = vec![admin_socket.bound()];
+        let mut tcp_sockets = Vec::new();
+        for listener in &config.listeners {
+            if listener.protocol != Protocol::Tcp {
+                return Err(StartError::Unsupported(
+                    listener.name.clone(),
+                    listener.protocol.as_str(),
+                ));
+            }
+            let socket = bind::tcp(&listener.name, listener.listen)?;
+            let address = socket.local_addr().map_err(|source| bind::BindError {
+                listener: listener.name.clone(),
+                address: listener.listen,
+                source,
+            })?;
+            listeners.push(BoundListener {
+                name: listener.name.clone(),
+                protocol: listener.protocol.as_str().to_owned(),
+                address: address.to_string(),
+            });
+            tcp_sockets.push((listener.name.clone(), socket));
+        }
+
+        let shared = Arc::new(Shared {
+            registry,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            ready: AtomicBool::new(false),
+            listeners,
+        });
+        let (trigger, shutdown) = shutdown::channel();
+        let tracker = Arc::new(ConnectionTracker::default());
+        let mut tasks = JoinSet::new();
+        let admin_address = admin_socket.tcp_address();
+        tasks.spawn(admin::server::serve(
+            admin_socket,
+            Arc::clone(&shared),
+            shutdown.clone(),
+        ));
+        for (name, socket) in tcp_sockets {
+            let shared = Arc::clone(&shared);
+            let current = move || shared.snapshot.load().tcp_listener(&name).cloned();
+            tasks.spawn(tcp::serve(
+                socket,
+                current,
+                shutdown.clone(),
+                Arc::clone(&tracker),
+            ));
+        }
+        shared.ready.store(true, Ordering::Release);
+        Ok(Server {
+            shared,
+            trigger,
+            tracker,
+            tasks,
+            admin_address,
+        })
+    }
+
+    /// Reports every bound socket once on stderr as a JSON line (SPEC section 2):
+    /// `{"event":"listening","listener":"web","address":"127.0.0.1:40123"}`.
+    pub fn announce(&self) {
+        for listener in &self.shared.listeners {
+            eprintln!(
+                "{}",
+                serde_json::json!({
+                    "event": "listening",
+                    "listener": listener.name,
+                    "address": listener.address,
+                })
+            );
+        }
+    }
+
+    /// The sockets bound, the admin API first.
+    pub fn listeners(&self) -> &[BoundListener] {
+        &self.shared.listeners
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn address_of(&self, name: &str) -> Option<SocketAddr> {
+        self.shared
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .and_then(|l| l.address.parse().ok())
+    }
+
+    /// The admin API's TCP address (`None` on a Unix socket).
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
+    }
+
+    /// The state shared with the serving tasks.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Runs the shutdown sequence of SPEC 3.1: `/ready` turns 503 at once, listeners keep
+    /// accepting for `shutdown_delay`, then close; open connections get the rest of
+    /// `drain_timeout` and are then closed.
+    pub async fn shutdown(mut self) {
+        let defaults = self.shared.snapshot.load().config.defaults.clone();
+        let started = tokio::time::Instant::now();
+        let deadline = started + defaults.drain_timeout;
+        self.shared.ready.store(false, Ordering::Release);
+        self.trigger.advance(Phase::Draining);
+        info!(shutdown_delay = ?defaults.shutdown_delay, drain_timeout = ?defaults.drain_timeout, "shutting down");
+        tokio::time::sleep_until((started + defaults.shutdown_delay).min(deadline)).await;
+        self.trigger.advance(Phase::StopAccepting);
+        let open = self.tracker.open();
+        if open > 0 {
+            info!(open, "waiting for open connections to finish");
+        }
+        let _ = tokio::time::timeout_at(deadline, self.tracker.wait_idle()).await;
+        self.trigger.advance(Phase::Closed);
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait_idle()).await;
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        info!("stopped");
+    }
+}

@@ -1,0 +1,70 @@
+//! A snapshot: one configuration compiled into what connections use (clusters with their
+//! pickers, listeners with their resolved targets and metric handles).
+//!
+//! A connection loads the current snapshot once and keeps it, so a configuration change
+//! (a reload, a later issue) affects new connections only and never one in flight.
+
+use std::sync::Arc;
+
+use crate::admin::metrics::{self, Registry};
+use crate::cluster::{Cluster, ClusterBuildError};
+use crate::config::Config;
+use crate::config::model::Protocol;
+use crate::listener::tcp::{TcpListenerRuntime, UnknownCluster};
+
+/// A snapshot could not be compiled from a valid configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A cluster's picker refused its endpoint set.
+    #[error(transparent)]
+    Cluster(#[from] ClusterBuildError),
+    /// A listener names a cluster that does not exist.
+    #[error(transparent)]
+    Listener(#[from] UnknownCluster),
+}
+
+/// One configuration, compiled.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The configuration it was compiled from.
+    pub config: Arc<Config>,
+    /// Clusters in configuration order.
+    pub clusters: Vec<Arc<Cluster>>,
+    /// TCP listeners in configuration order.
+    pub tcp_listeners: Vec<Arc<TcpListenerRuntime>>,
+}
+
+impl Snapshot {
+    /// Compiles `config`, creating every configuration-derived metric series at zero.
+    pub fn build(config: Config, registry: &Registry) -> Result<Snapshot, SnapshotError> {
+        let clusters = config
+            .clusters
+            .iter()
+            .map(|c| Cluster::build(c, registry).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tcp_listeners = config
+            .listeners
+            .iter()
+            .filter(|l| l.protocol == Protocol::Tcp)
+            .map(|l| TcpListenerRuntime::build(l, &clusters, registry).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        for result in ["success", "failure"] {
+            registry.counter(&metrics::CONFIG_RELOADS_TOTAL, &[result]);
+        }
+        Ok(Snapshot {
+            config: Arc::new(config),
+            clusters,
+            tcp_listeners,
+        })
+    }
+
+    /// The cluster called `name`.
+    pub fn cluster(&self, name: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.iter().find(|c| c.name() == name)
+    }
+
+    /// The TCP listener called `name`.
+    pub fn tcp_listener(&self, name: &str) -> Option<&Arc<TcpListenerRuntime>> {
+        self.tcp_listeners.iter().find(|l| l.name == name)
+    }
+}

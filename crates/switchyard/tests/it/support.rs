@@ -1,0 +1,108 @@
+//! Shared test harness: start balancers and backends in-process on 127.0.0.1:0, bound
+//! every await, read metrics.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use switchyard::backend::{self, BackendArgs, BackendHandle};
+use switchyard::config;
+use switchyard::runtime::Server;
+
+/// Every await that could hang is bounded by this.
+pub const LIMIT: Duration = Duration::from_secs(10);
+
+/// Awaits `f`, failing the test after [`LIMIT`].
+pub async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f).await.expect("timed out")
+}
+
+/// Starts a backend.
+pub async fn backend(args: BackendArgs) -> BackendHandle {
+    within(backend::spawn(args)).await.expect("backend starts")
+}
+
+/// `n` HTTP backends named `b1`..`bn`.
+pub async fn http_backends(n: usize) -> Vec<BackendHandle> {
+    let mut all = Vec::new();
+    for i in 1..=n {
+        all.push(backend(BackendArgs::for_test(&format!("b{i}"))).await);
+    }
+    all
+}
+
+/// `n` TCP echo backends named `e1`..`en`.
+pub async fn echo_backends(n: usize) -> Vec<BackendHandle> {
+    let mut all = Vec::new();
+    for i in 1..=n {
+        let mut args = BackendArgs::for_test(&format!("e{i}"));
+        args.tcp_echo = true;
+        all.push(backend(args).await);
+    }
+    all
+}
+
+/// An address nothing listens on (bound once, then released).
+pub fn dead_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The `endpoints = [...]` value naming each address `name_i`.
+pub fn endpoints(addresses: &[SocketAddr], names: &[&str]) -> String {
+    let items: Vec<String> = addresses
+        .iter()
+        .zip(names)
+        .map(|(a, n)| format!("{{ address = \"{a}\", name = \"{n}\" }}"))
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// Loads `toml` (as if from `test.toml`) and starts a balancer on it.
+pub async fn balancer(toml: &str) -> Server {
+    let model = config::load_str(toml, Path::new("test.toml"))
+        .unwrap_or_else(|errors| panic!("test config is invalid:\n{errors}\n---\n{toml}"));
+    within(Server::start(model)).await.expect("balancer starts")
+}
+
+/// The `listen` address of listener `name`.
+pub fn address(server: &Server, name: &str) -> SocketAddr {
+    server.address_of(name).expect("listener bound")
+}
+
+/// GET on the admin API; (status, body).
+pub async fn admin_get(server: &Server, path: &str) -> (u16, String) {
+    let url = format!(
+        "http://{}{path}",
+        server.admin_address().expect("tcp admin")
+    );
+    let response = within(client().get(url).send())
+        .await
+        .expect("admin request");
+    let status = response.status().as_u16();
+    (status, within(response.text()).await.expect("admin body"))
+}
+
+/// A client that opens a new connection for every request.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(LIMIT)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+/// The value of one exact series line (`name{labels}`) in a Prometheus exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The value of a series of the running server's registry.
+pub async fn metric_of(server: &Server, series: &str) -> f64 {
+    let (_, text) = admin_get(server, "/metrics").await;
+    metric(&text, series).unwrap_or_else(|| panic!("series {series} missing"))
+}
