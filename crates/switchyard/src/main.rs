@@ -137,6 +137,12 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let max_connections = model
+        .listeners
+        .iter()
+        .map(|l| u64::from(l.max_connections))
+        .sum();
+    switchyard::runtime::limits::raise_open_file_limit(max_connections);
     let result = build_runtime(model.runtime.workers).and_then(|rt| {
         rt.block_on(async {
             let server = Server::start(model).await?;

@@ -2,6 +2,7 @@
 //! serves, the shutdown sequence, and the process-wide clock and RNG.
 
 pub mod clock;
+pub mod limits;
 pub mod rng;
 pub mod server;
 pub mod shutdown;
