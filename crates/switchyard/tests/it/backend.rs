@@ -555,3 +555,111 @@ async fn a_bind_failure_names_the_address() {
     assert!(matches!(err, BackendError::Bind { address, .. } if address == addr));
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[test]
+fn the_command_line_sets_the_initial_faults() {
+    use clap::Parser;
+    let cli = Cli::try_parse_from([
+        "backend",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "b9",
+        "--latency",
+        "5ms..50ms",
+        "--error-rate",
+        "0.1",
+        "--error-status",
+        "502",
+        "--reset-rate",
+        "0.05",
+        "--body-delay",
+        "1.5s",
+        "--healthz-status",
+        "503",
+        "--apply-to-healthz",
+        "--grpc-not-serving",
+        "--seed",
+        "7",
+        "--udp-echo",
+    ])
+    .expect("parses");
+    let args = cli.backend;
+    assert_eq!(args.name.as_deref(), Some("b9"));
+    assert_eq!(args.seed, Some(7));
+    assert!(args.udp_echo && !args.tcp_echo);
+    let f = args.faults();
+    assert_eq!(
+        f.latency,
+        Latency::Uniform {
+            min: Duration::from_millis(5),
+            max: Duration::from_millis(50)
+        }
+    );
+    assert!((f.error_rate - 0.1).abs() < 1e-12);
+    assert_eq!(f.error_status, 502);
+    assert!((f.reset_rate - 0.05).abs() < 1e-12);
+    assert_eq!(f.body_delay, Duration::from_millis(1500));
+    assert_eq!(f.healthz_status, 503);
+    assert!(f.apply_to_healthz && !f.grpc_serving);
+    for bad in [
+        &["backend", "--latency", "5"][..],
+        &["backend", "--latency", "50ms..5ms"],
+        &["backend", "--error-rate", "1.5"],
+        &["backend", "--error-status", "99"],
+        &["backend", "--body-delay", "5 s"],
+    ] {
+        assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[tokio::test]
+async fn a_reset_over_h2c_fails_the_request() {
+    let b = start(BackendArgs::for_test("rst2")).await;
+    b.control().set(|f| f.reset_rate = 1.0);
+    let err = within(h2c().get(url(&b, "/")).send())
+        .await
+        .expect_err("the connection is reset");
+    assert!(!err.is_status(), "{err}");
+    assert_eq!(b.control().snapshot().resets_injected, 1);
+}
+
+#[tokio::test]
+async fn the_control_state_round_trips_through_put() {
+    let b = start(BackendArgs::for_test("rt")).await;
+    let (status, state) = put_control(
+        &b,
+        r#"{"latency":"1500ms","reset_rate":0.25,"body_delay":"250us","grpc_services":{"a":false}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["latency"], "1500ms");
+    assert_eq!(state["reset_rate"], 0.25);
+    assert_eq!(state["body_delay"], "250us");
+    assert_eq!(state["grpc_services"]["a"], false);
+    let faults = b.control().faults();
+    assert_eq!(faults.latency, Latency::Fixed(Duration::from_millis(1500)));
+    assert!(faults.grpc_serving && !faults.grpc_serving_for("a"));
+    // Writing the state back unchanged (minus read-only fields) is accepted and a no-op.
+    let mut writable = state.as_object().unwrap().clone();
+    for ro in [
+        "name",
+        "requests",
+        "healthz_requests",
+        "errors_injected",
+        "resets_injected",
+        "connections",
+    ] {
+        writable.remove(ro);
+    }
+    let (status, again) = put_control(&b, &Value::Object(writable).to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(b.control().faults(), faults);
+    assert_eq!(again["latency"], state["latency"]);
+}
