@@ -164,6 +164,7 @@ pub enum BackendError {
 /// A running backend. Dropping it stops the server at once; [`BackendHandle::shutdown`] stops
 /// it gracefully.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the backend"]
 pub struct BackendHandle {
     addr: SocketAddr,
     udp_addr: Option<SocketAddr>,

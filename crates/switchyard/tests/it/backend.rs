@@ -68,6 +68,7 @@ fn grpc_frame(message: &[u8]) -> Bytes {
 /// One unary gRPC call over a fresh h2c connection: (HTTP status, message, grpc-status).
 async fn grpc_call(b: &BackendHandle, method: &str, message: &[u8]) -> (u16, Bytes, String) {
     let tcp = within(TcpStream::connect(b.local_addr())).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     let (mut sender, conn) = within(hyper::client::conn::http2::handshake(
         TokioExecutor::new(),
         TokioIo::new(tcp),
