@@ -304,6 +304,22 @@ impl Control {
         self.set(|f| *f = faults)
     }
 
+    /// Like [`Control::set`], but the change may be refused; nothing changes on an error.
+    pub(crate) fn try_set<E>(
+        &self,
+        change: impl FnOnce(FaultState) -> Result<FaultState, E>,
+    ) -> Result<FaultState, E> {
+        let _guard = self
+            .inner
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = change(self.faults())?;
+        next.normalise();
+        self.inner.state.store(Arc::new(next.clone()));
+        Ok(next)
+    }
+
     /// Real requests received so far (not `/control`, not health checks).
     pub fn requests(&self) -> u64 {
         self.inner.requests.load(Ordering::Relaxed)

@@ -664,3 +664,26 @@ async fn the_control_state_round_trips_through_put() {
     assert_eq!(b.control().faults(), faults);
     assert_eq!(again["latency"], state["latency"]);
 }
+
+#[tokio::test]
+async fn garbage_on_the_wire_does_not_stop_the_backend() {
+    let b = start(BackendArgs::for_test("sturdy")).await;
+    let inputs: [&[u8]; 6] = [
+        b"\x00\xff\x13garbage\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\nshort",
+        b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: x\r\n\r\n\xff\xff",
+        b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nhost: x\r\ncontent-type: application/grpc\r\ncontent-length: 7\r\n\r\n\x00\x00\x00\x00\x02\x0a\xff",
+        b"PUT /control HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\n{\"a",
+    ];
+    for input in inputs {
+        let mut tcp = within(TcpStream::connect(b.local_addr())).await.unwrap();
+        within(tcp.write_all(input)).await.unwrap();
+        let _ = tcp.shutdown().await;
+        let mut sink = Vec::new();
+        // Whatever the answer (or none), the connection ends.
+        let _ = within(tcp.read_to_end(&mut sink)).await;
+    }
+    let resp = get(&http1(), &url(&b, "/")).await;
+    assert_eq!(resp.status(), 200);
+}
