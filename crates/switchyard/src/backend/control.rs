@@ -34,11 +34,9 @@ pub(crate) async fn serve(
                 Ok(b) => b,
                 Err(msg) => return bad_request(None, &msg),
             };
-            match parse_update(&bytes, control.faults()) {
-                Ok(next) => {
-                    control.replace(next);
-                    json_response(StatusCode::OK, &control.snapshot().to_json())
-                }
+            // Parsed under the write lock, so concurrent updates are never lost.
+            match control.try_set(|current| parse_update(&bytes, current)) {
+                Ok(_) => json_response(StatusCode::OK, &control.snapshot().to_json()),
                 Err(e) => bad_request(e.field.as_deref(), &e.message),
             }
         }

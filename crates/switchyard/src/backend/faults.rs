@@ -80,10 +80,17 @@ impl Latency {
             Self::Fixed(d) => d,
             Self::Uniform { min, max } if min == max => min,
             Self::Uniform { min, max } => {
-                let span = (max - min).as_nanos();
+                let span = max.saturating_sub(min).as_nanos();
                 let span = u64::try_from(span).unwrap_or(u64::MAX);
                 min + Duration::from_nanos(rng.random_range(0..=span))
             }
+        }
+    }
+
+    fn sample_fixed(&self) -> Duration {
+        match *self {
+            Self::Fixed(d) => d,
+            Self::Uniform { min, .. } => min,
         }
     }
 
@@ -136,6 +143,11 @@ impl FaultState {
         let clamp = |r: f64| if r.is_nan() { 0.0 } else { r.clamp(0.0, 1.0) };
         self.error_rate = clamp(self.error_rate);
         self.reset_rate = clamp(self.reset_rate);
+        if let Latency::Uniform { min, max } = self.latency {
+            if min > max {
+                self.latency = Latency::Uniform { min: max, max: min };
+            }
+        }
     }
 
     /// Whether gRPC health answers SERVING for `service` (`""` is the whole server).
@@ -270,7 +282,8 @@ impl Control {
         self.inner.state.load_full()
     }
 
-    /// Changes the fault state in place and returns the result; rates are clamped to 0-1.
+    /// Changes the fault state in place and returns the result; rates are clamped to 0-1 and a
+    /// latency range with `min > max` is swapped.
     ///
     /// `control.set(|f| f.error_rate = 1.0)` makes every real request fail.
     pub fn set(&self, change: impl FnOnce(&mut FaultState)) -> FaultState {
@@ -289,6 +302,22 @@ impl Control {
     /// Replaces the whole fault state.
     pub fn replace(&self, faults: FaultState) -> FaultState {
         self.set(|f| *f = faults)
+    }
+
+    /// Like [`Control::set`], but the change may be refused; nothing changes on an error.
+    pub(crate) fn try_set<E>(
+        &self,
+        change: impl FnOnce(FaultState) -> Result<FaultState, E>,
+    ) -> Result<FaultState, E> {
+        let _guard = self
+            .inner
+            .write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut next = change(self.faults())?;
+        next.normalise();
+        self.inner.state.store(Arc::new(next.clone()));
+        Ok(next)
     }
 
     /// Real requests received so far (not `/control`, not health checks).
@@ -379,15 +408,6 @@ impl Control {
             self.inner.errors_injected.fetch_add(1, Ordering::Relaxed);
         }
         decision
-    }
-}
-
-impl Latency {
-    fn sample_fixed(&self) -> Duration {
-        match *self {
-            Self::Fixed(d) => d,
-            Self::Uniform { min, .. } => min,
-        }
     }
 }
 

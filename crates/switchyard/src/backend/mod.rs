@@ -52,7 +52,7 @@ pub struct BackendArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate, value_name = "RATIO")]
     pub error_rate: f64,
     /// HTTP status of an injected error.
-    #[arg(long, default_value_t = 503, value_parser = clap::value_parser!(u16).range(200..=599))]
+    #[arg(long, default_value_t = 503, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(200..=599))]
     pub error_status: u16,
     /// Share of real requests (0-1) whose connection is reset (RST) without any response.
     #[arg(long, default_value_t = 0.0, value_parser = parse_rate, value_name = "RATIO")]
@@ -61,7 +61,7 @@ pub struct BackendArgs {
     #[arg(long, value_parser = parse_duration_arg, value_name = "DUR")]
     pub body_delay: Option<Duration>,
     /// HTTP status of `/healthz`.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(200..=599))]
+    #[arg(long, default_value_t = 200, value_name = "STATUS", value_parser = clap::value_parser!(u16).range(200..=599))]
     pub healthz_status: u16,
     /// Apply latency, errors and resets to `/healthz` and gRPC health checks too.
     #[arg(long)]
@@ -164,6 +164,7 @@ pub enum BackendError {
 /// A running backend. Dropping it stops the server at once; [`BackendHandle::shutdown`] stops
 /// it gracefully.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the backend"]
 pub struct BackendHandle {
     addr: SocketAddr,
     udp_addr: Option<SocketAddr>,

@@ -68,6 +68,7 @@ fn grpc_frame(message: &[u8]) -> Bytes {
 /// One unary gRPC call over a fresh h2c connection: (HTTP status, message, grpc-status).
 async fn grpc_call(b: &BackendHandle, method: &str, message: &[u8]) -> (u16, Bytes, String) {
     let tcp = within(TcpStream::connect(b.local_addr())).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
     let (mut sender, conn) = within(hyper::client::conn::http2::handshake(
         TokioExecutor::new(),
         TokioIo::new(tcp),
@@ -554,4 +555,135 @@ async fn a_bind_failure_names_the_address() {
     .expect_err("address in use");
     assert!(matches!(err, BackendError::Bind { address, .. } if address == addr));
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+#[test]
+fn the_command_line_sets_the_initial_faults() {
+    use clap::Parser;
+    let cli = Cli::try_parse_from([
+        "backend",
+        "--listen",
+        "127.0.0.1:0",
+        "--name",
+        "b9",
+        "--latency",
+        "5ms..50ms",
+        "--error-rate",
+        "0.1",
+        "--error-status",
+        "502",
+        "--reset-rate",
+        "0.05",
+        "--body-delay",
+        "1.5s",
+        "--healthz-status",
+        "503",
+        "--apply-to-healthz",
+        "--grpc-not-serving",
+        "--seed",
+        "7",
+        "--udp-echo",
+    ])
+    .expect("parses");
+    let args = cli.backend;
+    assert_eq!(args.name.as_deref(), Some("b9"));
+    assert_eq!(args.seed, Some(7));
+    assert!(args.udp_echo && !args.tcp_echo);
+    let f = args.faults();
+    assert_eq!(
+        f.latency,
+        Latency::Uniform {
+            min: Duration::from_millis(5),
+            max: Duration::from_millis(50)
+        }
+    );
+    assert!((f.error_rate - 0.1).abs() < 1e-12);
+    assert_eq!(f.error_status, 502);
+    assert!((f.reset_rate - 0.05).abs() < 1e-12);
+    assert_eq!(f.body_delay, Duration::from_millis(1500));
+    assert_eq!(f.healthz_status, 503);
+    assert!(f.apply_to_healthz && !f.grpc_serving);
+    for bad in [
+        &["backend", "--latency", "5"][..],
+        &["backend", "--latency", "50ms..5ms"],
+        &["backend", "--error-rate", "1.5"],
+        &["backend", "--error-status", "99"],
+        &["backend", "--body-delay", "5 s"],
+    ] {
+        assert!(Cli::try_parse_from(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[tokio::test]
+async fn a_reset_over_h2c_fails_the_request() {
+    let b = start(BackendArgs::for_test("rst2")).await;
+    b.control().set(|f| f.reset_rate = 1.0);
+    let err = within(h2c().get(url(&b, "/")).send())
+        .await
+        .expect_err("the connection is reset");
+    assert!(!err.is_status(), "{err}");
+    assert_eq!(b.control().snapshot().resets_injected, 1);
+}
+
+#[tokio::test]
+async fn the_control_state_round_trips_through_put() {
+    let b = start(BackendArgs::for_test("rt")).await;
+    let (status, state) = put_control(
+        &b,
+        r#"{"latency":"1500ms","reset_rate":0.25,"body_delay":"250us","grpc_services":{"a":false}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(state["latency"], "1500ms");
+    assert_eq!(state["reset_rate"], 0.25);
+    assert_eq!(state["body_delay"], "250us");
+    assert_eq!(state["grpc_services"]["a"], false);
+    let faults = b.control().faults();
+    assert_eq!(faults.latency, Latency::Fixed(Duration::from_millis(1500)));
+    assert!(faults.grpc_serving && !faults.grpc_serving_for("a"));
+    // Writing the state back unchanged (minus read-only fields) is accepted and a no-op.
+    let mut writable = state.as_object().unwrap().clone();
+    for ro in [
+        "name",
+        "requests",
+        "healthz_requests",
+        "errors_injected",
+        "resets_injected",
+        "connections",
+    ] {
+        writable.remove(ro);
+    }
+    let (status, again) = put_control(&b, &Value::Object(writable).to_string()).await;
+    assert_eq!(status, 200);
+    assert_eq!(b.control().faults(), faults);
+    assert_eq!(again["latency"], state["latency"]);
+}
+
+#[tokio::test]
+async fn garbage_on_the_wire_does_not_stop_the_backend() {
+    let b = start(BackendArgs::for_test("sturdy")).await;
+    let inputs: [&[u8]; 6] = [
+        b"\x00\xff\x13garbage\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+        b"GET / HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\nshort",
+        b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-version: 13\r\nsec-websocket-key: x\r\n\r\n\xff\xff",
+        b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nhost: x\r\ncontent-type: application/grpc\r\ncontent-length: 7\r\n\r\n\x00\x00\x00\x00\x02\x0a\xff",
+        b"PUT /control HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\n{\"a",
+    ];
+    for input in inputs {
+        let mut tcp = within(TcpStream::connect(b.local_addr())).await.unwrap();
+        within(tcp.write_all(input)).await.unwrap();
+        let _ = tcp.shutdown().await;
+        let mut sink = Vec::new();
+        // Whatever the answer (or none), the connection ends.
+        let _ = within(tcp.read_to_end(&mut sink)).await;
+    }
+    let resp = get(&http1(), &url(&b, "/")).await;
+    assert_eq!(resp.status(), 200);
 }
