@@ -203,11 +203,15 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -918,6 +922,8 @@ pub(crate) mod opt_duration_str {
         d: &Option<Duration>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        s.collect_str(&crate::config::units::format_duration(d.unwrap_or_default()))
+        s.collect_str(&crate::config::units::format_duration(
+            d.unwrap_or_default(),
+        ))
     }
 }
