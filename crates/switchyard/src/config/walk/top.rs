@@ -57,6 +57,18 @@ pub(super) fn tables<'a, 'i>(
     node: &Node<'a, 'i>,
     key: &str,
 ) -> Vec<Node<'a, 'i>> {
+    if let Some(v) = node.get(key) {
+        if v.get_ref().is_table() {
+            let path = node.sub(key);
+            w.err_hint(
+                &v.span(),
+                &path,
+                "expected an array of tables, found a table",
+                Some(format!("write [[{path}]] (double brackets)")),
+            );
+            return Vec::new();
+        }
+    }
     let Some(items) = w.array(node, key) else {
         return Vec::new();
     };
