@@ -3,5 +3,6 @@
 mod admin;
 mod backend;
 mod cli;
+mod config;
 mod support;
 mod tcp;

@@ -1,0 +1,231 @@
+//! The configuration loader against fixture files: error positions, defaults, the
+//! not-implemented gate, rendering, and robustness (no panic on any input).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use switchyard::config::model::{AdminListen, Balance, HashKey, LogTarget, Protocol, Target};
+use switchyard::config::{self, OutputFormat, load_file, load_str, render};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config")
+        .join(name)
+}
+
+#[test]
+fn three_mistakes_give_exactly_three_errors_with_lines_and_hints() {
+    let errs = load_file(&fixture("three_mistakes.toml")).unwrap_err();
+    let e = errs.errors();
+    assert_eq!(e.len(), 3, "{errs}");
+
+    assert_eq!((e[0].line, e[0].column), (9, 1));
+    assert_eq!(e[0].path, "cluster[0].conect_timeout");
+    assert_eq!(e[0].message, "unknown key \"conect_timeout\"");
+    assert_eq!(
+        e[0].hint.as_deref(),
+        Some("did you mean \"connect_timeout\"?")
+    );
+
+    assert_eq!((e[1].line, e[1].column), (15, 11));
+    assert_eq!(e[1].path, "listener[0].cluster");
+    assert_eq!(e[1].message, "unknown cluster \"backend-v2\"");
+    assert_eq!(e[1].hint.as_deref(), Some("did you mean \"backend-v1\"?"));
+
+    assert_eq!((e[2].line, e[2].column), (16, 16));
+    assert_eq!(e[2].path, "listener[0].idle_timeout");
+    assert_eq!(e[2].hint.as_deref(), Some("no spaces: write \"5s\""));
+
+    let text = errs.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "{}:9:1: cluster[0].conect_timeout: unknown key \"conect_timeout\" (did you mean \"connect_timeout\"?)\n",
+            fixture("three_mistakes.toml").display()
+        )),
+        "{text}"
+    );
+    assert!(text.ends_with("\n3 errors"), "{text}");
+}
+
+#[test]
+fn a_valid_tcp_config_resolves_with_every_default() {
+    let c = load_file(&fixture("tcp.toml")).unwrap();
+    assert_eq!(c.runtime.workers, 2);
+    assert_eq!(c.runtime.upgrade_socket, None);
+    assert_eq!(c.access_log.path, LogTarget::Stdout);
+    assert!(c.access_log.enabled);
+    assert_eq!(c.defaults.drain_timeout, Duration::from_secs(10));
+    assert_eq!(c.defaults.shutdown_delay, Duration::from_secs(1));
+
+    let pg = &c.listeners[0];
+    assert_eq!(pg.protocol, Protocol::Tcp);
+    assert_eq!(pg.max_connections, 100_000);
+    assert_eq!(pg.idle_timeout, Duration::from_secs(3600));
+    assert_eq!(pg.max_header_bytes, 16 * 1024);
+    assert_eq!(pg.target, Some(Target::Cluster("postgres".into())));
+    assert!(pg.routes.is_empty());
+    let canary = &c.listeners[1];
+    assert_eq!(canary.idle_timeout, Duration::from_secs(60));
+    assert_eq!(canary.max_connections, 500);
+    assert!(matches!(&canary.target, Some(Target::Split(s)) if s.len() == 2 && s[1].weight == 1));
+
+    let postgres = &c.clusters[0];
+    assert_eq!(postgres.balance, Balance::Maglev);
+    assert_eq!(postgres.hash_key, HashKey::SourceIp);
+    assert_eq!(postgres.maglev_table_size, 251);
+    assert_eq!(postgres.endpoints[0].name, "127.0.0.1:5432");
+    assert_eq!(postgres.endpoints[0].weight, 1);
+    assert_eq!(postgres.endpoints[1].name, "replica");
+    assert_eq!(postgres.endpoints[1].address.to_string(), "[::1]:5433");
+    assert_eq!(postgres.connect_timeout, Duration::from_secs(1));
+    assert_eq!(
+        postgres.drain_timeout,
+        Duration::from_secs(10),
+        "from [defaults]"
+    );
+    assert_eq!(postgres.tcp_keepalive, Some(Duration::from_secs(60)));
+    assert_eq!(postgres.slow_start, Duration::from_secs(30));
+    assert_eq!(postgres.retry_budget.ratio, Some(0.2));
+    assert_eq!(postgres.limits.max_pending_requests, 1024);
+    assert!(postgres.outlier.is_some());
+    assert!(postgres.health.is_none());
+
+    let next = &c.clusters[1];
+    assert_eq!(next.balance, Balance::P2cEwma);
+    assert_eq!(next.maglev_table_size, 65_537);
+    assert_eq!(next.connect_timeout, Duration::from_millis(250));
+    assert_eq!(next.tcp_keepalive, None);
+}
+
+#[test]
+fn an_empty_file_gets_the_spec_defaults() {
+    let c = load_str("", Path::new("empty.toml")).unwrap();
+    assert_eq!(
+        c.admin.listen,
+        AdminListen::Tcp("127.0.0.1:9901".parse().unwrap())
+    );
+    assert_eq!(c.defaults.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.defaults.shutdown_delay, Duration::ZERO);
+    assert!(c.listeners.is_empty());
+}
+
+#[test]
+fn every_spec_key_is_accepted_by_the_walker_and_only_gated() {
+    let errs = load_file(&fixture("full.toml")).unwrap_err();
+    let bad: Vec<_> = errs
+        .errors()
+        .iter()
+        .filter(|e| !e.message.starts_with("not implemented yet: "))
+        .collect();
+    assert!(bad.is_empty(), "{errs}");
+    let text = errs.to_string();
+    for expected in [
+        "not implemented yet: listener[0].protocol = \"https\"",
+        "not implemented yet: listener[0].tls",
+        "not implemented yet: listener[0].route",
+        "not implemented yet: listener[3].routes",
+        "not implemented yet: listener[4].protocol = \"udp\"",
+        "not implemented yet: cluster[0].health",
+        "not implemented yet: cluster[0].hash_key = \"header:x-user\"",
+        "not implemented yet: cluster[1].discovery",
+        "not implemented yet: access_log",
+        "not implemented yet: xdp",
+        "not implemented yet: global_rate_limit",
+        "not implemented yet: runtime.upgrade_socket",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("cluster[2].hash_key"),
+        "5-tuple is implemented"
+    );
+}
+
+#[test]
+fn a_missing_certificate_is_reported_at_its_line() {
+    let text = std::fs::read_to_string(fixture("full.toml"))
+        .unwrap()
+        .replace("certs/api.key", "certs/missing.key");
+    let errs = load_str(&text, &fixture("full.toml")).unwrap_err();
+    let e = errs
+        .errors()
+        .iter()
+        .find(|e| e.path == "listener[0].tls.certificates[1].key")
+        .unwrap_or_else(|| panic!("{errs}"));
+    assert_eq!(e.line, 40);
+    assert!(e.message.contains("cannot read"), "{e}");
+}
+
+#[test]
+fn rendered_toml_and_json_parse_back() {
+    let c = load_file(&fixture("tcp.toml")).unwrap();
+    let json = render(&c, OutputFormat::Json).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["clusters"][0]["connect_timeout"], "1s");
+    let toml_text = render(&c, OutputFormat::Toml).unwrap();
+    let t: toml::Table = toml::from_str(&toml_text).unwrap();
+    assert!(t.contains_key("listeners"), "{toml_text}");
+}
+
+#[test]
+fn an_unreadable_file_is_one_error_naming_it() {
+    let errs = load_file(Path::new("/nonexistent/switchyard.toml")).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert!(
+        errs.to_string()
+            .starts_with("/nonexistent/switchyard.toml: cannot read")
+    );
+}
+
+#[test]
+fn the_fuzz_corpus_replays_without_panicking() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+    let mut n = 0;
+    for target in ["config_load", "units"] {
+        let Ok(dir) = std::fs::read_dir(corpus.join(target)) else {
+            continue;
+        };
+        for entry in dir {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            if target == "config_load" {
+                let _ = load_str(&text, Path::new("fuzz.toml"));
+            } else {
+                let _ = config::units::parse_duration(&text);
+                let _ = config::units::parse_size(&text);
+                let _ = config::units::parse_percent(&text);
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no corpus files under {}", corpus.display());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn load_str_never_panics_on_arbitrary_text(text in ".{0,400}") {
+        let _ = load_str(&text, Path::new("p.toml"));
+    }
+
+    #[test]
+    fn load_str_never_panics_on_mutated_valid_configs(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), ".{0,6}"), 1..6)
+    ) {
+        let base = std::fs::read_to_string(fixture("full.toml")).unwrap();
+        let mut text = base.clone();
+        for (at, len, insert) in edits {
+            let chars: Vec<char> = text.chars().collect();
+            let start = at.index(chars.len() + 1);
+            let end = (start + len.index(8)).min(chars.len());
+            let mut out: String = chars[..start].iter().collect();
+            out.push_str(&insert);
+            out.extend(&chars[end..]);
+            text = out;
+        }
+        let _ = load_str(&text, &fixture("full.toml"));
+    }
+}
