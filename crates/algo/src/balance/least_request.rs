@@ -11,7 +11,7 @@ use crate::rng::below;
 ///
 /// Clusters of at most 8 endpoints are scanned fully and ties are broken uniformly at
 /// random (reservoir sampling). Larger clusters sample 8 endpoints uniformly (with
-/// replacement) and take the least loaded of them — the "power of d choices", whose load
+/// replacement, two indices per RNG call) and take the least loaded of them — the "power of d choices", whose load
 /// spread is within a small constant of a full scan while keeping a pick O(d) instead of O(n);
 /// the random sampling is the tie-break. If no sampled endpoint is pickable, the full scan
 /// runs. The `+ 1` makes weights matter for idle endpoints too (weight 2 idle beats weight 1
@@ -32,21 +32,30 @@ impl LeastRequest {
         }
     }
 
-    fn cost(&self, load: &dyn LoadView, i: usize) -> f64 {
-        (load.in_flight(i) as f64 + 1.0) / (f64::from(self.weights.get(i)) * scale(load, i))
+    /// Endpoint `i`'s load as the fraction `(in_flight + 1) / (weight x factor)`, kept as
+    /// numerator and denominator so comparisons multiply instead of divide.
+    fn load_of(&self, load: &dyn LoadView, i: usize) -> (f64, f64) {
+        (
+            load.in_flight(i) as f64 + 1.0,
+            f64::from(self.weights.get(i)) * scale(load, i),
+        )
     }
 
     /// The least loaded endpoint (see [`super::Picker::pick`]).
     pub(crate) fn pick(&self, load: &dyn LoadView, rng: &mut dyn RngCore) -> Option<usize> {
         let n = self.weights.len();
         if n > CHOICES {
-            let mut best: Option<(usize, f64)> = None;
-            for _ in 0..CHOICES {
-                let i = below(rng, n);
-                if self.weights.pickable(load, i) {
-                    let c = self.cost(load, i);
-                    if best.is_none_or(|(_, b)| c < b) {
-                        best = Some((i, c));
+            let mut best: Option<(usize, (f64, f64))> = None;
+            for _ in 0..CHOICES / 2 {
+                // two 32-bit draws from one call: the bias is below n / 2^32
+                let r = rng.next_u64();
+                for half in [r >> 32, r & 0xffff_ffff] {
+                    let i = ((half * n as u64) >> 32) as usize;
+                    if self.weights.pickable(load, i) {
+                        let c = self.load_of(load, i);
+                        if best.is_none_or(|(_, b)| less(c, b)) {
+                            best = Some((i, c));
+                        }
                     }
                 }
             }
@@ -58,16 +67,16 @@ impl LeastRequest {
     }
 
     fn full_scan(&self, load: &dyn LoadView, rng: &mut dyn RngCore) -> Option<usize> {
-        let mut best: Option<(usize, f64)> = None;
+        let mut best: Option<(usize, (f64, f64))> = None;
         let mut ties = 0usize;
         for i in 0..self.weights.len() {
             if !self.weights.pickable(load, i) {
                 continue;
             }
-            let c = self.cost(load, i);
+            let c = self.load_of(load, i);
             match best {
-                Some((_, b)) if c > b => {}
-                Some((_, b)) if c == b => {
+                Some((_, b)) if less(b, c) => {}
+                Some((_, b)) if !less(c, b) => {
                     ties += 1;
                     if below(rng, ties) == 0 {
                         best = Some((i, c));
@@ -81,6 +90,11 @@ impl LeastRequest {
         }
         best.map(|(i, _)| i)
     }
+}
+
+/// `a < b` for fractions with positive denominators.
+fn less(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 * b.1 < b.0 * a.1
 }
 
 #[cfg(test)]
