@@ -82,22 +82,25 @@ impl Weights {
             .find(|&i| self.pickable(load, i))
     }
 
-    /// An exact random draw over the pickable endpoints, each with probability proportional
-    /// to `weight × scale` (`weighted`) or to `scale` alone. Two passes, no allocation.
+    /// An exact random draw over the pickable endpoints other than `skip`, each with
+    /// probability proportional to `weight x factor` (`weighted`) or to `factor` alone. Two
+    /// passes, no allocation.
     pub(crate) fn scan(
         &self,
         load: &dyn LoadView,
         rng: &mut dyn RngCore,
         weighted: bool,
+        skip: Option<usize>,
     ) -> Option<usize> {
         let share = |i: usize| {
             let w = if weighted { f64::from(self.0[i]) } else { 1.0 };
             w * scale(load, i)
         };
+        let candidate = |i: usize| Some(i) != skip && self.pickable(load, i);
         let mut total = 0.0;
         let mut last = None;
         for i in 0..self.len() {
-            if self.pickable(load, i) {
+            if candidate(i) {
                 total += share(i);
                 last = Some(i);
             }
@@ -105,7 +108,7 @@ impl Weights {
         let last = last?;
         let mut r = unit_f64(rng) * total;
         for i in 0..self.len() {
-            if self.pickable(load, i) {
+            if candidate(i) {
                 let s = share(i);
                 if r < s {
                     return Some(i);

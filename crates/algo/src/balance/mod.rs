@@ -102,9 +102,9 @@ pub enum Policy {
     /// `random`: weighted random, probability proportional to `weight x weight_factor`.
     Random,
     /// `least-request`: least `(in_flight + 1) / (weight x weight_factor)` (Envoy's formula
-    /// with bias 1: the `+ 1` lets weights decide between idle endpoints). Clusters of up to 8
+    /// with bias 1: the `+ 1` lets weights decide between idle endpoints). Clusters of up to 4
     /// endpoints are scanned fully, ties broken uniformly at random; larger ones take the
-    /// best of 8 random samples.
+    /// best of 4 random samples (ties: the first drawn), which keeps a pick O(1).
     LeastRequest,
     /// `p2c`: of two distinct random endpoints, the one with fewer in flight (divided by
     /// `weight_factor`); ties go to the first draw.

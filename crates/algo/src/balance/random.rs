@@ -49,7 +49,7 @@ impl WeightedRandom {
                 return Some(i);
             }
         }
-        self.weights.scan(load, rng, true)
+        self.weights.scan(load, rng, true, None)
     }
 }
 
