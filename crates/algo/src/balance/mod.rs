@@ -26,7 +26,7 @@ mod round_robin;
 mod static_load;
 mod weighted;
 
-pub use ewma::{EwmaConfig, PeakEwma};
+pub use ewma::{AtomicPeakEwma, EwmaConfig, PeakEwma};
 pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, MaglevTable, is_prime};
 pub use ring_hash::{MAX_RING_SIZE, MIN_RING_SIZE};
 pub use static_load::StaticLoad;
