@@ -1,4 +1,4 @@
-//! What every policy shares: which endpoints are pickable, how the slow-start scale is read,
+//! What every policy shares: which endpoints are pickable, how the slow-start factor is read,
 //! and the bounded fallback scans that keep the "never an ineligible endpoint while an
 //! eligible one exists" guarantee when a policy's fast path lands on an ineligible one.
 
@@ -44,9 +44,9 @@ pub(crate) fn scale(load: &dyn LoadView, i: usize) -> f64 {
     }
 }
 
-/// Accepts endpoint `i` with probability equal to its slow-start factor (rejection sampling,
-/// which turns a weight-`w` choice into a weight-`w × scale` choice). Draws no randomness at
-/// full scale.
+/// Accepts endpoint `i` with probability equal to its slow-start factor (rejection
+/// sampling, which turns a weight-`w` choice into a weight-`w x weight_factor` choice).
+/// Draws no randomness at full weight.
 pub(crate) fn accept_scaled(load: &dyn LoadView, i: usize, rng: &mut dyn RngCore) -> bool {
     let s = scale(load, i);
     s >= 1.0 || unit_f64(rng) < s

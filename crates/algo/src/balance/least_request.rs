@@ -7,7 +7,7 @@ use super::eligible::{Weights, scale};
 use super::{EndpointSpec, LoadView};
 use crate::rng::below;
 
-/// Least `(in_flight + 1) / (weight × scale)`.
+/// Least `(in_flight + 1) / (weight x weight_factor)`.
 ///
 /// Clusters of at most 4 endpoints are scanned fully and ties are broken uniformly at
 /// random (reservoir sampling). Larger clusters sample 4 endpoints uniformly (with

@@ -25,7 +25,7 @@ pub const MAX_PERIOD: usize = 1 << 16;
 ///
 /// An unpickable endpoint's slot goes to the next slots of the sequence (then to the next
 /// pickable endpoint in order); a slow-starting endpoint keeps its slot with probability equal
-/// to its factor, so its share is `weight × scale` (approximately: a refused slot goes to the
+/// to its factor, so its share is `weight x weight_factor` (approximately: a refused slot goes to the
 /// next in the sequence).
 #[derive(Debug)]
 pub(crate) struct SmoothWeighted {
