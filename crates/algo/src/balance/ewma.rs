@@ -1,12 +1,12 @@
-//! The latency estimate behind `p2c-ewma` (linkerd's "peak EWMA"): react to a slowdown at
-//! once, forget it gradually. A plain average keeps sending to an endpoint that just got slow
-//! until enough samples dilute the past; taking a higher sample immediately makes the
-//! balancer back off within one response.
+//! The latency estimate behind `p2c-ewma` (linkerd's "peak EWMA"): react to a slowdown at once,
+//! forget it gradually. A plain average keeps sending to an endpoint that just got slow until
+//! enough samples dilute the past; taking a higher sample immediately makes the balancer back off
+//! within one response.
 //!
 //! The runtime keeps one estimator per endpoint ([`AtomicPeakEwma`] lock-free, or a plain
-//! [`PeakEwma`] behind a lock of its own), feeds it each observed latency ([`PeakEwma::observe`]) and each failure
-//! ([`PeakEwma::observe_failure`], a penalty latency, so a fast-failing endpoint does not
-//! look fast), and publishes [`PeakEwma::cost`] through [`super::LoadView::latency_cost`].
+//! [`PeakEwma`] behind a lock of its own), feeds it each observed latency ([`PeakEwma::observe`])
+//! and each failure ([`PeakEwma::observe_failure`], a penalty latency, so a fast-failing endpoint
+//! does not look fast), and publishes [`PeakEwma::cost`] through [`super::LoadView::latency_cost`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -9,13 +9,12 @@ use crate::rng::below;
 
 /// Least `(in_flight + 1) / (weight x weight_factor)`.
 ///
-/// Clusters of at most 4 endpoints are scanned fully and ties are broken uniformly at
-/// random (reservoir sampling). Larger clusters sample 4 endpoints uniformly (with
-/// replacement, two indices per RNG call) and take the least loaded of them — the "power of d choices", whose load
-/// spread is within a small constant of a full scan while keeping a pick O(d) instead of O(n);
-/// the random sampling is the tie-break. If no sampled endpoint is pickable, the full scan
-/// runs. The `+ 1` makes weights matter for idle endpoints too (weight 2 idle beats weight 1
-/// idle).
+/// Clusters of at most 4 endpoints are scanned fully and ties are broken uniformly at random
+/// (reservoir sampling). Larger clusters sample 4 endpoints uniformly (with replacement, two
+/// indices per RNG call) and take the least loaded of them — the "power of d choices", whose load
+/// spread is within a small constant of a full scan while keeping a pick O(d) instead of O(n); the
+/// random sampling is the tie-break. If no sampled endpoint is pickable, the full scan runs.
+/// The `+ 1` makes weights matter for idle endpoints too (weight 2 idle beats weight 1 idle).
 #[derive(Debug)]
 pub(crate) struct LeastRequest {
     weights: Weights,

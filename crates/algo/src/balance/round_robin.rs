@@ -9,11 +9,11 @@ use super::eligible::{Weights, accept_scaled};
 use super::{EndpointSpec, LoadView};
 
 /// Round-robin over the endpoints in configuration order. Weights are ignored except that 0
-/// excludes. A turn that lands on an unpickable endpoint, or on a slow-starting one that
-/// declines it (it keeps a turn with probability equal to its factor), goes to the
-/// `((cycle + position) mod c)`-th of the `c` pickable endpoints: an O(n) scan on that degraded path
-/// only, and it spreads the lost turns over all pickable endpoints instead of handing them
-/// all to the neighbour after a block of unpickable ones.
+/// excludes. A turn that lands on an unpickable endpoint, or on a slow-starting one that declines
+/// it (it keeps a turn with probability equal to its factor), goes to the `((cycle + position) mod
+/// c)`-th of the `c` pickable endpoints: an O(n) scan on that degraded path only, and it spreads
+/// the lost turns over all pickable endpoints instead of handing them all to the neighbour after a
+/// block of unpickable ones.
 #[derive(Debug)]
 pub(crate) struct RoundRobin {
     weights: Weights,

@@ -23,10 +23,10 @@ pub const MAX_PERIOD: usize = 1 << 16;
 
 /// Smooth weighted round-robin over a precomputed period.
 ///
-/// An unpickable endpoint's slot goes to the next slots of the sequence (then to the next
-/// pickable endpoint in order); a slow-starting endpoint keeps its slot with probability equal
-/// to its factor, so its share is `weight x weight_factor` (approximately: a refused slot goes to the
-/// next in the sequence).
+/// An unpickable endpoint's slot goes to the next slots of the sequence (then to the next pickable
+/// endpoint in order); a slow-starting endpoint keeps its slot with probability equal to its
+/// factor, so its share is `weight x weight_factor` (approximately: a refused slot goes to the next
+/// in the sequence).
 #[derive(Debug)]
 pub(crate) struct SmoothWeighted {
     weights: Weights,
