@@ -47,6 +47,6 @@ mod time;
 mod window;
 
 pub use balance::{
-    BuildError, EndpointSpec, EwmaConfig, LoadView, MaglevTable, PeakEwma, Picker, Policy,
-    StaticLoad,
+    AtomicPeakEwma, BuildError, EndpointSpec, EwmaConfig, LoadView, MaglevTable, PeakEwma, Picker,
+    Policy, StaticLoad,
 };

@@ -12,7 +12,7 @@ struct Bucket {
 }
 
 /// `buckets.len()` buckets of `bucket_ns` each. The window at `now` is the current bucket plus
-/// the `len - 1` before it, so it covers between `(len - 1) × bucket` and `len × bucket`.
+/// the `len - 1` before it, so it covers between `(len - 1) x bucket` and `len x bucket`.
 #[derive(Clone, Debug)]
 pub(crate) struct BucketWindow {
     bucket_ns: u64,

@@ -112,6 +112,28 @@ fn the_maglev_table_prefix_is_pinned() {
 }
 
 #[test]
+fn weighted_maglev_population_is_pinned() {
+    // weights 1..=5: credit-based turns in name order (see the maglev module)
+    let eps: Vec<_> = (0..5)
+        .map(|i| EndpointSpec::new(format!("backend-{i}"), i as u32 + 1))
+        .collect();
+    let t = MaglevTable::build(&eps, 251).unwrap();
+    assert_eq!(
+        &t.slots()[..32],
+        &[
+            4, 2, 2, 4, 4, 1, 2, 0, 3, 1, 2, 0, 2, 4, 3, 3, 3, 4, 4, 2, 3, 2, 4, 2, 0, 2, 3, 4, 0,
+            4, 1, 4
+        ]
+    );
+    let t = MaglevTable::build(&eps, 65_537).unwrap();
+    let mut shares = [0usize; 5];
+    for &s in t.slots() {
+        shares[s as usize] += 1;
+    }
+    assert_eq!(shares, [4_369, 8_738, 13_108, 17_476, 21_846]);
+}
+
+#[test]
 fn ring_hash_lookups_are_pinned() {
     let p = Picker::new(Policy::RingHash, &named(5)).unwrap();
     let load = StaticLoad::uniform(5);
@@ -160,6 +182,7 @@ fn removing_one_of_ten_maglev_endpoints_moves_few_other_slots() {
             moved += 1;
         }
     }
+    eprintln!("maglev: {moved} of {kept} slots moved");
     assert!(moved * 50 <= kept, "{moved} of {kept} slots moved");
 }
 
@@ -186,6 +209,7 @@ fn removing_one_of_ten_ring_endpoints_moves_few_other_keys() {
             moved += 1;
         }
     }
+    eprintln!("ring: {moved} of {kept} keys moved");
     assert!(moved * 100 <= kept * 12, "{moved} of {kept} keys moved");
 }
 
@@ -280,6 +304,7 @@ fn p2c_ewma_starves_an_endpoint_fifty_times_slower() {
             slow_picks += u64::from(i == 9);
         }
     }
+    eprintln!("p2c-ewma simulation: slow endpoint got {slow_picks} of {picks} picks");
     assert!(
         slow_picks * 50 < picks,
         "slow endpoint got {slow_picks} of {picks} picks"

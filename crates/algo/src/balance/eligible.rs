@@ -1,4 +1,4 @@
-//! What every policy shares: which endpoints are pickable, how the slow-start scale is read,
+//! What every policy shares: which endpoints are pickable, how the slow-start factor is read,
 //! and the bounded fallback scans that keep the "never an ineligible endpoint while an
 //! eligible one exists" guarantee when a policy's fast path lands on an ineligible one.
 
@@ -44,9 +44,9 @@ pub(crate) fn scale(load: &dyn LoadView, i: usize) -> f64 {
     }
 }
 
-/// Accepts endpoint `i` with probability equal to its slow-start factor (rejection sampling,
-/// which turns a weight-`w` choice into a weight-`w × scale` choice). Draws no randomness at
-/// full scale.
+/// Accepts endpoint `i` with probability equal to its slow-start factor (rejection
+/// sampling, which turns a weight-`w` choice into a weight-`w x weight_factor` choice).
+/// Draws no randomness at full weight.
 pub(crate) fn accept_scaled(load: &dyn LoadView, i: usize, rng: &mut dyn RngCore) -> bool {
     let s = scale(load, i);
     s >= 1.0 || unit_f64(rng) < s
@@ -82,22 +82,25 @@ impl Weights {
             .find(|&i| self.pickable(load, i))
     }
 
-    /// An exact random draw over the pickable endpoints, each with probability proportional
-    /// to `weight × scale` (`weighted`) or to `scale` alone. Two passes, no allocation.
+    /// An exact random draw over the pickable endpoints other than `skip`, each with
+    /// probability proportional to `weight x factor` (`weighted`) or to `factor` alone. Two
+    /// passes, no allocation.
     pub(crate) fn scan(
         &self,
         load: &dyn LoadView,
         rng: &mut dyn RngCore,
         weighted: bool,
+        skip: Option<usize>,
     ) -> Option<usize> {
         let share = |i: usize| {
             let w = if weighted { f64::from(self.0[i]) } else { 1.0 };
             w * scale(load, i)
         };
+        let candidate = |i: usize| Some(i) != skip && self.pickable(load, i);
         let mut total = 0.0;
         let mut last = None;
         for i in 0..self.len() {
-            if self.pickable(load, i) {
+            if candidate(i) {
                 total += share(i);
                 last = Some(i);
             }
@@ -105,7 +108,7 @@ impl Weights {
         let last = last?;
         let mut r = unit_f64(rng) * total;
         for i in 0..self.len() {
-            if self.pickable(load, i) {
+            if candidate(i) {
                 let s = share(i);
                 if r < s {
                     return Some(i);

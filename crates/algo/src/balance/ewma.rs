@@ -1,13 +1,14 @@
-//! The latency estimate behind `p2c-ewma` (linkerd's "peak EWMA"): react to a slowdown at
-//! once, forget it gradually. A plain average keeps sending to an endpoint that just got slow
-//! until enough samples dilute the past; taking a higher sample immediately makes the
-//! balancer back off within one response.
+//! The latency estimate behind `p2c-ewma` (linkerd's "peak EWMA"): react to a slowdown at once,
+//! forget it gradually. A plain average keeps sending to an endpoint that just got slow until
+//! enough samples dilute the past; taking a higher sample immediately makes the balancer back off
+//! within one response.
 //!
-//! The runtime keeps one estimator per endpoint (behind a small lock or a seqlock of its
-//! own), feeds it each observed latency ([`PeakEwma::observe`]) and each failure
-//! ([`PeakEwma::observe_failure`], a penalty latency, so a fast-failing endpoint does not
-//! look fast), and publishes [`PeakEwma::cost`] through [`super::LoadView::latency_cost`].
+//! The runtime keeps one estimator per endpoint ([`AtomicPeakEwma`] lock-free, or a plain
+//! [`PeakEwma`] behind a lock of its own), feeds it each observed latency ([`PeakEwma::observe`])
+//! and each failure ([`PeakEwma::observe_failure`], a penalty latency, so a fast-failing endpoint
+//! does not look fast), and publishes [`PeakEwma::cost`] through [`super::LoadView::latency_cost`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::time::nanos;
@@ -124,6 +125,104 @@ impl PeakEwma {
     }
 }
 
+/// [`PeakEwma`] shared by threads without a lock: the estimate (f64 bits) and the stamp live
+/// in two atomics; an observation updates the estimate with a compare-and-swap loop and
+/// moves the stamp forward with `fetch_max`. Two observations racing may each compute from
+/// the other's half-updated pair; the result stays between their two outcomes, which a
+/// load-balancing heuristic tolerates, and no sample is lost to a torn write.
+#[derive(Debug)]
+pub struct AtomicPeakEwma {
+    /// `f64::to_bits` of the estimate; `NO_DATA` before the first observation.
+    estimate: AtomicU64,
+    stamp: AtomicU64,
+    decay_ns: f64,
+    penalty_ns: f64,
+}
+
+/// An impossible estimate (a NaN payload) meaning "no data".
+const NO_DATA: u64 = u64::MAX;
+
+impl Default for AtomicPeakEwma {
+    fn default() -> AtomicPeakEwma {
+        AtomicPeakEwma::new(&EwmaConfig::default())
+    }
+}
+
+impl AtomicPeakEwma {
+    /// A fresh estimator without data.
+    pub fn new(config: &EwmaConfig) -> AtomicPeakEwma {
+        AtomicPeakEwma {
+            estimate: AtomicU64::new(NO_DATA),
+            stamp: AtomicU64::new(0),
+            decay_ns: nanos(config.decay).max(1) as f64,
+            penalty_ns: nanos(config.failure_penalty) as f64,
+        }
+    }
+
+    fn keep(&self, stamp: u64, now: u64) -> f64 {
+        (-(now.saturating_sub(stamp) as f64) / self.decay_ns).exp()
+    }
+
+    /// As [`PeakEwma::cost`].
+    pub fn cost(&self, now: u64) -> f64 {
+        let bits = self.estimate.load(Ordering::Acquire);
+        if bits == NO_DATA {
+            return 0.0;
+        }
+        f64::from_bits(bits) * self.keep(self.stamp.load(Ordering::Acquire), now)
+    }
+
+    /// As [`PeakEwma::observe`].
+    pub fn observe(&self, sample_ns: u64, now: u64) {
+        self.observe_f64(sample_ns as f64, now);
+    }
+
+    /// As [`PeakEwma::observe_failure`].
+    pub fn observe_failure(&self, now: u64) {
+        let penalty = self
+            .penalty_ns
+            .max(2.0 * self.cost(now))
+            .min(MAX_PENALTY_NS);
+        self.observe_f64(penalty, now);
+    }
+
+    fn observe_f64(&self, sample_ns: f64, now: u64) {
+        let stamp = self.stamp.load(Ordering::Acquire);
+        let keep = self.keep(stamp, now);
+        let _ = self
+            .estimate
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |bits| {
+                if bits == NO_DATA {
+                    return Some(sample_ns.to_bits());
+                }
+                let old = f64::from_bits(bits);
+                let next = if sample_ns > old * keep {
+                    sample_ns
+                } else {
+                    old * keep + sample_ns * (1.0 - keep)
+                };
+                Some(next.to_bits())
+            });
+        self.stamp.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// A plain copy of the current state, e.g. for the admin API.
+    pub fn snapshot(&self) -> PeakEwma {
+        let bits = self.estimate.load(Ordering::Acquire);
+        PeakEwma {
+            estimate_ns: if bits == NO_DATA {
+                0.0
+            } else {
+                f64::from_bits(bits)
+            },
+            stamp: self.stamp.load(Ordering::Acquire),
+            observed: bits != NO_DATA,
+            decay_ns: self.decay_ns,
+            penalty_ns: self.penalty_ns,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +301,34 @@ mod tests {
         let mut fresh = PeakEwma::default();
         fresh.observe_failure(0);
         assert_eq!(fresh.cost(0), 1e9);
+    }
+
+    #[test]
+    fn the_atomic_estimator_follows_the_same_rules() {
+        let plain = &mut PeakEwma::default();
+        let shared = AtomicPeakEwma::default();
+        assert_eq!(shared.cost(0), 0.0);
+        let events: [(Option<u64>, u64); 6] = [
+            (Some(20 * MS), 0),
+            (Some(5 * MS), S),
+            (Some(90 * MS), 2 * S),
+            (None, 3 * S),
+            (Some(MS), 20 * S),
+            (Some(MS), 20 * S + 1),
+        ];
+        for (sample, now) in events {
+            match sample {
+                Some(x) => {
+                    plain.observe(x, now);
+                    shared.observe(x, now);
+                }
+                None => {
+                    plain.observe_failure(now);
+                    shared.observe_failure(now);
+                }
+            }
+            assert!((plain.cost(now) - shared.cost(now)).abs() < 1e-3, "{now}");
+        }
+        assert_eq!(shared.snapshot().cost(30 * S), plain.cost(30 * S));
     }
 }

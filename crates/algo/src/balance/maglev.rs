@@ -4,8 +4,8 @@
 //! membership change moves few slots that the changed endpoint did not own. The packet tier
 //! (XDP) builds its table with [`MaglevTable::build`] too, so both tiers agree.
 //!
-//! Per SPEC 3.1, endpoint `e`'s permutation is `(offset + j × skip) mod M` with
-//! `offset = xxh64(name, seed 0) mod M` and `skip = xxh64(name, seed 1) mod (M − 1) + 1`.
+//! Per SPEC 3.1, endpoint `e`'s permutation is `(offset + j x skip) mod M` with
+//! `offset = xxh64(name, seed 0) mod M` and `skip = xxh64(name, seed 1) mod (M - 1) + 1`.
 //!
 //! Weighted population: endpoints take turns in name order (so the table depends only on the
 //! set of names and weights, not their listing order). In each round every endpoint adds its

@@ -26,7 +26,7 @@ mod round_robin;
 mod static_load;
 mod weighted;
 
-pub use ewma::{EwmaConfig, PeakEwma};
+pub use ewma::{AtomicPeakEwma, EwmaConfig, PeakEwma};
 pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, MaglevTable, is_prime};
 pub use ring_hash::{MAX_RING_SIZE, MIN_RING_SIZE};
 pub use static_load::StaticLoad;
@@ -102,9 +102,9 @@ pub enum Policy {
     /// `random`: weighted random, probability proportional to `weight x weight_factor`.
     Random,
     /// `least-request`: least `(in_flight + 1) / (weight x weight_factor)` (Envoy's formula
-    /// with bias 1: the `+ 1` lets weights decide between idle endpoints). Clusters of up to 8
+    /// with bias 1: the `+ 1` lets weights decide between idle endpoints). Clusters of up to 4
     /// endpoints are scanned fully, ties broken uniformly at random; larger ones take the
-    /// best of 8 random samples.
+    /// best of 4 random samples (ties: the first drawn), which keeps a pick O(1).
     LeastRequest,
     /// `p2c`: of two distinct random endpoints, the one with fewer in flight (divided by
     /// `weight_factor`); ties go to the first draw.
@@ -479,5 +479,53 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_hash_policy_without_a_key_balances_by_latency() {
+        let eps: Vec<_> = (0..2)
+            .map(|i| EndpointSpec::new(format!("e{i}"), 1))
+            .collect();
+        let mut load = StaticLoad::uniform(2);
+        load.latency_ns = vec![100e6, 1e6];
+        let mut rng = SmallRng::seed_from_u64(1);
+        for policy in [Policy::RingHash, Policy::Maglev { table_size: 251 }] {
+            let p = Picker::new(policy, &eps).expect("picker");
+            assert!(
+                (0..100).all(|_| p.pick(None, &load, &mut rng) == Some(1)),
+                "{policy:?}"
+            );
+            let keyed = p.pick(Some(7), &load, &mut rng);
+            assert!((0..100).all(|_| p.pick(Some(7), &load, &mut rng) == keyed));
+        }
+    }
+
+    #[test]
+    fn worker_threads_share_one_round_robin_counter() {
+        let eps: Vec<_> = (0..4)
+            .map(|i| EndpointSpec::new(format!("e{i}"), 1))
+            .collect();
+        let picker = std::sync::Arc::new(Picker::new(Policy::RoundRobin, &eps).expect("picker"));
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let picker = picker.clone();
+                std::thread::spawn(move || {
+                    let load = StaticLoad::uniform(4);
+                    let mut rng = SmallRng::seed_from_u64(t);
+                    let mut counts = [0u32; 4];
+                    for _ in 0..10_000 {
+                        counts[picker.pick(None, &load, &mut rng).expect("pick")] += 1;
+                    }
+                    counts
+                })
+            })
+            .collect();
+        let mut total = [0u32; 4];
+        for h in handles {
+            for (t, c) in total.iter_mut().zip(h.join().expect("thread")) {
+                *t += c;
+            }
+        }
+        assert_eq!(total, [10_000; 4]);
     }
 }

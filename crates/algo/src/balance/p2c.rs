@@ -8,12 +8,15 @@
 
 use rand::RngCore;
 
-use super::eligible::{Weights, scale};
+use super::eligible::{FAST_TRIES, Weights, scale};
 use super::{EndpointSpec, LoadView};
-use crate::rng::two_distinct;
+use crate::rng::{below, two_distinct};
 
-/// The shared skeleton: two distinct uniform draws; both pickable: `better(a, b)` decides;
-/// one pickable: that one; neither: an exact weighted scan over the pickable endpoints.
+/// The shared skeleton: two distinct uniform draws; both pickable: `prefer_b(a, b)` decides.
+/// Otherwise the pickable one of the two, or (neither pickable) an exact weighted scan
+/// draws the first candidate; its partner comes from up to [`FAST_TRIES`] redraws, then
+/// from an exact scan of the other pickable endpoints. So a cluster with many ineligible
+/// endpoints still compares two eligible candidates whenever two exist.
 fn two_choices(
     weights: &Weights,
     load: &dyn LoadView,
@@ -26,11 +29,24 @@ fn two_choices(
         return weights.first_pickable_from(load, 0);
     }
     let (a, b) = two_distinct(rng, n);
-    match (weights.pickable(load, a), weights.pickable(load, b)) {
-        (true, true) => Some(if prefer_b(a, b) { b } else { a }),
-        (true, false) => Some(a),
-        (false, true) => Some(b),
-        (false, false) => weights.scan(load, rng, weighted_scan),
+    let one = match (weights.pickable(load, a), weights.pickable(load, b)) {
+        (true, true) => return Some(if prefer_b(a, b) { b } else { a }),
+        (true, false) => a,
+        (false, true) => b,
+        (false, false) => weights.scan(load, rng, weighted_scan, None)?,
+    };
+    for _ in 0..FAST_TRIES {
+        let mut other = below(rng, n - 1);
+        if other >= one {
+            other += 1;
+        }
+        if weights.pickable(load, other) {
+            return Some(if prefer_b(one, other) { other } else { one });
+        }
+    }
+    match weights.scan(load, rng, weighted_scan, Some(one)) {
+        Some(other) if prefer_b(one, other) => Some(other),
+        _ => Some(one),
     }
 }
 
@@ -116,6 +132,25 @@ mod tests {
         load.in_flight = vec![5, 1];
         let mut rng = SmallRng::seed_from_u64(0);
         assert!((0..100).all(|_| p.pick(&load, &mut rng) == Some(1)));
+    }
+
+    #[test]
+    fn with_most_endpoints_ineligible_two_eligible_ones_are_still_compared() {
+        let eps: Vec<_> = (0..10)
+            .map(|i| EndpointSpec::new(format!("e{i}"), 1))
+            .collect();
+        let p = P2c::new(&eps);
+        let mut load = StaticLoad::uniform(10);
+        load.eligible = vec![false; 10];
+        load.eligible[2] = true;
+        load.eligible[7] = true;
+        load.in_flight[2] = 9;
+        let mut rng = SmallRng::seed_from_u64(4);
+        let busy = (0..1_000)
+            .filter(|_| p.pick(&load, &mut rng) == Some(2))
+            .count();
+        // only when 8 redraws all miss the partner (0.78^8 = 14%, half of those keep e2)
+        assert!(busy < 120, "{busy}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{EndpointSpec, LoadView};
 use crate::rng::below_u64;
 
 /// Weighted random: endpoint `i` is chosen with probability proportional to
-/// `weight(i) × scale(i)` among the pickable endpoints.
+/// `weight(i) x weight_factor(i)` among the pickable endpoints.
 ///
 /// The fast path draws by configured weight from a cumulative table (binary search) and
 /// accepts with probability `scale` (rejection sampling, exact); after a few refusals (mostly
@@ -49,7 +49,7 @@ impl WeightedRandom {
                 return Some(i);
             }
         }
-        self.weights.scan(load, rng, true)
+        self.weights.scan(load, rng, true, None)
     }
 }
 

@@ -9,8 +9,11 @@ use super::eligible::{Weights, accept_scaled};
 use super::{EndpointSpec, LoadView};
 
 /// Round-robin over the endpoints in configuration order. Weights are ignored except that 0
-/// excludes; an unpickable endpoint's turn goes to the next pickable one; a slow-starting
-/// endpoint keeps its turn with probability equal to its factor.
+/// excludes. A turn that lands on an unpickable endpoint, or on a slow-starting one that declines
+/// it (it keeps a turn with probability equal to its factor), goes to the `((cycle + position) mod
+/// c)`-th of the `c` pickable endpoints: an O(n) scan on that degraded path only, and it spreads
+/// the lost turns over all pickable endpoints instead of handing them all to the neighbour after a
+/// block of unpickable ones.
 #[derive(Debug)]
 pub(crate) struct RoundRobin {
     weights: Weights,
@@ -32,18 +35,19 @@ impl RoundRobin {
         if n == 0 {
             return None;
         }
-        let start = (self.next.fetch_add(1, Ordering::Relaxed) % n as u64) as usize;
-        let mut first = None;
-        for k in 0..n {
-            let i = (start + k) % n;
-            if self.weights.pickable(load, i) {
-                if accept_scaled(load, i, rng) {
-                    return Some(i);
-                }
-                first.get_or_insert(i);
-            }
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
+        let start = (ticket % n as u64) as usize;
+        if self.weights.pickable(load, start) && accept_scaled(load, start, rng) {
+            return Some(start);
         }
-        first
+        let c = (0..n).filter(|&i| self.weights.pickable(load, i)).count();
+        if c == 0 {
+            return None;
+        }
+        let k = (ticket / n as u64 + start as u64) % c as u64;
+        (0..n)
+            .filter(|&i| self.weights.pickable(load, i))
+            .nth(k as usize)
     }
 }
 
@@ -77,7 +81,26 @@ mod tests {
         let mut load = Load::uniform(3);
         load.eligible[1] = false;
         let mut rng = SmallRng::seed_from_u64(0);
-        let seq: Vec<_> = (0..3).filter_map(|_| rr.pick(&load, &mut rng)).collect();
-        assert_eq!(seq, [0, 2, 2]);
+        let seq: Vec<_> = (0..6).filter_map(|_| rr.pick(&load, &mut rng)).collect();
+        // b's turns alternate: cycle 0 -> (0 + 1) mod 2 = 1 -> c, cycle 1 -> 0 -> a
+        assert_eq!(seq, [0, 2, 2, 0, 0, 2]);
+    }
+
+    #[test]
+    fn the_turns_of_an_ineligible_block_are_spread_over_the_others() {
+        let eps: Vec<_> = (0..6)
+            .map(|i| EndpointSpec::new(format!("e{i}"), 1))
+            .collect();
+        let rr = RoundRobin::new(&eps);
+        let mut load = Load::uniform(6);
+        for i in 1..5 {
+            load.eligible[i] = false;
+        }
+        let mut rng = SmallRng::seed_from_u64(0);
+        let mut counts = [0; 6];
+        for _ in 0..6_000 {
+            counts[rr.pick(&load, &mut rng).expect("pickable")] += 1;
+        }
+        assert_eq!(counts, [3_000, 0, 0, 0, 0, 3_000]);
     }
 }

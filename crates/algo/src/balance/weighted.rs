@@ -4,9 +4,12 @@
 //! The classic algorithm mutates per-endpoint "current weights" on every pick, which needs a
 //! lock when pickers are shared by threads. The sequence is periodic, so it is computed once
 //! per build over one period (weights reduced by their gcd) and picks index it with one atomic
-//! counter: lock-free and O(1). When the period would exceed [`MAX_PERIOD`], the weights are
-//! first scaled down proportionally (each kept at least 1), bounding memory and build time at
-//! the cost of a ratio error below `n / MAX_PERIOD`.
+//! counter: lock-free and O(1). Huge weight sums: when the reduced period would exceed
+//! [`MAX_PERIOD`] (65536 picks, 256 KiB), or `16 Mi / n` for clusters of more than 256
+//! endpoints (the build costs `period x n` steps), the weights are first scaled down
+//! proportionally (each kept at least 1), bounding memory and build time at the cost of a
+//! ratio error of about `n / period`. Weights 1-10000 over up to ~6 endpoints, or any weights
+//! sharing a large common divisor, stay exact.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,10 +23,10 @@ pub const MAX_PERIOD: usize = 1 << 16;
 
 /// Smooth weighted round-robin over a precomputed period.
 ///
-/// An unpickable endpoint's slot goes to the next slots of the sequence (then to the next
-/// pickable endpoint in order); a slow-starting endpoint keeps its slot with probability equal
-/// to its factor, so its share is `weight × scale` (approximately: a refused slot goes to the
-/// next in the sequence).
+/// An unpickable endpoint's slot goes to the next slots of the sequence (then to the next pickable
+/// endpoint in order); a slow-starting endpoint keeps its slot with probability equal to its
+/// factor, so its share is `weight x weight_factor` (approximately: a refused slot goes to the next
+/// in the sequence).
 #[derive(Debug)]
 pub(crate) struct SmoothWeighted {
     weights: Weights,
@@ -38,7 +41,16 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
-/// The weights of one period: reduced by their gcd, scaled down to fit `MAX_PERIOD`.
+/// The build does `period x n` steps; this bounds them (16 Mi) for very large clusters.
+const MAX_BUILD_STEPS: usize = 1 << 24;
+
+/// The longest period for `n` endpoints: [`MAX_PERIOD`], less for clusters so large that
+/// the build would take more than [`MAX_BUILD_STEPS`], but never below `n`.
+fn period_limit(n: usize) -> usize {
+    MAX_PERIOD.min(MAX_BUILD_STEPS / n.max(1)).max(n)
+}
+
+/// The weights of one period: reduced by their gcd, scaled down to fit [`period_limit`].
 fn period_weights(weights: &[u32]) -> Vec<u64> {
     let g = weights.iter().fold(0u64, |g, &w| gcd(g, u64::from(w)));
     if g == 0 {
@@ -46,9 +58,10 @@ fn period_weights(weights: &[u32]) -> Vec<u64> {
     }
     let mut reduced: Vec<u64> = weights.iter().map(|&w| u64::from(w) / g).collect();
     let sum: u64 = reduced.iter().sum();
-    if sum > MAX_PERIOD as u64 {
+    let limit = period_limit(weights.len()) as u64;
+    if sum > limit {
         for w in reduced.iter_mut().filter(|w| **w > 0) {
-            *w = (*w * MAX_PERIOD as u64 / sum).max(1);
+            *w = (*w * limit / sum).max(1);
         }
         let g = reduced.iter().fold(0u64, |g, &w| gcd(g, w));
         reduced.iter_mut().for_each(|w| *w /= g);
@@ -158,6 +171,8 @@ mod tests {
         let weights: Vec<u32> = (0..200).map(|i| 9_973 - i).collect();
         let p = picker(&weights);
         assert!(p.sequence().len() <= MAX_PERIOD + weights.len());
+        assert_eq!(period_limit(1_000), 16_777);
+        assert_eq!(period_limit(100_000), 100_000);
         let first = p.sequence().iter().filter(|&&i| i == 0).count() as f64;
         let last = p.sequence().iter().filter(|&&i| i == 199).count() as f64;
         let expected = 9_973.0 / 9_774.0;
