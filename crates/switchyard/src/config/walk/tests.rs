@@ -277,7 +277,29 @@ fn a_certificate_that_is_not_pem_is_refused() {
 }
 
 #[test]
-fn admin_accepts_a_unix_socket_and_http_shorthand_becomes_a_named_route() {
+fn http_shorthand_becomes_a_catch_all_route_and_routes_get_default_names() {
+    // The walker alone (before the gate), so the HTTP model can be inspected.
+    let text = "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:8080\"\nprotocol = \"http\"\ncluster = \"b\"\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8081\"\nprotocol = \"http\"\n[[listener.route]]\nname = \"api\"\ncluster = \"b\"\n[[listener.route]]\ncluster = \"b\"\n".to_string() + CLUSTER;
+    let pos = crate::config::raw::Positions::new(&text, Path::new("t.toml"));
+    let tree = crate::config::raw::parse(&text, &pos).unwrap();
+    let (c, errs) = super::walk(&tree, &pos, Path::new("t.toml"));
+    assert!(errs.is_empty(), "{errs:#?}");
+    assert_eq!(c.listeners[0].routes.len(), 1);
+    assert_eq!(c.listeners[0].routes[0].name, "plain#0");
+    assert_eq!(
+        c.listeners[0].routes[0].per_try_timeout,
+        std::time::Duration::from_secs(15)
+    );
+    let names: Vec<_> = c.listeners[1]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names, ["api", "web#1"]);
+}
+
+#[test]
+fn admin_accepts_a_unix_socket() {
     let c = load_str(
         &format!("[admin]\nlisten = \"unix:/run/sy.sock\"\n{}", tcp("")),
         Path::new("t.toml"),
