@@ -279,7 +279,9 @@ pub async fn spawn(args: BackendArgs) -> Result<BackendHandle, BackendError> {
 /// `switchyard backend`: serve until Ctrl-C or SIGTERM, reporting the bound address on stderr.
 pub async fn run(args: BackendArgs) -> Result<(), BackendError> {
     let handle = spawn(args).await?;
-    let listening = |listener: &str, addr: SocketAddr| serde_json::json!({"event": "listening", "listener": listener, "address": addr.to_string()});
+    let listening = |listener: &str, addr: SocketAddr| {
+        crate::runtime::server::listening_event(listener, &addr.to_string())
+    };
     eprintln!("{}", listening("backend", handle.local_addr()));
     if let Some(udp) = handle.udp_addr() {
         eprintln!("{}", listening("backend-udp", udp));

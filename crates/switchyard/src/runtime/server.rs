@@ -30,6 +30,16 @@ pub struct BoundListener {
     pub address: String,
 }
 
+/// The `listening` event line, keys in SPEC order.
+pub fn listening_event(listener: &str, address: &str) -> String {
+    let quote = |s: &str| serde_json::Value::from(s).to_string();
+    format!(
+        "{{\"event\":\"listening\",\"listener\":{},\"address\":{}}}",
+        quote(listener),
+        quote(address)
+    )
+}
+
 /// State shared by every task of one server.
 #[derive(Debug)]
 pub struct Shared {
@@ -141,14 +151,7 @@ impl Server {
     /// `{"event":"listening","listener":"web","address":"127.0.0.1:40123"}`.
     pub fn announce(&self) {
         for listener in &self.shared.listeners {
-            eprintln!(
-                "{}",
-                serde_json::json!({
-                    "event": "listening",
-                    "listener": listener.name,
-                    "address": listener.address,
-                })
-            );
+            eprintln!("{}", listening_event(&listener.name, &listener.address));
         }
     }
 

@@ -170,8 +170,9 @@ async fn config_view_is_the_resolved_model() {
     let (status, body) = admin_get(&server, "/api/v1/config").await;
     assert_eq!(status, 200);
     let json: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json["clusters"][0]["connect_timeout"], "1000ms");
-    assert_eq!(json["listeners"][0]["idle_timeout"], "60000ms");
+    assert_eq!(json["clusters"][0]["connect_timeout"], "1s");
+    assert_eq!(json["clusters"][0]["balance"], "least-request");
+    assert_eq!(json["listeners"][0]["max_connections"], 100000);
 }
 
 #[tokio::test]

@@ -262,6 +262,9 @@ fn demo_starts_and_stops_cleanly_on_ctrl_c() {
         response.to_lowercase().contains("x-backend: demo-"),
         "{response}"
     );
+    // The backend closed its side; close ours too, or the half-open relay would rightly
+    // wait for us during the drain.
+    drop(stream);
     signal(&child.0, "INT");
     assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
     let mut stdout = String::new();

@@ -12,20 +12,20 @@ use switchyard::config;
 use switchyard::runtime::Server;
 
 /// Every await that could hang is bounded by this.
-pub const LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const LIMIT: Duration = Duration::from_secs(10);
 
 /// Awaits `f`, failing the test after [`LIMIT`].
-pub async fn within<F: Future>(f: F) -> F::Output {
+pub(crate) async fn within<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(LIMIT, f).await.expect("timed out")
 }
 
 /// Starts a backend.
-pub async fn backend(args: BackendArgs) -> BackendHandle {
+pub(crate) async fn backend(args: BackendArgs) -> BackendHandle {
     within(backend::spawn(args)).await.expect("backend starts")
 }
 
 /// `n` HTTP backends named `b1`..`bn`.
-pub async fn http_backends(n: usize) -> Vec<BackendHandle> {
+pub(crate) async fn http_backends(n: usize) -> Vec<BackendHandle> {
     let mut all = Vec::new();
     for i in 1..=n {
         all.push(backend(BackendArgs::for_test(&format!("b{i}"))).await);
@@ -34,7 +34,7 @@ pub async fn http_backends(n: usize) -> Vec<BackendHandle> {
 }
 
 /// `n` TCP echo backends named `e1`..`en`.
-pub async fn echo_backends(n: usize) -> Vec<BackendHandle> {
+pub(crate) async fn echo_backends(n: usize) -> Vec<BackendHandle> {
     let mut all = Vec::new();
     for i in 1..=n {
         let mut args = BackendArgs::for_test(&format!("e{i}"));
@@ -45,13 +45,13 @@ pub async fn echo_backends(n: usize) -> Vec<BackendHandle> {
 }
 
 /// An address nothing listens on (bound once, then released).
-pub fn dead_address() -> SocketAddr {
+pub(crate) fn dead_address() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
 
 /// The `endpoints = [...]` value naming each address `name_i`.
-pub fn endpoints(addresses: &[SocketAddr], names: &[&str]) -> String {
+pub(crate) fn endpoints(addresses: &[SocketAddr], names: &[&str]) -> String {
     let items: Vec<String> = addresses
         .iter()
         .zip(names)
@@ -61,19 +61,19 @@ pub fn endpoints(addresses: &[SocketAddr], names: &[&str]) -> String {
 }
 
 /// Loads `toml` (as if from `test.toml`) and starts a balancer on it.
-pub async fn balancer(toml: &str) -> Server {
+pub(crate) async fn balancer(toml: &str) -> Server {
     let model = config::load_str(toml, Path::new("test.toml"))
         .unwrap_or_else(|errors| panic!("test config is invalid:\n{errors}\n---\n{toml}"));
     within(Server::start(model)).await.expect("balancer starts")
 }
 
 /// The `listen` address of listener `name`.
-pub fn address(server: &Server, name: &str) -> SocketAddr {
+pub(crate) fn address(server: &Server, name: &str) -> SocketAddr {
     server.address_of(name).expect("listener bound")
 }
 
 /// GET on the admin API; (status, body).
-pub async fn admin_get(server: &Server, path: &str) -> (u16, String) {
+pub(crate) async fn admin_get(server: &Server, path: &str) -> (u16, String) {
     let url = format!(
         "http://{}{path}",
         server.admin_address().expect("tcp admin")
@@ -86,7 +86,7 @@ pub async fn admin_get(server: &Server, path: &str) -> (u16, String) {
 }
 
 /// A client that opens a new connection for every request.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(LIMIT)
@@ -96,13 +96,13 @@ pub fn client() -> reqwest::Client {
 }
 
 /// The value of one exact series line (`name{labels}`) in a Prometheus exposition.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// The value of a series of the running server's registry.
-pub async fn metric_of(server: &Server, series: &str) -> f64 {
+pub(crate) async fn metric_of(server: &Server, series: &str) -> f64 {
     let (_, text) = admin_get(server, "/metrics").await;
     metric(&text, series).unwrap_or_else(|| panic!("series {series} missing"))
 }
