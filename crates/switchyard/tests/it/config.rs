@@ -130,7 +130,8 @@ fn every_spec_key_is_accepted_by_the_walker_and_only_gated() {
         "not implemented yet: cluster[0].health",
         "not implemented yet: cluster[0].hash_key = \"header:x-user\"",
         "not implemented yet: cluster[1].discovery",
-        "not implemented yet: access_log",
+        "not implemented yet: access_log.path",
+        "not implemented yet: access_log.enabled = true",
         "not implemented yet: xdp",
         "not implemented yet: global_rate_limit",
         "not implemented yet: runtime.upgrade_socket",
@@ -141,6 +142,13 @@ fn every_spec_key_is_accepted_by_the_walker_and_only_gated() {
         !text.contains("cluster[2].hash_key"),
         "5-tuple is implemented"
     );
+}
+
+#[test]
+fn turning_the_access_log_off_is_accepted() {
+    let text = "[access_log]\nenabled = false\n";
+    let config = load_str(text, std::path::Path::new("off.toml")).unwrap();
+    assert!(!config.access_log.enabled);
 }
 
 #[test]
