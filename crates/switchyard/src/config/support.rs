@@ -21,7 +21,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin.token_file",
     "access_log.path",
     "access_log.include_query",
-    "listener[].max_connections_per_ip",
     "listener[].header_read_timeout",
     "listener[].max_header_bytes",
     "listener[].max_request_body",

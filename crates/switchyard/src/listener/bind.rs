@@ -1,9 +1,11 @@
 //! Opening listening sockets.
 //!
-//! A listener address that is already taken must be an error (SPEC 3.1 "Binding"), so a
-//! socket is bound without `SO_REUSEPORT`: a second process on the same port fails loudly
-//! instead of silently sharing it. `SO_REUSEADDR` is set so a restart does not wait out
-//! TIME_WAIT.
+//! A listener address that is already taken must be an error (SPEC 3.1 "Binding"), even
+//! though a listener's workers share it with `SO_REUSEPORT`: [`tcp_group`] first probes the
+//! address with a plain bind (which fails if anyone holds the port, with or without
+//! `SO_REUSEPORT`), then opens one `SO_REUSEPORT` socket per worker so the kernel spreads
+//! new connections over the accept loops. `SO_REUSEADDR` is set so a restart does not wait
+//! out TIME_WAIT.
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,8 +28,43 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Binds a TCP listening socket for `listener` on `address`.
+/// Binds one TCP listening socket for `listener` on `address`.
 pub fn tcp(listener: &str, address: SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    open(listener, address, false)
+}
+
+/// Binds `sockets` TCP listening sockets sharing `address` (one per worker). With one
+/// socket this is [`tcp`]; with more, the address is probed first so a port held by
+/// anyone else is still an error, and port 0 resolves to one port shared by all.
+pub fn tcp_group(
+    listener: &str,
+    address: SocketAddr,
+    sockets: usize,
+) -> Result<Vec<tokio::net::TcpListener>, BindError> {
+    if sockets <= 1 {
+        return Ok(vec![tcp(listener, address)?]);
+    }
+    if address.port() != 0 {
+        drop(open(listener, address, false)?);
+    }
+    let first = open(listener, address, true)?;
+    let shared = first.local_addr().map_err(|source| BindError {
+        listener: listener.to_owned(),
+        address,
+        source,
+    })?;
+    let mut group = vec![first];
+    for _ in 1..sockets {
+        group.push(open(listener, shared, true)?);
+    }
+    Ok(group)
+}
+
+fn open(
+    listener: &str,
+    address: SocketAddr,
+    reuse_port: bool,
+) -> Result<tokio::net::TcpListener, BindError> {
     let error = |source| BindError {
         listener: listener.to_owned(),
         address,
@@ -40,6 +77,9 @@ pub fn tcp(listener: &str, address: SocketAddr) -> Result<tokio::net::TcpListene
     )
     .map_err(error)?;
     socket.set_reuse_address(true).map_err(error)?;
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(error)?;
+    }
     if address.is_ipv6() {
         socket.set_only_v6(true).map_err(error)?;
     }
@@ -47,4 +87,23 @@ pub fn tcp(listener: &str, address: SocketAddr) -> Result<tokio::net::TcpListene
     socket.bind(&address.into()).map_err(error)?;
     socket.listen(BACKLOG).map_err(error)?;
     tokio::net::TcpListener::from_std(socket.into()).map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_group_shares_one_port_and_a_taken_port_is_still_an_error() {
+        let group = tcp_group("web", "127.0.0.1:0".parse().expect("addr"), 3).expect("bound");
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|s| s.local_addr().expect("addr").port())
+            .collect();
+        assert!(ports.iter().all(|p| *p == ports[0]), "{ports:?}");
+        let taken = group[0].local_addr().expect("addr");
+        let error = tcp_group("again", taken, 2).expect_err("in use");
+        assert_eq!(error.source.kind(), io::ErrorKind::AddrInUse);
+        assert!(error.to_string().contains("\"again\""));
+    }
 }

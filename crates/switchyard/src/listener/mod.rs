@@ -5,5 +5,7 @@
 //! and one module per protocol accepts and dispatches.
 
 pub mod bind;
+pub mod per_ip;
 pub mod relay;
+pub mod splice;
 pub mod tcp;

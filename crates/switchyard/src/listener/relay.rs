@@ -7,7 +7,6 @@
 //! for `idle_timeout`. A drain deadline closes the connection whatever it is doing.
 
 use std::future::Future;
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -67,18 +66,74 @@ pub struct ByteCounters {
     pub tx: Counter,
 }
 
-#[derive(Clone, Copy)]
-enum Side {
+/// When the connection last moved a byte, shared by both directions.
+#[derive(Debug)]
+pub(crate) struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that bytes moved now.
+    pub(crate) fn touch(&self) {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(elapsed, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing moved for `timeout`.
+    async fn idle(&self, timeout: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let deadline = self.start + last + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Which side of the connection an I/O error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
     Client,
     Upstream,
 }
 
-struct DirectionError {
-    side: Side,
+/// A direction failed because of `side`.
+#[derive(Debug)]
+pub(crate) struct DirectionError {
+    pub(crate) side: Side,
 }
 
-/// Relays between `client` and `upstream` until both are done, one errs, the connection is
-/// idle for `idle_timeout`, or `stop` resolves.
+/// Runs both directions until both finish, one fails, the connection idles, or `stop`.
+pub(crate) async fn run_directions(
+    upstream_bound: impl Future<Output = Result<(), DirectionError>>,
+    client_bound: impl Future<Output = Result<(), DirectionError>>,
+    activity: &Activity,
+    idle_timeout: Duration,
+    stop: impl Future<Output = ()>,
+) -> CloseReason {
+    tokio::select! {
+        result = async { tokio::try_join!(upstream_bound, client_bound) } => match result {
+            Ok(_) => CloseReason::Done,
+            Err(DirectionError { side: Side::Client }) => CloseReason::ClientError,
+            Err(DirectionError { side: Side::Upstream }) => CloseReason::UpstreamError,
+        },
+        () = activity.idle(idle_timeout) => CloseReason::Idle,
+        () = stop => CloseReason::Shutdown,
+    }
+}
+
+/// Relays between `client` and `upstream` with user-space copies until both are done, one
+/// errs, the connection is idle for `idle_timeout`, or `stop` resolves.
 pub async fn relay<C, U>(
     client: C,
     upstream: U,
@@ -92,37 +147,26 @@ where
 {
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-    let start = Instant::now();
-    let last_activity = AtomicU64::new(0);
+    let activity = Activity::new();
     let rx = AtomicU64::new(0);
     let tx = AtomicU64::new(0);
-    let upstream_bound = pump(
+    let upstream_bound = copy(
         &mut client_read,
         &mut upstream_write,
         Side::Client,
         &counters.rx,
         &rx,
-        &last_activity,
-        start,
+        &activity,
     );
-    let client_bound = pump(
+    let client_bound = copy(
         &mut upstream_read,
         &mut client_write,
         Side::Upstream,
         &counters.tx,
         &tx,
-        &last_activity,
-        start,
+        &activity,
     );
-    let reason = tokio::select! {
-        result = async { tokio::try_join!(upstream_bound, client_bound) } => match result {
-            Ok(_) => CloseReason::Done,
-            Err(DirectionError { side: Side::Client }) => CloseReason::ClientError,
-            Err(DirectionError { side: Side::Upstream }) => CloseReason::UpstreamError,
-        },
-        () = idle(&last_activity, start, idle_timeout) => CloseReason::Idle,
-        () = stop => CloseReason::Shutdown,
-    };
+    let reason = run_directions(upstream_bound, client_bound, &activity, idle_timeout, stop).await;
     RelayOutcome {
         rx: rx.load(Ordering::Relaxed),
         tx: tx.load(Ordering::Relaxed),
@@ -130,54 +174,43 @@ where
     }
 }
 
-/// Copies one direction; on EOF shuts the destination's write half. `source_side` is the
+/// Copies one direction; on EOF shuts the destination's write half. `read_side` is the
 /// side read from: an error while writing is blamed on the other side.
-async fn pump<R, W>(
+async fn copy<R, W>(
     from: &mut R,
     to: &mut W,
-    source_side: Side,
+    read_side: Side,
     counter: &Counter,
     moved: &AtomicU64,
-    last_activity: &AtomicU64,
-    start: Instant,
+    activity: &Activity,
 ) -> Result<(), DirectionError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (read_side, write_side) = match source_side {
-        Side::Client => (Side::Client, Side::Upstream),
-        Side::Upstream => (Side::Upstream, Side::Client),
+    let write_side = match read_side {
+        Side::Client => Side::Upstream,
+        Side::Upstream => Side::Client,
     };
     let mut buf = vec![0u8; BUFFER_BYTES];
-    let read_error = |_: io::Error| DirectionError { side: read_side };
-    let write_error = |_: io::Error| DirectionError { side: write_side };
     loop {
-        let n = from.read(&mut buf).await.map_err(read_error)?;
+        let n = from
+            .read(&mut buf)
+            .await
+            .map_err(|_| DirectionError { side: read_side })?;
         if n == 0 {
             // A peer that already closed its read side makes shutdown fail; the
             // direction is finished either way.
             let _ = to.shutdown().await;
             return Ok(());
         }
-        to.write_all(&buf[..n]).await.map_err(write_error)?;
+        to.write_all(&buf[..n])
+            .await
+            .map_err(|_| DirectionError { side: write_side })?;
         let bytes = n as u64;
         counter.add(bytes);
         moved.fetch_add(bytes, Ordering::Relaxed);
-        let elapsed = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last_activity.store(elapsed, Ordering::Relaxed);
-    }
-}
-
-/// Resolves once nothing moved for `timeout`.
-async fn idle(last_activity: &AtomicU64, start: Instant, timeout: Duration) {
-    loop {
-        let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
-        let deadline = start + last + timeout;
-        if Instant::now() >= deadline {
-            return;
-        }
-        tokio::time::sleep_until(deadline).await;
+        activity.touch();
     }
 }
 

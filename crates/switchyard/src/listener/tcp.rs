@@ -14,7 +14,9 @@ use tracing::{debug, warn};
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::cluster::{Cluster, InFlight, connection_key, endpoint::ConnectFailure};
 use crate::config::model::{self, Target};
-use crate::listener::relay::{self, ByteCounters};
+use crate::listener::per_ip::{PerIpCounts, PerIpSlot};
+use crate::listener::relay::{self, ByteCounters, RelayOutcome};
+use crate::listener::splice;
 use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
 use crate::runtime::{clock, rng};
 
@@ -56,10 +58,12 @@ pub struct TcpListenerRuntime {
     pub name: String,
     destination: Destination,
     max_connections: u32,
+    max_connections_per_ip: u32,
     idle_timeout: Duration,
     active: Gauge,
     accepted: Counter,
     rejected_max_connections: Counter,
+    rejected_per_ip: Counter,
     flows: Gauge,
     bytes: ByteCounters,
 }
@@ -127,6 +131,7 @@ impl TcpListenerRuntime {
             name: config.name.clone(),
             destination,
             max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
             idle_timeout: config.idle_timeout,
             active: registry.gauge(&metrics::CONNECTIONS_ACTIVE, &[name]),
             accepted: registry.counter(&metrics::CONNECTIONS_TOTAL, &[name]),
@@ -134,6 +139,8 @@ impl TcpListenerRuntime {
                 &metrics::CONNECTIONS_REJECTED_TOTAL,
                 &[name, "max_connections"],
             ),
+            rejected_per_ip: registry
+                .counter(&metrics::CONNECTIONS_REJECTED_TOTAL, &[name, "per_ip"]),
             flows: registry.gauge(&metrics::L4_FLOWS_ACTIVE, &[name]),
             bytes: ByteCounters {
                 rx: registry.counter(&metrics::BYTES_TOTAL, &[name, "rx"]),
@@ -145,10 +152,12 @@ impl TcpListenerRuntime {
 
 /// Accepts on `socket` until the shutdown stops accepting; each connection runs in its own
 /// task. `current` yields the listener's runtime in the snapshot in force when a connection
-/// arrives, so a reload affects new connections only.
+/// arrives, so a reload affects new connections only. `per_ip` is shared by every socket of
+/// the listener (one per worker with `SO_REUSEPORT`) and outlives snapshots.
 pub async fn serve(
     socket: TcpListener,
     current: impl Fn() -> Option<Arc<TcpListenerRuntime>>,
+    per_ip: Arc<PerIpCounts>,
     mut shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
 ) {
@@ -174,12 +183,18 @@ pub async fn serve(
             debug!(listener = %runtime.name, %peer, "max_connections reached; connection closed");
             continue;
         }
+        let Some(slot) = per_ip.try_acquire(peer.ip(), runtime.max_connections_per_ip) else {
+            runtime.active.dec();
+            runtime.rejected_per_ip.inc();
+            debug!(listener = %runtime.name, %peer, "max_connections_per_ip reached; connection closed");
+            continue;
+        };
         let tracked = tracker.track();
         let local = client.local_addr().ok().or(local);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _tracked = tracked;
-            handle(&runtime, client, peer, local, shutdown).await;
+            handle(&runtime, client, peer, local, slot, shutdown).await;
             runtime.active.dec();
         });
     }
@@ -190,6 +205,7 @@ async fn handle(
     client: TcpStream,
     peer: SocketAddr,
     local: Option<SocketAddr>,
+    _slot: PerIpSlot,
     mut shutdown: Shutdown,
 ) {
     let _ = client.set_nodelay(true);
@@ -209,14 +225,7 @@ async fn handle(
         return;
     };
     runtime.flows.inc();
-    let outcome = relay::relay(
-        client,
-        upstream,
-        runtime.idle_timeout,
-        &runtime.bytes,
-        shutdown.reached(Phase::Closed),
-    )
-    .await;
+    let outcome = relay_tcp(runtime, client, upstream, &mut shutdown).await;
     runtime.flows.dec();
     debug!(
         listener = %runtime.name,
@@ -228,6 +237,36 @@ async fn handle(
         close_reason = outcome.reason.as_str(),
         "connection closed"
     );
+}
+
+/// Relays with `splice` when pipes can be had, else with user-space copies.
+async fn relay_tcp(
+    runtime: &TcpListenerRuntime,
+    client: TcpStream,
+    upstream: TcpStream,
+    shutdown: &mut Shutdown,
+) -> RelayOutcome {
+    let spliced = splice::relay(
+        client,
+        upstream,
+        runtime.idle_timeout,
+        &runtime.bytes,
+        shutdown.reached(Phase::Closed),
+    )
+    .await;
+    match spliced {
+        Ok(outcome) => outcome,
+        Err((client, upstream)) => {
+            relay::relay(
+                client,
+                upstream,
+                runtime.idle_timeout,
+                &runtime.bytes,
+                shutdown.reached(Phase::Closed),
+            )
+            .await
+        }
+    }
 }
 
 /// Connects to the picked endpoint; when a connect fails, tries the next candidate, each

@@ -17,7 +17,17 @@ use crate::admin;
 use crate::admin::metrics::Registry;
 use crate::config::Config;
 use crate::config::model::Protocol;
+use crate::listener::per_ip::PerIpCounts;
 use crate::listener::{bind, tcp};
+
+/// Accept loops (and `SO_REUSEPORT` sockets) per TCP listener: one per worker thread.
+fn accept_loops(workers: usize) -> usize {
+    if workers > 0 {
+        workers
+    } else {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    }
+}
 
 /// A socket the server bound, as `GET /api/v1/listeners` and the `listening` event report it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -88,6 +98,7 @@ impl Server {
         let snapshot = Snapshot::build(config, &registry)?;
         let config = Arc::clone(&snapshot.config);
 
+        let accept_loops = accept_loops(config.runtime.workers);
         let admin_socket = admin::server::bind(&config.admin.listen)?;
         let mut listeners = vec![admin_socket.bound()];
         let mut tcp_sockets = Vec::new();
@@ -98,8 +109,8 @@ impl Server {
                     listener.protocol.as_str(),
                 ));
             }
-            let socket = bind::tcp(&listener.name, listener.listen)?;
-            let address = socket.local_addr().map_err(|source| bind::BindError {
+            let sockets = bind::tcp_group(&listener.name, listener.listen, accept_loops)?;
+            let address = sockets[0].local_addr().map_err(|source| bind::BindError {
                 listener: listener.name.clone(),
                 address: listener.listen,
                 source,
@@ -109,7 +120,7 @@ impl Server {
                 protocol: listener.protocol.as_str().to_owned(),
                 address: address.to_string(),
             });
-            tcp_sockets.push((listener.name.clone(), socket));
+            tcp_sockets.push((listener.name.clone(), sockets));
         }
 
         let shared = Arc::new(Shared {
@@ -127,15 +138,20 @@ impl Server {
             Arc::clone(&shared),
             shutdown.clone(),
         ));
-        for (name, socket) in tcp_sockets {
-            let shared = Arc::clone(&shared);
-            let current = move || shared.snapshot.load().tcp_listener(&name).cloned();
-            tasks.spawn(tcp::serve(
-                socket,
-                current,
-                shutdown.clone(),
-                Arc::clone(&tracker),
-            ));
+        for (name, sockets) in tcp_sockets {
+            let per_ip = Arc::new(PerIpCounts::default());
+            for socket in sockets {
+                let shared = Arc::clone(&shared);
+                let name = name.clone();
+                let current = move || shared.snapshot.load().tcp_listener(&name).cloned();
+                tasks.spawn(tcp::serve(
+                    socket,
+                    current,
+                    Arc::clone(&per_ip),
+                    shutdown.clone(),
+                    Arc::clone(&tracker),
+                ));
+            }
         }
         shared.ready.store(true, Ordering::Release);
         Ok(Server {

@@ -258,6 +258,55 @@ async fn connections_past_max_connections_are_refused_and_counted() {
     assert_eq!(&two, b"ok", "a slot freed up");
 }
 
+/// Connects from `source` (a loopback address) and checks the echo answers.
+async fn echo_from(proxy: SocketAddr, source: &str) -> Option<TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = within(socket.connect(proxy)).await.unwrap();
+    let _ = stream.write_all(b"hi").await;
+    let mut two = [0u8; 2];
+    match within(stream.read_exact(&mut two)).await {
+        Ok(_) => Some(stream),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn max_connections_per_ip_caps_each_client_separately() {
+    let echo = echo_backends(1).await;
+    let server = balancer(&tcp_config(
+        "max_connections_per_ip = 2",
+        "echo",
+        "round-robin",
+        &endpoints(&[echo[0].local_addr()], &["e1"]),
+    ))
+    .await;
+    let proxy = address(&server, "tcp");
+    let first = echo_from(proxy, "127.0.0.1").await.expect("first");
+    let _second = echo_from(proxy, "127.0.0.1").await.expect("second");
+    assert!(
+        echo_from(proxy, "127.0.0.1").await.is_none(),
+        "third from one IP refused"
+    );
+    let _other = echo_from(proxy, "127.0.0.2")
+        .await
+        .expect("another client is not affected");
+    assert_eq!(
+        metric_of(
+            &server,
+            "switchyard_connections_rejected_total{listener=\"tcp\",reason=\"per_ip\"}"
+        )
+        .await,
+        1.0
+    );
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        echo_from(proxy, "127.0.0.1").await.is_some(),
+        "a slot came back"
+    );
+}
+
 #[tokio::test]
 async fn two_instances_with_one_maglev_config_send_each_source_to_the_same_endpoint() {
     let backends = http_backends(5).await;
