@@ -19,7 +19,6 @@ use super::raw::Positions;
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "runtime.upgrade_socket",
     "admin.token_file",
-    "access_log.path",
     "access_log.include_query",
     "listener[].header_read_timeout",
     "listener[].max_header_bytes",
@@ -56,8 +55,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
 pub const VALUE_RULES: &[(&str, &[&str])] = &[
     ("listener[].protocol", &["tcp"]),
     ("cluster[].hash_key", &["source-ip", "5-tuple"]),
-    // Turning the access log off is implemented (nothing is written); writing it is not yet.
-    ("access_log.enabled", &["false"]),
 ];
 
 /// Every key of `root` this build does not implement, skipping fields the walker already

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::admin::access_log::{AccessLog, L4Line};
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::cluster::{Cluster, InFlight, connection_key, endpoint::ConnectFailure};
 use crate::config::model::{self, Target};
@@ -158,6 +159,7 @@ pub async fn serve(
     socket: TcpListener,
     current: impl Fn() -> Option<Arc<TcpListenerRuntime>>,
     per_ip: Arc<PerIpCounts>,
+    log: AccessLog,
     mut shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
 ) {
@@ -192,9 +194,10 @@ pub async fn serve(
         let tracked = tracker.track();
         let local = client.local_addr().ok().or(local);
         let shutdown = shutdown.clone();
+        let log = log.clone();
         tokio::spawn(async move {
             let _tracked = tracked;
-            handle(&runtime, client, peer, local, slot, shutdown).await;
+            handle(&runtime, client, peer, local, slot, &log, shutdown).await;
             runtime.active.dec();
         });
     }
@@ -206,8 +209,10 @@ async fn handle(
     peer: SocketAddr,
     local: Option<SocketAddr>,
     _slot: PerIpSlot,
+    log: &AccessLog,
     mut shutdown: Shutdown,
 ) {
+    let started = Instant::now();
     let _ = client.set_nodelay(true);
     let cluster = runtime.destination.choose();
     let key = match (cluster.config.balance.is_hash(), local) {
@@ -222,6 +227,17 @@ async fn handle(
     let Some((upstream, in_flight)) = connect(cluster, key).await else {
         debug!(listener = %runtime.name, cluster = cluster.name(), %peer,
             "no endpoint could be reached; connection closed");
+        log.log(&L4Line {
+            listener: &runtime.name,
+            cluster: Some(cluster.name()),
+            endpoint: None,
+            protocol: "tcp",
+            client: peer.to_string(),
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            close_reason: "no_endpoint",
+        });
         return;
     };
     runtime.flows.inc();
@@ -237,6 +253,17 @@ async fn handle(
         close_reason = outcome.reason.as_str(),
         "connection closed"
     );
+    log.log(&L4Line {
+        listener: &runtime.name,
+        cluster: Some(cluster.name()),
+        endpoint: Some(&in_flight.endpoint().name),
+        protocol: "tcp",
+        client: peer.to_string(),
+        bytes_in: outcome.rx,
+        bytes_out: outcome.tx,
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        close_reason: outcome.reason.as_str(),
+    });
 }
 
 /// Relays with `splice` when pipes can be had, else with user-space copies.

@@ -14,6 +14,7 @@ use tracing::info;
 use super::shutdown::{self, ConnectionTracker, Phase, ShutdownTrigger};
 use super::snapshot::{Snapshot, SnapshotError};
 use crate::admin;
+use crate::admin::access_log::AccessLog;
 use crate::admin::metrics::Registry;
 use crate::config::Config;
 use crate::config::model::Protocol;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// The sockets bound (admin first).
     pub listeners: Vec<BoundListener>,
+    /// Where connections log.
+    pub access_log: AccessLog,
 }
 
 /// Why a server could not start.
@@ -75,6 +78,15 @@ pub enum StartError {
     /// The configuration could not be compiled.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
+    /// The access log's file could not be opened.
+    #[error("access_log: cannot open {path}: {source}")]
+    AccessLog {
+        /// The configured path.
+        path: String,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
     /// A listener protocol this build does not serve (validation rejects it first).
     #[error("listener {0:?}: protocol {1} is not served by this build")]
     Unsupported(String, &'static str),
@@ -123,7 +135,14 @@ impl Server {
             tcp_sockets.push((listener.name.clone(), sockets));
         }
 
+        let access_log = AccessLog::start(&config.access_log, &registry).map_err(|source| {
+            StartError::AccessLog {
+                path: format!("{:?}", config.access_log.path),
+                source,
+            }
+        })?;
         let shared = Arc::new(Shared {
+            access_log,
             registry,
             snapshot: ArcSwap::from_pointee(snapshot),
             ready: AtomicBool::new(false),
@@ -141,6 +160,7 @@ impl Server {
         for (name, sockets) in tcp_sockets {
             let per_ip = Arc::new(PerIpCounts::default());
             for socket in sockets {
+                let log = shared.access_log.clone();
                 let shared = Arc::clone(&shared);
                 let name = name.clone();
                 let current = move || shared.snapshot.load().tcp_listener(&name).cloned();
@@ -148,6 +168,7 @@ impl Server {
                     socket,
                     current,
                     Arc::clone(&per_ip),
+                    log,
                     shutdown.clone(),
                     Arc::clone(&tracker),
                 ));

@@ -117,6 +117,57 @@ async fn a_half_close_from_the_client_reaches_the_upstream_and_the_reply_still_a
 }
 
 #[tokio::test]
+async fn each_connection_writes_one_access_log_line_with_every_l4_key() {
+    let echo = echo_backends(1).await;
+    let path = std::env::temp_dir().join(format!("switchyard-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = tcp_config(
+        "",
+        "echo",
+        "round-robin",
+        &endpoints(&[echo[0].local_addr()], &["e1"]),
+    )
+    .replace(
+        "[admin]",
+        &format!(
+            "[access_log]\npath = {:?}\n\n[admin]",
+            path.display().to_string()
+        ),
+    );
+    let server = balancer(&config).await;
+    let mut stream = within(TcpStream::connect(address(&server, "tcp")))
+        .await
+        .unwrap();
+    let client = stream.local_addr().unwrap();
+    within(stream.write_all(b"hello")).await.unwrap();
+    let mut back = [0u8; 5];
+    within(stream.read_exact(&mut back)).await.unwrap();
+    drop(stream);
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&path);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(line["listener"], "tcp");
+    assert_eq!(line["cluster"], "echo");
+    assert_eq!(line["endpoint"], "e1");
+    assert_eq!(line["protocol"], "tcp");
+    assert_eq!(line["client"], client.to_string());
+    assert_eq!(line["bytes_in"], 5);
+    assert_eq!(line["bytes_out"], 5);
+    assert_eq!(line["close_reason"], "done");
+    assert!(line["time"].as_str().unwrap().ends_with('Z'));
+    assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
 async fn round_robin_spreads_connections_evenly() {
     let backends = http_backends(3).await;
     let addresses: Vec<_> = backends.iter().map(|b| b.local_addr()).collect();
