@@ -3,7 +3,8 @@
 //! A listener address that is already taken must be an error (SPEC 3.1 "Binding"), so a
 //! socket is bound without `SO_REUSEPORT`: a second process on the same port fails loudly
 //! instead of silently sharing it. `SO_REUSEADDR` is set so a restart does not wait out
-//! TIME_WAIT.
+//! TIME_WAIT. A UDP socket gets no `SO_REUSEADDR`: on Linux that option lets two UDP
+//! sockets share a port, which would hide exactly the conflict we must report.
 
 use std::io;
 use std::net::SocketAddr;
@@ -47,4 +48,25 @@ pub fn tcp(listener: &str, address: SocketAddr) -> Result<tokio::net::TcpListene
     socket.bind(&address.into()).map_err(error)?;
     socket.listen(BACKLOG).map_err(error)?;
     tokio::net::TcpListener::from_std(socket.into()).map_err(error)
+}
+
+/// Binds a UDP socket for `listener` on `address` (no `SO_REUSEADDR`, see the module docs).
+pub fn udp(listener: &str, address: SocketAddr) -> Result<tokio::net::UdpSocket, BindError> {
+    let error = |source| BindError {
+        listener: listener.to_owned(),
+        address,
+        source,
+    };
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(error)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true).map_err(error)?;
+    }
+    socket.set_nonblocking(true).map_err(error)?;
+    socket.bind(&address.into()).map_err(error)?;
+    tokio::net::UdpSocket::from_std(socket.into()).map_err(error)
 }

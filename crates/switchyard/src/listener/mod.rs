@@ -7,3 +7,4 @@
 pub mod bind;
 pub mod relay;
 pub mod tcp;
+pub mod udp;

@@ -17,7 +17,7 @@ use crate::admin;
 use crate::admin::metrics::Registry;
 use crate::config::Config;
 use crate::config::model::Protocol;
-use crate::listener::{bind, tcp};
+use crate::listener::{bind, tcp, udp};
 
 /// A socket the server bound, as `GET /api/v1/listeners` and the `listening` event report it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -91,7 +91,23 @@ impl Server {
         let admin_socket = admin::server::bind(&config.admin.listen)?;
         let mut listeners = vec![admin_socket.bound()];
         let mut tcp_sockets = Vec::new();
+        let mut udp_sockets = Vec::new();
         for listener in &config.listeners {
+            if listener.protocol == Protocol::Udp {
+                let socket = bind::udp(&listener.name, listener.listen)?;
+                let address = socket.local_addr().map_err(|source| bind::BindError {
+                    listener: listener.name.clone(),
+                    address: listener.listen,
+                    source,
+                })?;
+                listeners.push(BoundListener {
+                    name: listener.name.clone(),
+                    protocol: listener.protocol.as_str().to_owned(),
+                    address: address.to_string(),
+                });
+                udp_sockets.push((listener.name.clone(), socket));
+                continue;
+            }
             if listener.protocol != Protocol::Tcp {
                 return Err(StartError::Unsupported(
                     listener.name.clone(),
@@ -131,6 +147,16 @@ impl Server {
             let shared = Arc::clone(&shared);
             let current = move || shared.snapshot.load().tcp_listener(&name).cloned();
             tasks.spawn(tcp::serve(
+                socket,
+                current,
+                shutdown.clone(),
+                Arc::clone(&tracker),
+            ));
+        }
+        for (name, socket) in udp_sockets {
+            let shared = Arc::clone(&shared);
+            let current = move || shared.snapshot.load().udp_listener(&name).cloned();
+            tasks.spawn(udp::serve(
                 socket,
                 current,
                 shutdown.clone(),
