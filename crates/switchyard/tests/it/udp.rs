@@ -565,3 +565,23 @@ async fn serial_memory_per_udp_flow_is_small() {
     eprintln!("udp memory per flow: {per_flow} bytes (RSS {before} -> {after} KiB, {N} flows)");
     assert!(per_flow < 64 * 1024, "{per_flow} bytes per flow");
 }
+
+#[tokio::test]
+async fn an_ipv6_listener_relays_to_an_ipv4_endpoint_and_replies_from_its_own_address() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback: skipped");
+        return;
+    }
+    let echo = udp_backends(1).await;
+    let config = udp_config("", "round-robin", &udp_endpoints(&echo)).replacen(
+        "listen = \"127.0.0.1:0\"\nprotocol",
+        "listen = \"[::1]:0\"\nprotocol",
+        1,
+    );
+    let server = balancer(&config).await;
+    let proxy = address(&server, "udp");
+    assert!(proxy.is_ipv6(), "{proxy}");
+    let socket = client_from("[::1]").await;
+    let (reply, from) = exchange(&socket, proxy, b"six to four").await;
+    assert_eq!((reply.as_slice(), from), (&b"six to four"[..], proxy));
+}
