@@ -10,6 +10,9 @@ use crate::config::model::HashKey;
 /// IANA protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
 
+/// IANA protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+
 /// The key for a connection from `client` to `local`, or `None` when `hash_key` names
 /// something an L4 connection does not have (the picker then balances by p2c-ewma).
 pub fn connection_key(

@@ -53,7 +53,7 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
 
 /// Keys whose only implemented values are listed (other valid values are rejected).
 pub const VALUE_RULES: &[(&str, &[&str])] = &[
-    ("listener[].protocol", &["tcp"]),
+    ("listener[].protocol", &["tcp", "udp"]),
     ("cluster[].hash_key", &["source-ip", "5-tuple"]),
 ];
 

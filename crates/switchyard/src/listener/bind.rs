@@ -5,7 +5,8 @@
 //! address with a plain bind (which fails if anyone holds the port, with or without
 //! `SO_REUSEPORT`), then opens one `SO_REUSEPORT` socket per worker so the kernel spreads
 //! new connections over the accept loops. `SO_REUSEADDR` is set so a restart does not wait
-//! out TIME_WAIT.
+//! out TIME_WAIT. A UDP socket gets no `SO_REUSEADDR`: on Linux that option lets two UDP
+//! sockets share a port, which would hide exactly the conflict we must report.
 
 use std::io;
 use std::net::SocketAddr;
@@ -87,6 +88,27 @@ fn open(
     socket.bind(&address.into()).map_err(error)?;
     socket.listen(BACKLOG).map_err(error)?;
     tokio::net::TcpListener::from_std(socket.into()).map_err(error)
+}
+
+/// Binds a UDP socket for `listener` on `address` (no `SO_REUSEADDR`, see the module docs).
+pub fn udp(listener: &str, address: SocketAddr) -> Result<tokio::net::UdpSocket, BindError> {
+    let error = |source| BindError {
+        listener: listener.to_owned(),
+        address,
+        source,
+    };
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(error)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true).map_err(error)?;
+    }
+    socket.set_nonblocking(true).map_err(error)?;
+    socket.bind(&address.into()).map_err(error)?;
+    tokio::net::UdpSocket::from_std(socket.into()).map_err(error)
 }
 
 #[cfg(test)]

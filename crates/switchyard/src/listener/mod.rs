@@ -9,3 +9,4 @@ pub mod per_ip;
 pub mod relay;
 pub mod splice;
 pub mod tcp;
+pub mod udp;

@@ -19,7 +19,7 @@ use crate::admin::metrics::Registry;
 use crate::config::Config;
 use crate::config::model::Protocol;
 use crate::listener::per_ip::PerIpCounts;
-use crate::listener::{bind, tcp};
+use crate::listener::{bind, tcp, udp};
 
 /// Accept loops (and `SO_REUSEPORT` sockets) per TCP listener: one per worker thread.
 fn accept_loops(workers: usize) -> usize {
@@ -114,7 +114,23 @@ impl Server {
         let admin_socket = admin::server::bind(&config.admin.listen)?;
         let mut listeners = vec![admin_socket.bound()];
         let mut tcp_sockets = Vec::new();
+        let mut udp_sockets = Vec::new();
         for listener in &config.listeners {
+            if listener.protocol == Protocol::Udp {
+                let socket = bind::udp(&listener.name, listener.listen)?;
+                let address = socket.local_addr().map_err(|source| bind::BindError {
+                    listener: listener.name.clone(),
+                    address: listener.listen,
+                    source,
+                })?;
+                listeners.push(BoundListener {
+                    name: listener.name.clone(),
+                    protocol: listener.protocol.as_str().to_owned(),
+                    address: address.to_string(),
+                });
+                udp_sockets.push((listener.name.clone(), socket));
+                continue;
+            }
             if listener.protocol != Protocol::Tcp {
                 return Err(StartError::Unsupported(
                     listener.name.clone(),
@@ -173,6 +189,16 @@ impl Server {
                     Arc::clone(&tracker),
                 ));
             }
+        }
+        for (name, socket) in udp_sockets {
+            let shared = Arc::clone(&shared);
+            let current = move || shared.snapshot.load().udp_listener(&name).cloned();
+            tasks.spawn(udp::serve(
+                socket,
+                current,
+                shutdown.clone(),
+                Arc::clone(&tracker),
+            ));
         }
         shared.ready.store(true, Ordering::Release);
         Ok(Server {

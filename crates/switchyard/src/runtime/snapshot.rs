@@ -11,6 +11,7 @@ use crate::cluster::{Cluster, ClusterBuildError};
 use crate::config::Config;
 use crate::config::model::Protocol;
 use crate::listener::tcp::{TcpListenerRuntime, UnknownCluster};
+use crate::listener::udp::{UdpListenerRuntime, UnknownUdpCluster};
 
 /// A snapshot could not be compiled from a valid configuration.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +22,9 @@ pub enum SnapshotError {
     /// A listener names a cluster that does not exist.
     #[error(transparent)]
     Listener(#[from] UnknownCluster),
+    /// A UDP listener names a cluster that does not exist.
+    #[error(transparent)]
+    UdpListener(#[from] UnknownUdpCluster),
 }
 
 /// One configuration, compiled.
@@ -32,6 +36,8 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<Cluster>>,
     /// TCP listeners in configuration order.
     pub tcp_listeners: Vec<Arc<TcpListenerRuntime>>,
+    /// UDP listeners in configuration order.
+    pub udp_listeners: Vec<Arc<UdpListenerRuntime>>,
 }
 
 impl Snapshot {
@@ -48,6 +54,12 @@ impl Snapshot {
             .filter(|l| l.protocol == Protocol::Tcp)
             .map(|l| TcpListenerRuntime::build(l, &clusters, registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let udp_listeners = config
+            .listeners
+            .iter()
+            .filter(|l| l.protocol == Protocol::Udp)
+            .map(|l| UdpListenerRuntime::build(l, &clusters, registry).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         for result in ["success", "failure"] {
             registry.counter(&metrics::CONFIG_RELOADS_TOTAL, &[result]);
         }
@@ -55,6 +67,7 @@ impl Snapshot {
             config: Arc::new(config),
             clusters,
             tcp_listeners,
+            udp_listeners,
         })
     }
 
@@ -66,5 +79,12 @@ impl Snapshot {
     /// The TCP listener called `name`.
     pub fn tcp_listener(&self, name: &str) -> Option<&Arc<TcpListenerRuntime>> {
         self.tcp_listeners.iter().find(|l| l.name == name)
+    }
+}
+
+impl Snapshot {
+    /// The UDP listener called `name`.
+    pub fn udp_listener(&self, name: &str) -> Option<&Arc<UdpListenerRuntime>> {
+        self.udp_listeners.iter().find(|l| l.name == name)
     }
 }

@@ -126,7 +126,6 @@ fn every_spec_key_is_accepted_by_the_walker_and_only_gated() {
         "not implemented yet: listener[0].tls",
         "not implemented yet: listener[0].route",
         "not implemented yet: listener[3].routes",
-        "not implemented yet: listener[4].protocol = \"udp\"",
         "not implemented yet: cluster[0].health",
         "not implemented yet: cluster[0].hash_key = \"header:x-user\"",
         "not implemented yet: cluster[1].discovery",

@@ -6,3 +6,4 @@ mod cli;
 mod config;
 mod support;
 mod tcp;
+mod udp;

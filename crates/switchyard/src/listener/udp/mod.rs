@@ -1,0 +1,303 @@
+//! `protocol = "udp"` listeners: datagrams grouped into flows by client address, each flow
+//! pinned to one endpoint through its own connected upstream socket.
+//!
+//! UDP has no connection, so the listener makes one up: a *flow* is everything a client
+//! address (`ip:port`) sends to this listener's socket, and, since the listener's local
+//! address is fixed, the client address alone identifies the 5-tuple. Why this shape:
+//!
+//! - **One receive task per listener** reads the listener socket with one reusable
+//!   65,536-byte buffer and dispatches each datagram to its flow (a `HashMap` lookup).
+//! - **One connected upstream socket per flow** (ephemeral port, the endpoint's address
+//!   family): the kernel then filters replies to that endpoint and reports an ICMP error to
+//!   that flow alone, and the endpoint sees one stable source per client, as it would
+//!   without a balancer in between.
+//! - **One small task per flow** waits for its upstream socket to become readable and sends
+//!   replies back *from the listener's socket* (`send_to(client)`), so the client sees
+//!   replies from the address it sent to. That task holds no buffer of its own: it reads
+//!   into a per-worker-thread buffer synchronously and sends from it at once; only when the
+//!   listener socket is momentarily full is the datagram copied (exactly its size) to wait
+//!   for room. Memory per flow is therefore a socket, a task and a map entry (see
+//!   `docs/operations.md` for the measured figure).
+//!
+//! A flow ends after `idle_timeout` without a datagram either way, or when the drain time of
+//! a shutdown runs out. During the drain (after listeners stop accepting) datagrams of
+//! existing flows still travel both ways, as bytes of an open TCP connection do; a datagram
+//! that would start a new flow is dropped.
+
+mod flows;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use self::flows::{Flow, FlowTable};
+use crate::admin::metrics::{self, Counter, Gauge, Registry};
+use crate::cluster::endpoint::ConnectFailure;
+use crate::cluster::{Cluster, InFlight, PROTO_UDP, connection_key};
+use crate::config::model::{self, Target};
+use crate::listener::relay::ByteCounters;
+use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
+use crate::runtime::{clock, rng};
+
+/// Bytes of the receive buffers: the largest UDP payload (65,507 over IPv4, 65,527 over
+/// IPv6 without jumbograms) fits with room to spare, so no datagram is ever truncated.
+pub const DATAGRAM_BUFFER: usize = 65_536;
+
+/// How often a draining listener checks whether its last flow ended.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Where a listener's flows go, with the clusters resolved.
+#[derive(Debug)]
+enum Destination {
+    One(Arc<Cluster>),
+    Split {
+        branches: Vec<(Arc<Cluster>, u32)>,
+        total: u64,
+    },
+}
+
+impl Destination {
+    fn choose(&self) -> &Arc<Cluster> {
+        match self {
+            Destination::One(cluster) => cluster,
+            Destination::Split { branches, total } => {
+                let mut point = rng::with_rng(|rng| rng.random_range(0..*total));
+                for (cluster, weight) in branches {
+                    let weight = u64::from(*weight);
+                    if point < weight {
+                        return cluster;
+                    }
+                    point -= weight;
+                }
+                // Unreachable with a valid split (weights > 0 sum to `total`); the last
+                // branch is a safe answer all the same.
+                &branches[branches.len() - 1].0
+            }
+        }
+    }
+}
+
+/// A UDP listener's configuration and metric handles, as one snapshot sees them.
+#[derive(Debug)]
+pub struct UdpListenerRuntime {
+    /// The listener's name.
+    pub name: String,
+    destination: Destination,
+    max_connections: u32,
+    idle_timeout: Duration,
+    active: Gauge,
+    accepted: Counter,
+    rejected_max_connections: Counter,
+    flows: Gauge,
+    bytes: ByteCounters,
+}
+
+/// A UDP listener names a cluster the snapshot does not hold (validation prevents this).
+#[derive(Debug, thiserror::Error)]
+#[error("listener {listener:?}: unknown cluster {cluster:?}")]
+pub struct UnknownUdpCluster {
+    listener: String,
+    cluster: String,
+}
+
+impl UdpListenerRuntime {
+    /// Resolves `config`'s target against `clusters` and creates its metric series.
+    pub fn build(
+        config: &model::Listener,
+        clusters: &[Arc<Cluster>],
+        registry: &Registry,
+    ) -> Result<UdpListenerRuntime, UnknownUdpCluster> {
+        let unknown = |cluster: &str| UnknownUdpCluster {
+            listener: config.name.clone(),
+            cluster: cluster.to_owned(),
+        };
+        let find = |name: &str| {
+            clusters
+                .iter()
+                .find(|c| c.name() == name)
+                .cloned()
+                .ok_or_else(|| unknown(name))
+        };
+        let destination = match &config.target {
+            Some(Target::Cluster(name)) => Destination::One(find(name)?),
+            Some(Target::Split(split)) => {
+                let branches = split
+                    .iter()
+                    .map(|w| Ok((find(&w.cluster)?, w.weight)))
+                    .collect::<Result<Vec<_>, UnknownUdpCluster>>()?;
+                let total = branches.iter().map(|(_, w)| u64::from(*w)).sum::<u64>();
+                if branches.is_empty() || total == 0 {
+                    return Err(unknown(""));
+                }
+                Destination::Split { branches, total }
+            }
+            None => return Err(unknown("")),
+        };
+        let name = config.name.as_str();
+        for reason in [
+            "max_connections",
+            "per_ip",
+            "proxy_protocol",
+            "tls",
+            "slow_head",
+            "slow_body",
+        ] {
+            registry.counter(&metrics::CONNECTIONS_REJECTED_TOTAL, &[name, reason]);
+        }
+        Ok(UdpListenerRuntime {
+            name: config.name.clone(),
+            destination,
+            max_connections: config.max_connections,
+            idle_timeout: config.idle_timeout,
+            active: registry.gauge(&metrics::CONNECTIONS_ACTIVE, &[name]),
+            accepted: registry.counter(&metrics::CONNECTIONS_TOTAL, &[name]),
+            rejected_max_connections: registry.counter(
+                &metrics::CONNECTIONS_REJECTED_TOTAL,
+                &[name, "max_connections"],
+            ),
+            flows: registry.gauge(&metrics::L4_FLOWS_ACTIVE, &[name]),
+            bytes: ByteCounters {
+                rx: registry.counter(&metrics::BYTES_TOTAL, &[name, "rx"]),
+                tx: registry.counter(&metrics::BYTES_TOTAL, &[name, "tx"]),
+            },
+        })
+    }
+}
+
+/// Receives on `socket` and dispatches datagrams to flows until the drain time of a
+/// shutdown runs out (or, once listeners stop accepting, until the last flow ended).
+/// `current` yields the listener's runtime in the snapshot in force when a flow starts, so
+/// a reload affects new flows only.
+pub async fn serve(
+    socket: UdpSocket,
+    current: impl Fn() -> Option<Arc<UdpListenerRuntime>>,
+    shutdown: Shutdown,
+    tracker: Arc<ConnectionTracker>,
+) {
+    let socket = Arc::new(socket);
+    let local = socket.local_addr().ok();
+    let table = Arc::new(FlowTable::new());
+    let mut buf = vec![0u8; DATAGRAM_BUFFER];
+    let mut stop_accepting = shutdown.clone();
+    let mut closed = shutdown.clone();
+    let mut stopping = false;
+    loop {
+        if stopping && table.is_empty() {
+            return;
+        }
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            () = stop_accepting.reached(Phase::StopAccepting), if !stopping => {
+                stopping = true;
+                continue;
+            }
+            () = tokio::time::sleep(DRAIN_POLL), if stopping => continue,
+            () = closed.reached(Phase::Closed) => return,
+        };
+        let (n, client) = match received {
+            Ok(pair) => pair,
+            Err(error) => {
+                // An ICMP error for an earlier reply (on systems that report them on
+                // unconnected sockets) concerns one client; anything else may repeat, so
+                // back off briefly rather than spin.
+                if !matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+                ) {
+                    warn!(%error, "udp receive failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+        };
+        let datagram = &buf[..n];
+        if let Some(flow) = table.touch(client) {
+            flow.forward(datagram).await;
+            continue;
+        }
+        if stopping {
+            // Draining: existing flows go on, new ones are not started.
+            continue;
+        }
+        let Some(runtime) = current() else { return };
+        if !runtime.active.try_inc(i64::from(runtime.max_connections)) {
+            runtime.rejected_max_connections.inc();
+            debug!(listener = %runtime.name, %client, "max_connections reached; datagram dropped");
+            continue;
+        }
+        let cluster = runtime.destination.choose();
+        let key = match (cluster.config.balance.is_hash(), local) {
+            (true, Some(local)) => {
+                connection_key(&cluster.config.hash_key, client, local, PROTO_UDP)
+            }
+            _ => None,
+        };
+        let Some((upstream, in_flight)) = connect(cluster, key).await else {
+            runtime.active.dec();
+            debug!(listener = %runtime.name, cluster = cluster.name(), %client,
+                "no endpoint could be reached; datagram dropped");
+            continue;
+        };
+        runtime.accepted.inc();
+        runtime.flows.inc();
+        let flow = Arc::new(Flow::new(
+            upstream,
+            in_flight,
+            Arc::clone(&runtime),
+            table.now_ms(),
+        ));
+        table.insert(client, Arc::clone(&flow));
+        flow.forward(datagram).await;
+        let tracked = tracker.track();
+        tokio::spawn(flows::run(
+            flow,
+            client,
+            Arc::clone(&table),
+            Arc::clone(&socket),
+            shutdown.clone(),
+            tracked,
+        ));
+    }
+}
+
+/// Opens the flow's upstream socket "connected" to the picked endpoint; when that fails
+/// (no route, no local port), tries the next candidate, each endpoint at most once.
+async fn connect(cluster: &Cluster, key: Option<u64>) -> Option<(UdpSocket, InFlight)> {
+    let mut tried = Vec::new();
+    while let Some((index, endpoint)) = cluster.pick(key, &tried) {
+        let in_flight = endpoint.begin();
+        let started = Instant::now();
+        let unspecified = match endpoint.address.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let attempt = async {
+            let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0)).await?;
+            socket.connect(endpoint.address).await?;
+            Ok::<_, std::io::Error>(socket)
+        }
+        .await;
+        match attempt {
+            Ok(socket) => {
+                endpoint.record_success(started.elapsed(), clock::now());
+                return Some((socket, in_flight));
+            }
+            Err(error) => {
+                let failure = if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                    ConnectFailure::Refused
+                } else {
+                    ConnectFailure::Other
+                };
+                debug!(cluster = cluster.name(), endpoint = %endpoint.name, %error, "udp connect failed");
+                endpoint.record_connect_failure(failure, clock::now());
+            }
+        }
+        tried.push(index);
+    }
+    None
+}
