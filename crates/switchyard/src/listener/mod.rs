@@ -6,4 +6,5 @@
 
 pub mod bind;
 pub mod relay;
+pub mod sni;
 pub mod tcp;
