@@ -5,6 +5,7 @@
 //! and one module per protocol accepts and dispatches.
 
 pub mod bind;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod sni;
 pub mod tcp;
