@@ -554,12 +554,28 @@ mod tests {
         );
     }
 
-    const ALL_FIXTURES: [&str; 5] = [
+    #[test]
+    fn rustls_hello_offers_only_tls13() {
+        let info = complete(&fixture("rustls_0_23_ring.bin"));
+        assert_eq!(
+            info,
+            ClientHelloInfo {
+                server_name: Some("rustls.example.com".into()),
+                alpn: vec!["h2".into(), "http/1.1".into()],
+                record_len: 243,
+                legacy_version: 0x0303,
+                supported_versions: vec![0x0304],
+            }
+        );
+    }
+
+    const ALL_FIXTURES: [&str; 6] = [
         "openssl_tls13_db_alpn.bin",
         "openssl_tls12_legacy.bin",
         "curl_api.bin",
         "openssl_no_sni.bin",
         "python_ssl_py.bin",
+        "rustls_0_23_ring.bin",
     ];
 
     #[test]
