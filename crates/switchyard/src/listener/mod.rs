@@ -6,7 +6,10 @@
 
 pub mod bind;
 pub mod per_ip;
+pub mod prelude;
+pub mod proxy_protocol;
 pub mod relay;
+pub mod sni;
 pub mod splice;
 pub mod tcp;
 pub mod udp;
