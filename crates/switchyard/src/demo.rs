@@ -6,7 +6,8 @@ use std::path::Path;
 
 use crate::backend::{self, BackendArgs, BackendHandle};
 use crate::config;
-use crate::runtime::{Server, StartError, signals};
+use crate::runtime::signals::Signals;
+use crate::runtime::{Server, StartError};
 
 /// Arguments of `switchyard demo`.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,6 +76,7 @@ async fn start(text: &str) -> Result<Server, DemoError> {
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
+    let mut signals = Signals::install()?;
     let mut backends: Vec<BackendHandle> = Vec::new();
     for i in 1..=3 {
         backends.push(backend::spawn(BackendArgs::for_test(&format!("demo-{i}"))).await?);
@@ -114,7 +116,7 @@ Ctrl-C stops everything.",
         b1 = addresses[0],
         b2 = addresses[1],
     );
-    signals::shutdown_requested().await?;
+    signals.shutdown_requested().await;
     server.shutdown().await;
     for backend in backends {
         backend.shutdown().await;

@@ -10,7 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard::config::{self, OutputFormat};
-use switchyard::runtime::{Server, signals};
+use switchyard::runtime::Server;
+use switchyard::runtime::signals::Signals;
 
 const EXAMPLES: &str = "Examples:
   switchyard demo                              # three local backends and a balancer; prints what to try
@@ -145,11 +146,12 @@ fn run(args: &RunArgs) -> ExitCode {
     switchyard::runtime::limits::raise_open_file_limit(max_connections);
     let result = build_runtime(model.runtime.workers).and_then(|rt| {
         rt.block_on(async {
+            let mut signals = Signals::install().context("cannot install signal handlers")?;
             let server = Server::start(model).await?;
             server.announce();
-            let waited = signals::shutdown_requested().await;
+            signals.shutdown_requested().await;
             server.shutdown().await;
-            waited.context("waiting for signals")
+            Ok(())
         })
     });
     runtime_exit(result)

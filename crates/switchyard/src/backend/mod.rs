@@ -278,6 +278,8 @@ pub async fn spawn(args: BackendArgs) -> Result<BackendHandle, BackendError> {
 
 /// `switchyard backend`: serve until Ctrl-C or SIGTERM, reporting the bound address on stderr.
 pub async fn run(args: BackendArgs) -> Result<(), BackendError> {
+    // Handlers first: a supervisor may signal as soon as it reads the listening line.
+    let signals = install_signals()?;
     let handle = spawn(args).await?;
     let listening = |listener: &str, addr: SocketAddr| {
         crate::runtime::server::listening_event(listener, &addr.to_string())
@@ -286,22 +288,12 @@ pub async fn run(args: BackendArgs) -> Result<(), BackendError> {
     if let Some(udp) = handle.udp_addr() {
         eprintln!("{}", listening("backend-udp", udp));
     }
-    wait_for_signal().await?;
+    let mut signals = signals;
+    signals.shutdown_requested().await;
     handle.shutdown().await;
     Ok(())
 }
 
-#[cfg(unix)]
-async fn wait_for_signal() -> Result<(), BackendError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(BackendError::Signal)?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.map_err(BackendError::Signal),
-        _ = term.recv() => Ok(()),
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_for_signal() -> Result<(), BackendError> {
-    tokio::signal::ctrl_c().await.map_err(BackendError::Signal)
+fn install_signals() -> Result<crate::runtime::signals::Signals, BackendError> {
+    crate::runtime::signals::Signals::install().map_err(BackendError::Signal)
 }

@@ -20,26 +20,22 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "runtime.upgrade_socket",
     "admin.token_file",
     "access_log.include_query",
-    "listener[].header_read_timeout",
     "listener[].max_header_bytes",
     "listener[].max_request_body",
     "listener[].request_body_timeout",
     "listener[].min_request_body_rate",
     "listener[].http2_max_concurrent_streams",
-    "listener[].proxy_protocol",
     "listener[].trusted_proxies",
     "listener[].http2_initial_stream_window",
     "listener[].http2_initial_connection_window",
     "listener[].tls",
     "listener[].route",
-    "listener[].routes",
     "cluster[].discovery",
     "cluster[].sticky",
     "cluster[].slow_start",
     "cluster[].drain_timeout",
     "cluster[].max_requests_per_connection",
     "cluster[].protocol",
-    "cluster[].send_proxy_protocol",
     "cluster[].pool_idle_timeout",
     "cluster[].pool_max_idle_per_endpoint",
     "cluster[].retry_budget",
@@ -53,7 +49,7 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
 
 /// Keys whose only implemented values are listed (other valid values are rejected).
 pub const VALUE_RULES: &[(&str, &[&str])] = &[
-    ("listener[].protocol", &["tcp", "udp"]),
+    ("listener[].protocol", &["tcp", "udp", "tls-passthrough"]),
     ("cluster[].hash_key", &["source-ip", "5-tuple"]),
 ];
 

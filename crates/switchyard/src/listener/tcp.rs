@@ -1,12 +1,19 @@
-//! `protocol = "tcp"` listeners: accept, choose a cluster and an endpoint, connect (moving
-//! on to the next candidate when a connect fails), then relay bytes.
+//! Stream listeners (`protocol = "tcp"` and `"tls-passthrough"`): accept, apply the
+//! connection limits, read the prelude (a PROXY header, a ClientHello) when there is one,
+//! choose a cluster and an endpoint, connect (moving on to the next candidate when a
+//! connect fails), replay what the prelude read, then relay bytes.
+//!
+//! Both protocols share this path; they differ only in how the cluster is chosen: a
+//! cluster or weighted split (tcp) or the ClientHello's server name (tls-passthrough).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use socket2::{SockRef, TcpKeepalive};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, warn};
@@ -14,12 +21,24 @@ use tracing::{debug, warn};
 use crate::admin::access_log::{AccessLog, L4Line};
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::cluster::{Cluster, InFlight, connection_key, endpoint::ConnectFailure};
-use crate::config::model::{self, Target};
+use crate::config::model::{self, Protocol, SendProxyProtocol, Target};
 use crate::listener::per_ip::{PerIpCounts, PerIpSlot};
+use crate::listener::prelude::{self, Expect, Prelude};
+use crate::listener::proxy_protocol::{self, ProxiedAddresses, Transport};
 use crate::listener::relay::{self, ByteCounters, RelayOutcome};
-use crate::listener::splice;
+use crate::listener::{sni, splice};
 use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
 use crate::runtime::{clock, rng};
+
+/// Every `reason` of `connections_rejected_total` (SPEC section 6).
+const REJECT_REASONS: [&str; 6] = [
+    "max_connections",
+    "per_ip",
+    "proxy_protocol",
+    "tls",
+    "slow_head",
+    "slow_body",
+];
 
 /// Where a listener's connections go, with the clusters resolved.
 #[derive(Debug)]
@@ -29,42 +48,45 @@ enum Destination {
         branches: Vec<(Arc<Cluster>, u32)>,
         total: u64,
     },
+    /// tls-passthrough: `(sni pattern, cluster)` in file order.
+    Sni(Vec<(String, Arc<Cluster>)>),
 }
 
 impl Destination {
-    fn choose(&self) -> &Arc<Cluster> {
+    fn choose(&self, sni: Option<&str>) -> Option<&Arc<Cluster>> {
         match self {
-            Destination::One(cluster) => cluster,
+            Destination::One(cluster) => Some(cluster),
             Destination::Split { branches, total } => {
                 let mut point = rng::with_rng(|rng| rng.random_range(0..*total));
                 for (cluster, weight) in branches {
                     let weight = u64::from(*weight);
                     if point < weight {
-                        return cluster;
+                        return Some(cluster);
                     }
                     point -= weight;
                 }
-                // Unreachable with a valid split (weights > 0 sum to `total`); the last
-                // branch is a safe answer all the same.
-                &branches[branches.len() - 1].0
+                branches.last().map(|(cluster, _)| cluster)
             }
+            Destination::Sni(routes) => sni::route(routes, sni),
         }
     }
 }
 
-/// A TCP listener's configuration and metric handles, as one snapshot sees them.
+/// A stream listener's configuration and metric handles, as one snapshot sees them.
 #[derive(Debug)]
 pub struct TcpListenerRuntime {
     /// The listener's name.
     pub name: String,
+    protocol: Protocol,
     destination: Destination,
     max_connections: u32,
     max_connections_per_ip: u32,
     idle_timeout: Duration,
+    header_read_timeout: Duration,
+    proxy_protocol: bool,
     active: Gauge,
     accepted: Counter,
-    rejected_max_connections: Counter,
-    rejected_per_ip: Counter,
+    rejected: HashMap<&'static str, Counter>,
     flows: Gauge,
     bytes: ByteCounters,
 }
@@ -84,70 +106,81 @@ impl TcpListenerRuntime {
         clusters: &[Arc<Cluster>],
         registry: &Registry,
     ) -> Result<TcpListenerRuntime, UnknownCluster> {
+        let unknown = |cluster: &str| UnknownCluster {
+            listener: config.name.clone(),
+            cluster: cluster.to_owned(),
+        };
         let find = |name: &str| {
             clusters
                 .iter()
                 .find(|c| c.name() == name)
                 .cloned()
-                .ok_or_else(|| UnknownCluster {
-                    listener: config.name.clone(),
-                    cluster: name.to_owned(),
-                })
+                .ok_or_else(|| unknown(name))
         };
-        let destination = match &config.target {
-            Some(Target::Cluster(name)) => Destination::One(find(name)?),
-            Some(Target::Split(split)) => {
-                let branches = split
-                    .iter()
-                    .map(|w| Ok((find(&w.cluster)?, w.weight)))
-                    .collect::<Result<Vec<_>, UnknownCluster>>()?;
-                let total = branches.iter().map(|(_, w)| u64::from(*w)).sum::<u64>();
-                if branches.is_empty() || total == 0 {
-                    return Err(UnknownCluster {
-                        listener: config.name.clone(),
-                        cluster: String::new(),
-                    });
+        let destination = if config.protocol == Protocol::TlsPassthrough {
+            let routes = config
+                .sni_routes
+                .iter()
+                .map(|r| Ok((r.sni.clone(), find(&r.cluster)?)))
+                .collect::<Result<Vec<_>, UnknownCluster>>()?;
+            Destination::Sni(routes)
+        } else {
+            match &config.target {
+                Some(Target::Cluster(name)) => Destination::One(find(name)?),
+                Some(Target::Split(split)) => {
+                    let branches = split
+                        .iter()
+                        .map(|w| Ok((find(&w.cluster)?, w.weight)))
+                        .collect::<Result<Vec<_>, UnknownCluster>>()?;
+                    let total = branches.iter().map(|(_, w)| u64::from(*w)).sum::<u64>();
+                    if total == 0 {
+                        return Err(unknown(""));
+                    }
+                    Destination::Split { branches, total }
                 }
-                Destination::Split { branches, total }
-            }
-            None => {
-                return Err(UnknownCluster {
-                    listener: config.name.clone(),
-                    cluster: String::new(),
-                });
+                None => return Err(unknown("")),
             }
         };
         let name = config.name.as_str();
-        for reason in [
-            "max_connections",
-            "per_ip",
-            "proxy_protocol",
-            "tls",
-            "slow_head",
-            "slow_body",
-        ] {
-            registry.counter(&metrics::CONNECTIONS_REJECTED_TOTAL, &[name, reason]);
-        }
+        let rejected = REJECT_REASONS
+            .iter()
+            .map(|&reason| {
+                let counter =
+                    registry.counter(&metrics::CONNECTIONS_REJECTED_TOTAL, &[name, reason]);
+                (reason, counter)
+            })
+            .collect();
         Ok(TcpListenerRuntime {
             name: config.name.clone(),
+            protocol: config.protocol,
             destination,
             max_connections: config.max_connections,
             max_connections_per_ip: config.max_connections_per_ip,
             idle_timeout: config.idle_timeout,
+            header_read_timeout: config.header_read_timeout,
+            proxy_protocol: config.proxy_protocol,
             active: registry.gauge(&metrics::CONNECTIONS_ACTIVE, &[name]),
             accepted: registry.counter(&metrics::CONNECTIONS_TOTAL, &[name]),
-            rejected_max_connections: registry.counter(
-                &metrics::CONNECTIONS_REJECTED_TOTAL,
-                &[name, "max_connections"],
-            ),
-            rejected_per_ip: registry
-                .counter(&metrics::CONNECTIONS_REJECTED_TOTAL, &[name, "per_ip"]),
+            rejected,
             flows: registry.gauge(&metrics::L4_FLOWS_ACTIVE, &[name]),
             bytes: ByteCounters {
                 rx: registry.counter(&metrics::BYTES_TOTAL, &[name, "rx"]),
                 tx: registry.counter(&metrics::BYTES_TOTAL, &[name, "tx"]),
             },
         })
+    }
+
+    fn reject(&self, reason: &'static str) {
+        if let Some(counter) = self.rejected.get(reason) {
+            counter.inc();
+        }
+    }
+
+    fn expect(&self) -> Expect {
+        Expect {
+            proxy_protocol: self.proxy_protocol,
+            client_hello: self.protocol == Protocol::TlsPassthrough,
+        }
     }
 }
 
@@ -163,7 +196,7 @@ pub async fn serve(
     mut shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
 ) {
-    let local = socket.local_addr().ok();
+    let listen = socket.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
@@ -181,89 +214,239 @@ pub async fn serve(
         let Some(runtime) = current() else { return };
         runtime.accepted.inc();
         if !runtime.active.try_inc(i64::from(runtime.max_connections)) {
-            runtime.rejected_max_connections.inc();
+            runtime.reject("max_connections");
             debug!(listener = %runtime.name, %peer, "max_connections reached; connection closed");
             continue;
         }
-        let Some(slot) = per_ip.try_acquire(peer.ip(), runtime.max_connections_per_ip) else {
+        // Without a PROXY header the peer is the client: refuse at once. With one, the
+        // cap applies to the carried address, known only after the prelude.
+        let slot = if runtime.proxy_protocol {
+            None
+        } else {
+            match per_ip.try_acquire(peer.ip(), runtime.max_connections_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    runtime.active.dec();
+                    runtime.reject("per_ip");
+                    debug!(listener = %runtime.name, %peer, "max_connections_per_ip reached");
+                    continue;
+                }
+            }
+        };
+        let local = client.local_addr().ok().or(listen);
+        let Some(local) = local else {
             runtime.active.dec();
-            runtime.rejected_per_ip.inc();
-            debug!(listener = %runtime.name, %peer, "max_connections_per_ip reached; connection closed");
             continue;
         };
+        let connection = Connection {
+            runtime,
+            client,
+            peer,
+            local,
+            slot,
+            per_ip: Arc::clone(&per_ip),
+            log: log.clone(),
+            started: Instant::now(),
+        };
         let tracked = tracker.track();
-        let local = client.local_addr().ok().or(local);
         let shutdown = shutdown.clone();
-        let log = log.clone();
         tokio::spawn(async move {
             let _tracked = tracked;
-            handle(&runtime, client, peer, local, slot, &log, shutdown).await;
+            let runtime = Arc::clone(&connection.runtime);
+            connection.handle(shutdown).await;
             runtime.active.dec();
         });
     }
 }
 
-async fn handle(
-    runtime: &TcpListenerRuntime,
+/// One accepted connection and what it needs.
+struct Connection {
+    runtime: Arc<TcpListenerRuntime>,
     client: TcpStream,
     peer: SocketAddr,
-    local: Option<SocketAddr>,
-    _slot: PerIpSlot,
-    log: &AccessLog,
-    mut shutdown: Shutdown,
-) {
-    let started = Instant::now();
-    let _ = client.set_nodelay(true);
-    let cluster = runtime.destination.choose();
-    let key = match (cluster.config.balance.is_hash(), local) {
-        (true, Some(local)) => connection_key(
-            &cluster.config.hash_key,
+    local: SocketAddr,
+    slot: Option<PerIpSlot>,
+    per_ip: Arc<PerIpCounts>,
+    log: AccessLog,
+    started: Instant,
+}
+
+/// Writes the connection's access-log line.
+struct LineWriter<'a> {
+    runtime: &'a TcpListenerRuntime,
+    log: &'a AccessLog,
+    started: Instant,
+}
+
+impl LineWriter<'_> {
+    fn write(
+        &self,
+        cluster: Option<&str>,
+        endpoint: Option<&str>,
+        client: SocketAddr,
+        bytes: (u64, u64),
+        close_reason: &str,
+    ) {
+        if !self.log.is_enabled() {
+            return;
+        }
+        self.log.log(&L4Line {
+            listener: &self.runtime.name,
+            cluster,
+            endpoint,
+            protocol: self.runtime.protocol.as_str(),
+            client: client.to_string(),
+            bytes_in: bytes.0,
+            bytes_out: bytes.1,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            close_reason,
+        });
+    }
+}
+
+impl Connection {
+    async fn handle(self, mut shutdown: Shutdown) {
+        let Connection {
+            runtime,
+            mut client,
             peer,
             local,
-            crate::cluster::PROTO_TCP,
-        ),
-        _ => None,
+            slot,
+            per_ip,
+            log,
+            started,
+        } = self;
+        let line = LineWriter {
+            runtime: &runtime,
+            log: &log,
+            started,
+        };
+        let _ = client.set_nodelay(true);
+        let expect = runtime.expect();
+        let prelude = if expect.proxy_protocol || expect.client_hello {
+            match prelude::read(
+                &mut client,
+                peer,
+                local,
+                expect,
+                runtime.header_read_timeout,
+            )
+            .await
+            {
+                Ok(prelude) => prelude,
+                Err(error) => {
+                    runtime.reject(error.reason());
+                    debug!(listener = %runtime.name, %peer, %error, "connection refused");
+                    line.write(None, None, peer, (0, 0), error.reason());
+                    return;
+                }
+            }
+        } else {
+            Prelude {
+                client: peer,
+                destination: local,
+                sni: None,
+                replay: Vec::new(),
+            }
+        };
+        let _slot = match slot {
+            Some(slot) => slot,
+            None => match per_ip.try_acquire(prelude.client.ip(), runtime.max_connections_per_ip) {
+                Some(slot) => slot,
+                None => {
+                    runtime.reject("per_ip");
+                    line.write(None, None, prelude.client, (0, 0), "per_ip");
+                    return;
+                }
+            },
+        };
+        let Some(cluster) = runtime.destination.choose(prelude.sni.as_deref()) else {
+            debug!(listener = %runtime.name, client = %prelude.client, sni = ?prelude.sni,
+                "no route for this server name; connection closed");
+            line.write(None, None, prelude.client, (0, 0), "no_route");
+            return;
+        };
+        let key = if cluster.config.balance.is_hash() {
+            connection_key(
+                &cluster.config.hash_key,
+                prelude.client,
+                prelude.destination,
+                crate::cluster::PROTO_TCP,
+            )
+        } else {
+            None
+        };
+        let Some((mut upstream, in_flight)) = connect(cluster, key).await else {
+            debug!(listener = %runtime.name, cluster = cluster.name(), client = %prelude.client,
+                "no endpoint could be reached; connection closed");
+            line.write(
+                Some(cluster.name()),
+                None,
+                prelude.client,
+                (0, 0),
+                "no_endpoint",
+            );
+            return;
+        };
+        let endpoint = in_flight.endpoint().name.as_str();
+        if let Err(error) = send_prelude(&mut upstream, cluster, &prelude).await {
+            debug!(cluster = cluster.name(), endpoint, %error, "writing the prelude upstream failed");
+            line.write(
+                Some(cluster.name()),
+                Some(endpoint),
+                prelude.client,
+                (0, 0),
+                "upstream_error",
+            );
+            return;
+        }
+        let replayed = prelude.replay.len() as u64;
+        runtime.bytes.rx.add(replayed);
+        runtime.flows.inc();
+        let outcome = relay_tcp(&runtime, client, upstream, &mut shutdown).await;
+        runtime.flows.dec();
+        debug!(listener = %runtime.name, cluster = cluster.name(), endpoint,
+            client = %prelude.client, rx = outcome.rx + replayed, tx = outcome.tx,
+            close_reason = outcome.reason.as_str(), "connection closed");
+        line.write(
+            Some(cluster.name()),
+            Some(endpoint),
+            prelude.client,
+            (outcome.rx + replayed, outcome.tx),
+            outcome.reason.as_str(),
+        );
+    }
+}
+
+/// Tells the upstream who the client is (`send_proxy_protocol`), then replays the bytes
+/// the prelude read past the PROXY header (the ClientHello on passthrough).
+async fn send_prelude(
+    upstream: &mut TcpStream,
+    cluster: &Cluster,
+    prelude: &Prelude,
+) -> std::io::Result<()> {
+    let addresses = ProxiedAddresses {
+        source: prelude.client,
+        destination: prelude.destination,
+        transport: Transport::Tcp,
     };
-    let Some((upstream, in_flight)) = connect(cluster, key).await else {
-        debug!(listener = %runtime.name, cluster = cluster.name(), %peer,
-            "no endpoint could be reached; connection closed");
-        log.log(&L4Line {
-            listener: &runtime.name,
-            cluster: Some(cluster.name()),
-            endpoint: None,
-            protocol: "tcp",
-            client: peer.to_string(),
-            bytes_in: 0,
-            bytes_out: 0,
-            duration_ms: started.elapsed().as_secs_f64() * 1e3,
-            close_reason: "no_endpoint",
-        });
-        return;
-    };
-    runtime.flows.inc();
-    let outcome = relay_tcp(runtime, client, upstream, &mut shutdown).await;
-    runtime.flows.dec();
-    debug!(
-        listener = %runtime.name,
-        cluster = cluster.name(),
-        endpoint = %in_flight.endpoint().name,
-        %peer,
-        rx = outcome.rx,
-        tx = outcome.tx,
-        close_reason = outcome.reason.as_str(),
-        "connection closed"
-    );
-    log.log(&L4Line {
-        listener: &runtime.name,
-        cluster: Some(cluster.name()),
-        endpoint: Some(&in_flight.endpoint().name),
-        protocol: "tcp",
-        client: peer.to_string(),
-        bytes_in: outcome.rx,
-        bytes_out: outcome.tx,
-        duration_ms: started.elapsed().as_secs_f64() * 1e3,
-        close_reason: outcome.reason.as_str(),
-    });
+    match cluster.config.send_proxy_protocol {
+        SendProxyProtocol::Off => {}
+        SendProxyProtocol::V1 => {
+            upstream
+                .write_all(proxy_protocol::encode_v1(&addresses).as_bytes())
+                .await?;
+        }
+        SendProxyProtocol::V2 => {
+            upstream
+                .write_all(&proxy_protocol::encode_v2(&addresses))
+                .await?;
+        }
+    }
+    if !prelude.replay.is_empty() {
+        upstream.write_all(&prelude.replay).await?;
+    }
+    Ok(())
 }
 
 /// Relays with `splice` when pipes can be had, else with user-space copies.

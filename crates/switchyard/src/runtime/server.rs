@@ -131,7 +131,7 @@ impl Server {
                 udp_sockets.push((listener.name.clone(), socket));
                 continue;
             }
-            if listener.protocol != Protocol::Tcp {
+            if !matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
                 return Err(StartError::Unsupported(
                     listener.name.clone(),
                     listener.protocol.as_str(),

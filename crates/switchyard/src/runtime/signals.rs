@@ -3,20 +3,40 @@
 //! SIGTERM and SIGINT start the shutdown sequence. SIGHUP is caught so that it never kills
 //! the process by default action; configuration reload arrives with a later issue, and
 //! until then a SIGHUP is logged and changes nothing.
+//!
+//! Handlers are installed by [`Signals::install`] *before* any socket is announced: a
+//! supervisor that sends SIGTERM as soon as it sees the `listening` line must get a drain,
+//! not the default action's instant death.
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing::warn;
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_requested() -> std::io::Result<()> {
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => warn!("SIGHUP: configuration reload is not supported by this build; configuration unchanged"),
+/// Installed handlers for the signals `run` reacts to.
+#[derive(Debug)]
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (on the current tokio runtime).
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Resolves on SIGTERM or SIGINT.
+    pub async fn shutdown_requested(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => warn!("SIGHUP: configuration reload is not supported by this build; configuration unchanged"),
+            }
         }
     }
 }

@@ -51,7 +51,7 @@ impl Snapshot {
         let tcp_listeners = config
             .listeners
             .iter()
-            .filter(|l| l.protocol == Protocol::Tcp)
+            .filter(|l| matches!(l.protocol, Protocol::Tcp | Protocol::TlsPassthrough))
             .map(|l| TcpListenerRuntime::build(l, &clusters, registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let udp_listeners = config

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
+use toml::de::DeValue;
 
 use super::cluster::alpn_list;
 use super::top::{listen_addr, tables};
@@ -39,7 +40,6 @@ const LISTENER_KEYS: &[&str] = &[
 
 /// Keys that only make sense with an HTTP request.
 const HTTP_ONLY: &[&str] = &[
-    "header_read_timeout",
     "max_header_bytes",
     "max_request_body",
     "request_body_timeout",
@@ -112,6 +112,31 @@ fn walk_listener(w: &mut Walker<'_>, n: &Node<'_, '_>) -> Listener {
 
     // Keys tied to a protocol.
     if let Some(p) = protocol {
+        // `header_read_timeout` bounds whatever is read before an upstream is chosen: the
+        // HTTP head, the ClientHello (tls-passthrough) or a PROXY header.
+        let proxy_header = matches!(
+            n.get("proxy_protocol").map(|v| v.get_ref()),
+            Some(DeValue::Boolean(true))
+        );
+        let reads_a_head =
+            p.is_http() || p == Protocol::TlsPassthrough || (p == Protocol::Tcp && proxy_header);
+        if n.has("header_read_timeout") && !reads_a_head {
+            w.err(
+                &n.key_span("header_read_timeout"),
+                &n.sub("header_read_timeout"),
+                format!(
+                    "header_read_timeout applies to http/https and tls-passthrough listeners, or with proxy_protocol = true; not to {:?}",
+                    p.as_str()
+                ),
+            );
+        }
+        if p == Protocol::Udp && n.has("proxy_protocol") {
+            w.err(
+                &n.key_span("proxy_protocol"),
+                &n.sub("proxy_protocol"),
+                "proxy_protocol applies to TCP-based listeners, not \"udp\"".to_string(),
+            );
+        }
         if !p.is_http() {
             for key in HTTP_ONLY {
                 if n.has(key) {

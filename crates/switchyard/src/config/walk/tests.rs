@@ -215,14 +215,22 @@ fn ranges_of_statuses_ratios_and_percentages_are_checked() {
 
 #[test]
 fn http_only_keys_on_l4_listeners_are_errors_not_gated_twice() {
-    let (line, path, msg, _) = one(&tcp("header_read_timeout = \"5s\""));
-    assert_eq!(
-        (line, path.as_str()),
-        (6, "listener[0].header_read_timeout")
-    );
+    let (line, path, msg, _) = one(&tcp("max_header_bytes = \"16KiB\""));
+    assert_eq!((line, path.as_str()), (6, "listener[0].max_header_bytes"));
     assert_eq!(
         msg,
-        "header_read_timeout applies only to http/https listeners, not \"tcp\""
+        "max_header_bytes applies only to http/https listeners, not \"tcp\""
+    );
+    let (_, path, msg, _) = one(&tcp("header_read_timeout = \"5s\""));
+    assert_eq!(path, "listener[0].header_read_timeout");
+    assert!(msg.contains("with proxy_protocol = true"), "{msg}");
+    assert!(
+        crate::config::load_str(
+            &tcp("header_read_timeout = \"5s\"\nproxy_protocol = true"),
+            std::path::Path::new("t.toml")
+        )
+        .is_ok(),
+        "a PROXY header is a head to read"
     );
 }
 
