@@ -4,7 +4,13 @@ use std::sync::Arc;
 
 use switchyard_algo::balance::{BuildError, EndpointSpec, LoadView, Picker, Policy};
 
-use super::endpoint::Endpoint;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tracing::debug;
+
+use super::endpoint::{ConnectFailure, Endpoint, InFlight};
 use crate::admin::metrics::{self, Registry};
 use crate::config::model::{self, Balance};
 use crate::runtime::{clock, rng};
@@ -89,6 +95,38 @@ impl Cluster {
     /// Its endpoints, in configuration order.
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
+    }
+
+    /// Opens a connection (TCP stream, connected UDP socket, ...) to the picked endpoint
+    /// with `attempt`; when it fails, records the failure and tries the next candidate,
+    /// each endpoint at most once. Returns the connection with the endpoint's in-flight
+    /// count held, or `None` when no endpoint could be reached.
+    pub async fn connect_with_fallback<T, F, Fut>(
+        &self,
+        key: Option<u64>,
+        mut attempt: F,
+    ) -> Option<(T, InFlight)>
+    where
+        F: FnMut(SocketAddr) -> Fut,
+        Fut: Future<Output = Result<T, (ConnectFailure, String)>>,
+    {
+        let mut tried = Vec::new();
+        while let Some((index, endpoint)) = self.pick(key, &tried) {
+            let in_flight = endpoint.begin();
+            let started = Instant::now();
+            match attempt(endpoint.address).await {
+                Ok(connection) => {
+                    endpoint.record_success(started.elapsed(), clock::now());
+                    return Some((connection, in_flight));
+                }
+                Err((failure, error)) => {
+                    debug!(cluster = self.name(), endpoint = %endpoint.name, %error, "connect failed");
+                    endpoint.record_connect_failure(failure, clock::now());
+                }
+            }
+            tried.push(index);
+        }
+        None
     }
 
     /// Picks an eligible endpoint not in `exclude` (the ones a connect already failed on).

@@ -5,9 +5,11 @@
 //! and one module per protocol accepts and dispatches.
 
 pub mod bind;
+pub mod destination;
 pub mod per_ip;
 pub mod prelude;
 pub mod proxy_protocol;
+pub mod rejections;
 pub mod relay;
 pub mod sni;
 pub mod splice;

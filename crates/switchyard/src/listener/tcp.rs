@@ -6,12 +6,10 @@
 //! Both protocols share this path; they differ only in how the cluster is chosen: a
 //! cluster or weighted split (tcp) or the ClientHello's server name (tls-passthrough).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -21,56 +19,15 @@ use tracing::{debug, warn};
 use crate::admin::access_log::{AccessLog, L4Line};
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::cluster::{Cluster, InFlight, connection_key, endpoint::ConnectFailure};
-use crate::config::model::{self, Protocol, SendProxyProtocol, Target};
+use crate::config::model::{self, Protocol, SendProxyProtocol};
+use crate::listener::destination::{Destination, UnknownCluster};
 use crate::listener::per_ip::{PerIpCounts, PerIpSlot};
 use crate::listener::prelude::{self, Expect, Prelude};
 use crate::listener::proxy_protocol::{self, ProxiedAddresses, Transport};
+use crate::listener::rejections::Rejections;
 use crate::listener::relay::{self, ByteCounters, RelayOutcome};
-use crate::listener::{sni, splice};
+use crate::listener::splice;
 use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
-use crate::runtime::{clock, rng};
-
-/// Every `reason` of `connections_rejected_total` (SPEC section 6).
-const REJECT_REASONS: [&str; 6] = [
-    "max_connections",
-    "per_ip",
-    "proxy_protocol",
-    "tls",
-    "slow_head",
-    "slow_body",
-];
-
-/// Where a listener's connections go, with the clusters resolved.
-#[derive(Debug)]
-enum Destination {
-    One(Arc<Cluster>),
-    Split {
-        branches: Vec<(Arc<Cluster>, u32)>,
-        total: u64,
-    },
-    /// tls-passthrough: `(sni pattern, cluster)` in file order.
-    Sni(Vec<(String, Arc<Cluster>)>),
-}
-
-impl Destination {
-    fn choose(&self, sni: Option<&str>) -> Option<&Arc<Cluster>> {
-        match self {
-            Destination::One(cluster) => Some(cluster),
-            Destination::Split { branches, total } => {
-                let mut point = rng::with_rng(|rng| rng.random_range(0..*total));
-                for (cluster, weight) in branches {
-                    let weight = u64::from(*weight);
-                    if point < weight {
-                        return Some(cluster);
-                    }
-                    point -= weight;
-                }
-                branches.last().map(|(cluster, _)| cluster)
-            }
-            Destination::Sni(routes) => sni::route(routes, sni),
-        }
-    }
-}
 
 /// A stream listener's configuration and metric handles, as one snapshot sees them.
 #[derive(Debug)]
@@ -86,17 +43,9 @@ pub struct TcpListenerRuntime {
     proxy_protocol: bool,
     active: Gauge,
     accepted: Counter,
-    rejected: HashMap<&'static str, Counter>,
+    rejected: Rejections,
     flows: Gauge,
     bytes: ByteCounters,
-}
-
-/// A listener names a cluster the snapshot does not hold (validation prevents this).
-#[derive(Debug, thiserror::Error)]
-#[error("listener {listener:?}: unknown cluster {cluster:?}")]
-pub struct UnknownCluster {
-    listener: String,
-    cluster: String,
 }
 
 impl TcpListenerRuntime {
@@ -106,50 +55,9 @@ impl TcpListenerRuntime {
         clusters: &[Arc<Cluster>],
         registry: &Registry,
     ) -> Result<TcpListenerRuntime, UnknownCluster> {
-        let unknown = |cluster: &str| UnknownCluster {
-            listener: config.name.clone(),
-            cluster: cluster.to_owned(),
-        };
-        let find = |name: &str| {
-            clusters
-                .iter()
-                .find(|c| c.name() == name)
-                .cloned()
-                .ok_or_else(|| unknown(name))
-        };
-        let destination = if config.protocol == Protocol::TlsPassthrough {
-            let routes = config
-                .sni_routes
-                .iter()
-                .map(|r| Ok((r.sni.clone(), find(&r.cluster)?)))
-                .collect::<Result<Vec<_>, UnknownCluster>>()?;
-            Destination::Sni(routes)
-        } else {
-            match &config.target {
-                Some(Target::Cluster(name)) => Destination::One(find(name)?),
-                Some(Target::Split(split)) => {
-                    let branches = split
-                        .iter()
-                        .map(|w| Ok((find(&w.cluster)?, w.weight)))
-                        .collect::<Result<Vec<_>, UnknownCluster>>()?;
-                    let total = branches.iter().map(|(_, w)| u64::from(*w)).sum::<u64>();
-                    if total == 0 {
-                        return Err(unknown(""));
-                    }
-                    Destination::Split { branches, total }
-                }
-                None => return Err(unknown("")),
-            }
-        };
+        let destination = Destination::build(config, clusters)?;
         let name = config.name.as_str();
-        let rejected = REJECT_REASONS
-            .iter()
-            .map(|&reason| {
-                let counter =
-                    registry.counter(&metrics::CONNECTIONS_REJECTED_TOTAL, &[name, reason]);
-                (reason, counter)
-            })
-            .collect();
+        let rejected = Rejections::new(name, registry);
         Ok(TcpListenerRuntime {
             name: config.name.clone(),
             protocol: config.protocol,
@@ -171,9 +79,7 @@ impl TcpListenerRuntime {
     }
 
     fn reject(&self, reason: &'static str) {
-        if let Some(counter) = self.rejected.get(reason) {
-            counter.inc();
-        }
+        self.rejected.count(reason);
     }
 
     fn expect(&self) -> Expect {
@@ -479,43 +385,30 @@ async fn relay_tcp(
     }
 }
 
-/// Connects to the picked endpoint; when a connect fails, tries the next candidate, each
-/// endpoint at most once.
+/// Connects to the picked endpoint, moving on to the next candidate when a connect fails.
 async fn connect(cluster: &Cluster, key: Option<u64>) -> Option<(TcpStream, InFlight)> {
-    let mut tried = Vec::new();
-    while let Some((index, endpoint)) = cluster.pick(key, &tried) {
-        let in_flight = endpoint.begin();
-        let started = Instant::now();
-        let attempt = tokio::time::timeout(
-            cluster.config.connect_timeout,
-            TcpStream::connect(endpoint.address),
-        )
-        .await;
-        match attempt {
-            Ok(Ok(stream)) => {
-                endpoint.record_success(started.elapsed(), clock::now());
-                let _ = stream.set_nodelay(true);
-                if let Some(idle) = cluster.config.tcp_keepalive {
-                    let keepalive = TcpKeepalive::new().with_time(idle);
-                    let _ = SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+    let timeout = cluster.config.connect_timeout;
+    let keepalive = cluster.config.tcp_keepalive;
+    cluster
+        .connect_with_fallback(key, |address| async move {
+            let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    let failure = if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                        ConnectFailure::Refused
+                    } else {
+                        ConnectFailure::Other
+                    };
+                    return Err((failure, error.to_string()));
                 }
-                return Some((stream, in_flight));
+                Err(_) => return Err((ConnectFailure::Timeout, "connect timed out".into())),
+            };
+            let _ = stream.set_nodelay(true);
+            if let Some(idle) = keepalive {
+                let _ =
+                    SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle));
             }
-            Ok(Err(error)) => {
-                let failure = if error.kind() == std::io::ErrorKind::ConnectionRefused {
-                    ConnectFailure::Refused
-                } else {
-                    ConnectFailure::Other
-                };
-                debug!(cluster = cluster.name(), endpoint = %endpoint.name, %error, "connect failed");
-                endpoint.record_connect_failure(failure, clock::now());
-            }
-            Err(_elapsed) => {
-                debug!(cluster = cluster.name(), endpoint = %endpoint.name, "connect timed out");
-                endpoint.record_connect_failure(ConnectFailure::Timeout, clock::now());
-            }
-        }
-        tried.push(index);
-    }
-    None
+            Ok(stream)
+        })
+        .await
 }

@@ -191,11 +191,13 @@ impl Server {
             }
         }
         for (name, socket) in udp_sockets {
+            let log = shared.access_log.clone();
             let shared = Arc::clone(&shared);
             let current = move || shared.snapshot.load().udp_listener(&name).cloned();
             tasks.spawn(udp::serve(
                 socket,
                 current,
+                log,
                 shutdown.clone(),
                 Arc::clone(&tracker),
             ));

@@ -10,8 +10,9 @@ use crate::admin::metrics::{self, Registry};
 use crate::cluster::{Cluster, ClusterBuildError};
 use crate::config::Config;
 use crate::config::model::Protocol;
-use crate::listener::tcp::{TcpListenerRuntime, UnknownCluster};
-use crate::listener::udp::{UdpListenerRuntime, UnknownUdpCluster};
+use crate::listener::destination::UnknownCluster;
+use crate::listener::tcp::TcpListenerRuntime;
+use crate::listener::udp::UdpListenerRuntime;
 
 /// A snapshot could not be compiled from a valid configuration.
 #[derive(Debug, thiserror::Error)]
@@ -22,9 +23,6 @@ pub enum SnapshotError {
     /// A listener names a cluster that does not exist.
     #[error(transparent)]
     Listener(#[from] UnknownCluster),
-    /// A UDP listener names a cluster that does not exist.
-    #[error(transparent)]
-    UdpListener(#[from] UnknownUdpCluster),
 }
 
 /// One configuration, compiled.

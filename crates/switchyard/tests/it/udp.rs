@@ -360,6 +360,77 @@ async fn datagrams_that_would_open_a_flow_past_max_connections_are_dropped_and_c
 }
 
 #[tokio::test]
+async fn max_connections_per_ip_caps_the_flows_of_each_client_address() {
+    let echo = udp_backends(1).await;
+    let server = balancer(&udp_config(
+        "max_connections_per_ip = 1",
+        "round-robin",
+        &udp_endpoints(&echo),
+    ))
+    .await;
+    let proxy = address(&server, "udp");
+    let first = client_from("127.0.0.1").await;
+    exchange(&first, proxy, b"one").await;
+    let second_port = client_from("127.0.0.1").await;
+    within(second_port.send_to(b"two", proxy)).await.unwrap();
+    nothing_arrives(&second_port, Duration::from_millis(300)).await;
+    let other = client_from("127.0.0.2").await;
+    assert_eq!(exchange(&other, proxy, b"three").await.0, b"three");
+    assert_eq!(
+        metric_of(
+            &server,
+            "switchyard_connections_rejected_total{listener=\"udp\",reason=\"per_ip\"}"
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn an_ended_flow_writes_one_access_log_line() {
+    let echo = udp_backends(1).await;
+    let path =
+        std::env::temp_dir().join(format!("switchyard-udp-access-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let config = udp_config(
+        "idle_timeout = \"200ms\"",
+        "round-robin",
+        &udp_endpoints(&echo),
+    )
+    .replacen(
+        "[admin]",
+        &format!(
+            "[access_log]\npath = {:?}\n\n[admin]",
+            path.display().to_string()
+        ),
+        1,
+    );
+    let server = balancer(&config).await;
+    let proxy = address(&server, "udp");
+    let socket = client().await;
+    let me = socket.local_addr().unwrap();
+    exchange(&socket, proxy, b"twelve bytes").await;
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(&path).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(&path);
+    drop(server);
+    let line: serde_json::Value =
+        serde_json::from_str(text.lines().next().expect("a line")).unwrap();
+    assert_eq!(line["protocol"], "udp");
+    assert_eq!(line["listener"], "udp");
+    assert_eq!(line["client"], me.to_string());
+    assert_eq!(line["bytes_in"], 12);
+    assert_eq!(line["bytes_out"], 12);
+    assert_eq!(line["close_reason"], "idle_timeout");
+}
+
+#[tokio::test]
 async fn bytes_are_counted_exactly_in_both_directions() {
     let echo = udp_backends(1).await;
     let server = balancer(&udp_config("", "round-robin", &udp_endpoints(&echo))).await;

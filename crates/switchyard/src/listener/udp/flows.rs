@@ -23,8 +23,11 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::{DATAGRAM_BUFFER, UdpListenerRuntime};
-use crate::cluster::InFlight;
+use crate::admin::access_log::{AccessLog, L4Line};
 use crate::cluster::endpoint::ConnectFailure;
+use crate::cluster::{Cluster, InFlight};
+use crate::listener::per_ip::PerIpSlot;
+use crate::listener::relay::CloseReason;
 use crate::runtime::clock;
 use crate::runtime::shutdown::{Phase, Shutdown, TrackedConnection};
 
@@ -41,6 +44,9 @@ pub(super) struct Flow {
     upstream: UdpSocket,
     /// Held for the flow's life: `endpoint_in_flight` counts flows.
     in_flight: InFlight,
+    cluster: Arc<Cluster>,
+    /// Held for the flow's life: `max_connections_per_ip` counts flows.
+    _slot: PerIpSlot,
     runtime: Arc<UdpListenerRuntime>,
     /// Milliseconds since the table's epoch of the last datagram either way.
     last_activity: AtomicU64,
@@ -53,12 +59,16 @@ impl Flow {
     pub(super) fn new(
         upstream: UdpSocket,
         in_flight: InFlight,
+        cluster: Arc<Cluster>,
+        slot: PerIpSlot,
         runtime: Arc<UdpListenerRuntime>,
         now_ms: u64,
     ) -> Flow {
         Flow {
             upstream,
             in_flight,
+            cluster,
+            _slot: slot,
             runtime,
             last_activity: AtomicU64::new(now_ms),
             rx: AtomicU64::new(0),
@@ -168,13 +178,6 @@ impl FlowTable {
     }
 }
 
-/// Why a flow ended.
-#[derive(Debug, Clone, Copy)]
-enum CloseReason {
-    Idle,
-    Shutdown,
-}
-
 /// Carries `flow`'s replies to `client` from the listener socket until the flow is idle
 /// for the listener's `idle_timeout` or the drain time runs out; then removes the flow.
 pub(super) async fn run(
@@ -182,6 +185,7 @@ pub(super) async fn run(
     client: SocketAddr,
     table: Arc<FlowTable>,
     listener: Arc<UdpSocket>,
+    log: AccessLog,
     mut shutdown: Shutdown,
     tracked: TrackedConnection,
 ) {
@@ -205,12 +209,20 @@ pub(super) async fn run(
         rx = flow.rx.load(Ordering::Relaxed),
         tx = flow.tx.load(Ordering::Relaxed),
         duration_ms = started.elapsed().as_millis() as u64,
-        close_reason = match reason {
-            CloseReason::Idle => "idle_timeout",
-            CloseReason::Shutdown => "shutdown",
-        },
+        close_reason = reason.as_str(),
         "udp flow closed"
     );
+    log.log(&L4Line {
+        listener: &flow.runtime.name,
+        cluster: Some(flow.cluster.name()),
+        endpoint: Some(&flow.in_flight.endpoint().name),
+        protocol: "udp",
+        client: client.to_string(),
+        bytes_in: flow.rx.load(Ordering::Relaxed),
+        bytes_out: flow.tx.load(Ordering::Relaxed),
+        duration_ms: started.elapsed().as_secs_f64() * 1e3,
+        close_reason: reason.as_str(),
+    });
 }
 
 /// What one synchronous read of the upstream socket gave.

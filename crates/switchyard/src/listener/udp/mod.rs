@@ -30,19 +30,20 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use self::flows::{Flow, FlowTable};
+use crate::admin::access_log::AccessLog;
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::cluster::endpoint::ConnectFailure;
 use crate::cluster::{Cluster, InFlight, PROTO_UDP, connection_key};
-use crate::config::model::{self, Target};
+use crate::config::model;
+use crate::listener::destination::{Destination, UnknownCluster};
+use crate::listener::per_ip::PerIpCounts;
+use crate::listener::rejections::Rejections;
 use crate::listener::relay::ByteCounters;
 use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
-use crate::runtime::{clock, rng};
 
 /// Bytes of the receive buffers: the largest UDP payload (65,507 over IPv4, 65,527 over
 /// IPv6 without jumbograms) fits with room to spare, so no datagram is ever truncated.
@@ -50,37 +51,6 @@ pub const DATAGRAM_BUFFER: usize = 65_536;
 
 /// How often a draining listener checks whether its last flow ended.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
-
-/// Where a listener's flows go, with the clusters resolved.
-#[derive(Debug)]
-enum Destination {
-    One(Arc<Cluster>),
-    Split {
-        branches: Vec<(Arc<Cluster>, u32)>,
-        total: u64,
-    },
-}
-
-impl Destination {
-    fn choose(&self) -> &Arc<Cluster> {
-        match self {
-            Destination::One(cluster) => cluster,
-            Destination::Split { branches, total } => {
-                let mut point = rng::with_rng(|rng| rng.random_range(0..*total));
-                for (cluster, weight) in branches {
-                    let weight = u64::from(*weight);
-                    if point < weight {
-                        return cluster;
-                    }
-                    point -= weight;
-                }
-                // Unreachable with a valid split (weights > 0 sum to `total`); the last
-                // branch is a safe answer all the same.
-                &branches[branches.len() - 1].0
-            }
-        }
-    }
-}
 
 /// A UDP listener's configuration and metric handles, as one snapshot sees them.
 #[derive(Debug)]
@@ -92,17 +62,10 @@ pub struct UdpListenerRuntime {
     idle_timeout: Duration,
     active: Gauge,
     accepted: Counter,
-    rejected_max_connections: Counter,
+    rejected: Rejections,
+    max_connections_per_ip: u32,
     flows: Gauge,
     bytes: ByteCounters,
-}
-
-/// A UDP listener names a cluster the snapshot does not hold (validation prevents this).
-#[derive(Debug, thiserror::Error)]
-#[error("listener {listener:?}: unknown cluster {cluster:?}")]
-pub struct UnknownUdpCluster {
-    listener: String,
-    cluster: String,
 }
 
 impl UdpListenerRuntime {
@@ -111,44 +74,10 @@ impl UdpListenerRuntime {
         config: &model::Listener,
         clusters: &[Arc<Cluster>],
         registry: &Registry,
-    ) -> Result<UdpListenerRuntime, UnknownUdpCluster> {
-        let unknown = |cluster: &str| UnknownUdpCluster {
-            listener: config.name.clone(),
-            cluster: cluster.to_owned(),
-        };
-        let find = |name: &str| {
-            clusters
-                .iter()
-                .find(|c| c.name() == name)
-                .cloned()
-                .ok_or_else(|| unknown(name))
-        };
-        let destination = match &config.target {
-            Some(Target::Cluster(name)) => Destination::One(find(name)?),
-            Some(Target::Split(split)) => {
-                let branches = split
-                    .iter()
-                    .map(|w| Ok((find(&w.cluster)?, w.weight)))
-                    .collect::<Result<Vec<_>, UnknownUdpCluster>>()?;
-                let total = branches.iter().map(|(_, w)| u64::from(*w)).sum::<u64>();
-                if branches.is_empty() || total == 0 {
-                    return Err(unknown(""));
-                }
-                Destination::Split { branches, total }
-            }
-            None => return Err(unknown("")),
-        };
+    ) -> Result<UdpListenerRuntime, UnknownCluster> {
+        let destination = Destination::build(config, clusters)?;
         let name = config.name.as_str();
-        for reason in [
-            "max_connections",
-            "per_ip",
-            "proxy_protocol",
-            "tls",
-            "slow_head",
-            "slow_body",
-        ] {
-            registry.counter(&metrics::CONNECTIONS_REJECTED_TOTAL, &[name, reason]);
-        }
+        let rejected = Rejections::new(name, registry);
         Ok(UdpListenerRuntime {
             name: config.name.clone(),
             destination,
@@ -156,10 +85,8 @@ impl UdpListenerRuntime {
             idle_timeout: config.idle_timeout,
             active: registry.gauge(&metrics::CONNECTIONS_ACTIVE, &[name]),
             accepted: registry.counter(&metrics::CONNECTIONS_TOTAL, &[name]),
-            rejected_max_connections: registry.counter(
-                &metrics::CONNECTIONS_REJECTED_TOTAL,
-                &[name, "max_connections"],
-            ),
+            rejected,
+            max_connections_per_ip: config.max_connections_per_ip,
             flows: registry.gauge(&metrics::L4_FLOWS_ACTIVE, &[name]),
             bytes: ByteCounters {
                 rx: registry.counter(&metrics::BYTES_TOTAL, &[name, "rx"]),
@@ -176,9 +103,11 @@ impl UdpListenerRuntime {
 pub async fn serve(
     socket: UdpSocket,
     current: impl Fn() -> Option<Arc<UdpListenerRuntime>>,
+    log: AccessLog,
     shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
 ) {
+    let per_ip = Arc::new(PerIpCounts::default());
     let socket = Arc::new(socket);
     let local = socket.local_addr().ok();
     let table = Arc::new(FlowTable::new());
@@ -226,11 +155,20 @@ pub async fn serve(
         }
         let Some(runtime) = current() else { return };
         if !runtime.active.try_inc(i64::from(runtime.max_connections)) {
-            runtime.rejected_max_connections.inc();
+            runtime.rejected.count("max_connections");
             debug!(listener = %runtime.name, %client, "max_connections reached; datagram dropped");
             continue;
         }
-        let cluster = runtime.destination.choose();
+        let Some(slot) = per_ip.try_acquire(client.ip(), runtime.max_connections_per_ip) else {
+            runtime.active.dec();
+            runtime.rejected.count("per_ip");
+            debug!(listener = %runtime.name, %client, "max_connections_per_ip reached; datagram dropped");
+            continue;
+        };
+        let Some(cluster) = runtime.destination.choose(None) else {
+            runtime.active.dec();
+            continue;
+        };
         let key = match (cluster.config.balance.is_hash(), local) {
             (true, Some(local)) => {
                 connection_key(&cluster.config.hash_key, client, local, PROTO_UDP)
@@ -248,6 +186,8 @@ pub async fn serve(
         let flow = Arc::new(Flow::new(
             upstream,
             in_flight,
+            Arc::clone(cluster),
+            slot,
             Arc::clone(&runtime),
             table.now_ms(),
         ));
@@ -259,6 +199,7 @@ pub async fn serve(
             client,
             Arc::clone(&table),
             Arc::clone(&socket),
+            log.clone(),
             shutdown.clone(),
             tracked,
         ));
@@ -268,36 +209,25 @@ pub async fn serve(
 /// Opens the flow's upstream socket "connected" to the picked endpoint; when that fails
 /// (no route, no local port), tries the next candidate, each endpoint at most once.
 async fn connect(cluster: &Cluster, key: Option<u64>) -> Option<(UdpSocket, InFlight)> {
-    let mut tried = Vec::new();
-    while let Some((index, endpoint)) = cluster.pick(key, &tried) {
-        let in_flight = endpoint.begin();
-        let started = Instant::now();
-        let unspecified = match endpoint.address.ip() {
-            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
-        let attempt = async {
-            let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0)).await?;
-            socket.connect(endpoint.address).await?;
-            Ok::<_, std::io::Error>(socket)
-        }
-        .await;
-        match attempt {
-            Ok(socket) => {
-                endpoint.record_success(started.elapsed(), clock::now());
-                return Some((socket, in_flight));
-            }
-            Err(error) => {
+    cluster
+        .connect_with_fallback(key, |address| async move {
+            let unspecified = match address.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            };
+            let connected = async {
+                let socket = UdpSocket::bind(SocketAddr::new(unspecified, 0)).await?;
+                socket.connect(address).await?;
+                Ok::<_, std::io::Error>(socket)
+            };
+            connected.await.map_err(|error| {
                 let failure = if error.kind() == std::io::ErrorKind::ConnectionRefused {
                     ConnectFailure::Refused
                 } else {
                     ConnectFailure::Other
                 };
-                debug!(cluster = cluster.name(), endpoint = %endpoint.name, %error, "udp connect failed");
-                endpoint.record_connect_failure(failure, clock::now());
-            }
-        }
-        tried.push(index);
-    }
-    None
+                (failure, error.to_string())
+            })
+        })
+        .await
 }
