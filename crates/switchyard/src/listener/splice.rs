@@ -6,10 +6,11 @@
 //! copies and no user-space buffer. Each direction owns one pipe (two descriptors); when
 //! pipes cannot be made (descriptor limit) the caller falls back to [`super::relay::relay`].
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
@@ -23,16 +24,47 @@ use crate::admin::metrics::Counter;
 /// Bytes asked of one `splice` call: the default pipe capacity (16 pages).
 const CHUNK: usize = 64 * 1024;
 
+/// Empty pipes kept per worker thread for the next connections: creating and closing two
+/// pipes per connection would cost six syscalls on every short connection.
+const POOLED_PIPES_PER_THREAD: usize = 64;
+
 /// A pipe owned by one direction of a relay.
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Bytes spliced in and not yet out: only an empty pipe may be reused.
+    pending: AtomicUsize,
+}
+
+thread_local! {
+    static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Pipe {
-    fn new() -> io::Result<Pipe> {
+    /// A pooled empty pipe, or a new one.
+    fn take() -> io::Result<Pipe> {
+        if let Some(pipe) = POOL.with(|pool| pool.borrow_mut().pop()) {
+            return Ok(pipe);
+        }
         let (read, write) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-        Ok(Pipe { read, write })
+        Ok(Pipe {
+            read,
+            write,
+            pending: AtomicUsize::new(0),
+        })
+    }
+
+    /// Returns the pipe to this thread's pool if it is empty (else it is closed).
+    fn give_back(self) {
+        if self.pending.load(Ordering::Relaxed) != 0 {
+            return;
+        }
+        POOL.with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOLED_PIPES_PER_THREAD {
+                pool.push(self);
+            }
+        });
     }
 }
 
@@ -45,7 +77,7 @@ pub async fn relay(
     counters: &ByteCounters,
     stop: impl Future<Output = ()>,
 ) -> Result<RelayOutcome, (TcpStream, TcpStream)> {
-    let (Ok(to_upstream), Ok(to_client)) = (Pipe::new(), Pipe::new()) else {
+    let (Ok(to_upstream), Ok(to_client)) = (Pipe::take(), Pipe::take()) else {
         return Err((client, upstream));
     };
     let activity = Activity::new();
@@ -70,6 +102,8 @@ pub async fn relay(
         &activity,
     );
     let reason = run_directions(upstream_bound, client_bound, &activity, idle_timeout, stop).await;
+    to_upstream.give_back();
+    to_client.give_back();
     Ok(RelayOutcome {
         rx: rx.load(Ordering::Relaxed),
         tx: tx.load(Ordering::Relaxed),
@@ -101,7 +135,10 @@ async fn pump(
             match from.try_io(Interest::READABLE, || {
                 splice(from, None, &pipe.write, None, CHUNK, flags).map_err(io::Error::from)
             }) {
-                Ok(n) => break n,
+                Ok(n) => {
+                    pipe.pending.store(n, Ordering::Relaxed);
+                    break n;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(_) => return Err(DirectionError { side: read_side }),
             }
@@ -118,7 +155,10 @@ async fn pump(
             match to.try_io(Interest::WRITABLE, || {
                 splice(&pipe.read, None, to, None, left, flags).map_err(io::Error::from)
             }) {
-                Ok(n) => left -= n,
+                Ok(n) => {
+                    left -= n;
+                    pipe.pending.store(left, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(_) => return Err(DirectionError { side: write_side }),
             }
@@ -184,5 +224,10 @@ mod tests {
         let outcome = relay.await.expect("join").expect("spliced");
         assert_eq!((outcome.rx, outcome.tx), (1_000_000, 5));
         assert_eq!(counters.rx.get(), 1_000_000);
+        assert_eq!(
+            POOL.with(|pool| pool.borrow().len()),
+            2,
+            "both emptied pipes wait in the pool for the next connection"
+        );
     }
 }

@@ -139,7 +139,12 @@ pub async fn serve(
                 }
             }
         };
-        let local = client.local_addr().ok().or(listen);
+        // The listener's own address is the connection's, unless it is a wildcard: then
+        // ask the kernel (one getsockname) which address the client reached.
+        let local = match listen {
+            Some(listen) if !listen.ip().is_unspecified() => Some(listen),
+            _ => client.local_addr().ok(),
+        };
         let Some(local) = local else {
             runtime.active.dec();
             continue;
