@@ -7,51 +7,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchyard_algo::balance::{EwmaConfig, PeakEwma};
+pub use switchyard_algo::health::EndpointState;
 
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::config::model;
-
-/// The words of SPEC section 5 for an endpoint's state, in precedence order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EndpointState {
-    /// Operator drain or removal: no new work.
-    Draining,
-    /// Failing active health checks.
-    Unhealthy,
-    /// Ejected by passive outlier detection.
-    Ejected,
-    /// Usable, weight still ramping.
-    SlowStarting,
-    /// Usable.
-    Healthy,
-}
-
-impl EndpointState {
-    /// Every state, in the order the metric series are created.
-    pub const ALL: [EndpointState; 5] = [
-        EndpointState::Healthy,
-        EndpointState::Unhealthy,
-        EndpointState::Ejected,
-        EndpointState::Draining,
-        EndpointState::SlowStarting,
-    ];
-
-    /// The word used by the admin API and the `state` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndpointState::Draining => "draining",
-            EndpointState::Unhealthy => "unhealthy",
-            EndpointState::Ejected => "ejected",
-            EndpointState::SlowStarting => "slow-starting",
-            EndpointState::Healthy => "healthy",
-        }
-    }
-
-    /// Whether new work may go to an endpoint in this state.
-    pub fn is_usable(self) -> bool {
-        matches!(self, EndpointState::Healthy | EndpointState::SlowStarting)
-    }
-}
 
 /// Why an upstream connect failed, as the `reason` label spells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -61,6 +61,24 @@ pub fn tcp_group(
     Ok(group)
 }
 
+/// A non-blocking socket of `kind` bound to `address` (IPv6 sockets are v6-only, so a
+/// `[::]` listener never silently takes the IPv4 port too).
+fn bound_socket(
+    address: SocketAddr,
+    kind: Type,
+    protocol: Protocol,
+    configure: impl FnOnce(&Socket) -> io::Result<()>,
+) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
+    configure(&socket)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    Ok(socket)
+}
+
 fn open(
     listener: &str,
     address: SocketAddr,
@@ -71,21 +89,14 @@ fn open(
         address,
         source,
     };
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::STREAM,
-        Some(Protocol::TCP),
-    )
+    let socket = bound_socket(address, Type::STREAM, Protocol::TCP, |socket| {
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        Ok(())
+    })
     .map_err(error)?;
-    socket.set_reuse_address(true).map_err(error)?;
-    if reuse_port {
-        socket.set_reuse_port(true).map_err(error)?;
-    }
-    if address.is_ipv6() {
-        socket.set_only_v6(true).map_err(error)?;
-    }
-    socket.set_nonblocking(true).map_err(error)?;
-    socket.bind(&address.into()).map_err(error)?;
     socket.listen(BACKLOG).map_err(error)?;
     tokio::net::TcpListener::from_std(socket.into()).map_err(error)
 }
@@ -97,20 +108,9 @@ pub fn udp(listener: &str, address: SocketAddr) -> Result<tokio::net::UdpSocket,
         address,
         source,
     };
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )
-    .map_err(error)?;
-    if address.is_ipv6() {
-        socket.set_only_v6(true).map_err(error)?;
-    }
-    socket.set_nonblocking(true).map_err(error)?;
-    socket.bind(&address.into()).map_err(error)?;
+    let socket = bound_socket(address, Type::DGRAM, Protocol::UDP, |_| Ok(())).map_err(error)?;
     tokio::net::UdpSocket::from_std(socket.into()).map_err(error)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -116,39 +116,38 @@ impl Server {
         let mut tcp_sockets = Vec::new();
         let mut udp_sockets = Vec::new();
         for listener in &config.listeners {
-            if listener.protocol == Protocol::Udp {
-                let socket = bind::udp(&listener.name, listener.listen)?;
-                let address = socket.local_addr().map_err(|source| bind::BindError {
+            let local = |address: std::io::Result<SocketAddr>| {
+                address.map_err(|source| bind::BindError {
                     listener: listener.name.clone(),
                     address: listener.listen,
                     source,
-                })?;
-                listeners.push(BoundListener {
-                    name: listener.name.clone(),
-                    protocol: listener.protocol.as_str().to_owned(),
-                    address: address.to_string(),
-                });
-                udp_sockets.push((listener.name.clone(), socket));
-                continue;
-            }
-            if !matches!(listener.protocol, Protocol::Tcp | Protocol::TlsPassthrough) {
-                return Err(StartError::Unsupported(
-                    listener.name.clone(),
-                    listener.protocol.as_str(),
-                ));
-            }
-            let sockets = bind::tcp_group(&listener.name, listener.listen, accept_loops)?;
-            let address = sockets[0].local_addr().map_err(|source| bind::BindError {
-                listener: listener.name.clone(),
-                address: listener.listen,
-                source,
-            })?;
+                })
+            };
+            let address = match listener.protocol {
+                Protocol::Udp => {
+                    let socket = bind::udp(&listener.name, listener.listen)?;
+                    let address = local(socket.local_addr())?;
+                    udp_sockets.push((listener.name.clone(), socket));
+                    address
+                }
+                Protocol::Tcp | Protocol::TlsPassthrough => {
+                    let sockets = bind::tcp_group(&listener.name, listener.listen, accept_loops)?;
+                    let address = local(sockets[0].local_addr())?;
+                    tcp_sockets.push((listener.name.clone(), sockets));
+                    address
+                }
+                Protocol::Http | Protocol::Https => {
+                    return Err(StartError::Unsupported(
+                        listener.name.clone(),
+                        listener.protocol.as_str(),
+                    ));
+                }
+            };
             listeners.push(BoundListener {
                 name: listener.name.clone(),
                 protocol: listener.protocol.as_str().to_owned(),
                 address: address.to_string(),
             });
-            tcp_sockets.push((listener.name.clone(), sockets));
         }
 
         let access_log = AccessLog::start(&config.access_log, &registry).map_err(|source| {
