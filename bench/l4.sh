@@ -61,9 +61,15 @@ die() { echo "bench/l4.sh: $*" >&2; exit 1; }
 # and every address in the rendered Switchyard config must be a loopback one.
 loopback_only() {            # loopback_only FILE...: every IPv4/IPv6 literal is loopback
     local bad
-    bad=$(grep -ohE '([0-9]{1,3}\.){3}[0-9]{1,3}|\[[0-9a-fA-F:]+\]' "$@" | sort -u |
+    bad=$(grep -ohE '([0-9]{1,3}\.){3}[0-9]{1,3}|\[[0-9a-fA-F]*:[0-9a-fA-F:]*\]' "$@" | sort -u |
           grep -vE '^127\.|^\[::1\]$' || true)
     [[ -z $bad ]] || { echo "non-loopback address(es) in $*: $bad" >&2; return 1; }
+}
+loopback_config() {          # loopback_config TOML: the above, and every listen = / endpoint is 127.x or [::1]
+    local bad
+    loopback_only "$1" || return 1
+    bad=$(grep -oE '"[^"]*:[0-9@A-Z]+"' "$1" | tr -d '"' | grep -vE '^127\.[0-9.]+:|^\[::1\]:' || true)
+    [[ -z $bad ]] || { echo "non-loopback listen/endpoint address(es) in $1: $bad" >&2; return 1; }
 }
 if command -v ip > /dev/null; then
     ip -o addr show dev lo 2>/dev/null | grep -q 'inet 127\.0\.0\.1/' ||
@@ -101,7 +107,7 @@ drop_udp "$TEMPLATE" "$NOUDP"
 [[ -z $LB_UDP_PORT ]] && udp=no
 if [[ $udp != no ]]; then
     render "$TEMPLATE" "$SCRATCH/check-full.toml" "$LB_UDP_PORT"
-    loopback_only "$SCRATCH/check-full.toml" || die "rendered config is not loopback-only"
+    loopback_config "$SCRATCH/check-full.toml" || die "rendered config is not loopback-only"
     if check "$SCRATCH/check-full.toml"; then
         LB_TEMPLATE=$TEMPLATE; udp=yes
         udp_note="Switchyard UDP listener: enabled (\`switchyard check\` accepts it)."
@@ -119,7 +125,7 @@ if [[ $udp == no ]]; then
     [[ -n $udp_note ]] || udp_note="Switchyard UDP listener: dropped (--no-udp); the udp test runs for nginx and direct only."
 fi
 render "$LB_TEMPLATE" "$SCRATCH/check.toml" "$LB_UDP_PORT"
-loopback_only "$SCRATCH/check.toml" || die "rendered config is not loopback-only"
+loopback_config "$SCRATCH/check.toml" || die "rendered config is not loopback-only"
 check "$SCRATCH/check.toml" || { cat "$SCRATCH/check.out" >&2; die "switchyard check rejects $LB_TEMPLATE"; }
 log "switchyard check: ok ($(basename "$LB_TEMPLATE"), udp=$udp)"
 
