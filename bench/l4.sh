@@ -138,6 +138,7 @@ fi
 mkdir -p "$(dirname "$out")"
 RUN_DIR=${RUN_DIR:-$SCRATCH/run}; export RUN_DIR
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+code_commit=$(git -C "$ROOT" log -1 --format=%h -- crates Cargo.toml Cargo.lock 2>/dev/null || echo unknown)
 dirty=$(git -C "$ROOT" status --porcelain --untracked-files=no -- crates Cargo.toml Cargo.lock 2>/dev/null | wc -l)
 busiest() {                  # the five busiest processes over one second, "comm cpu%; ..."
     top -b -n2 -d1 -o %CPU -w 200 2>/dev/null |
@@ -208,13 +209,13 @@ PY
 {
     echo "# Switchyard L4 benchmark ($t0)"
     echo
-    echo "Produced by \`bench/l4.sh\` (project commit \`$commit\`$( ((dirty)) && echo ", with uncommitted changes under crates/"), \`cargo build --release --locked\`: thin LTO) running the shared harness \`../shared/bench/l4-peers.sh\` with Switchyard in its LB slot; one run, all on 127.0.0.1."
+    echo "Produced by \`bench/l4.sh\` (project commit \`$commit\`, last code change \`$code_commit\`$( ((dirty)) && echo ", with uncommitted changes under crates/"), \`cargo build --release --locked\`: thin LTO) running the shared harness \`../shared/bench/l4-peers.sh\` with Switchyard in its LB slot; one run, all on 127.0.0.1."
     echo
     echo "- Invocation: \`$( ((smoke)) && echo "--smoke ")ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} TESTS=\"${TESTS:-bulk1 bulk4 conn udp}\" bench/l4.sh$( [[ $udp == no ]] && echo " (udp dropped)")\`"
     echo "- Switchyard: \`$BIN run -c \$LB_CONFIG\`, config rendered from \`bench/conf/$(basename "$TEMPLATE")\`$( [[ $udp == no ]] && echo " minus its udp block"), \`[runtime] workers = 1\`, access log off."
     echo "- $udp_note"
     echo "- Load average (1/5/15 min) at start: $load0 ($t0); at end: $load1 ($t1). The machine has $(nproc) cores and is shared with other builds, so absolute numbers are noisy; compare peers within this run (they are interleaved, order rotated per round)."
-    echo "- Busiest processes (1 s sample) at start: ${top0% ; }; at end: ${top1% ; }."
+    echo "- Busiest processes (1 s sample) at start: ${top0%; }; at end: ${top1%; }."
     echo
     echo "## Switchyard against the peers (same run)"
     summary
