@@ -72,7 +72,8 @@ loopback_config() {          # loopback_config TOML: the above, and every listen
     [[ -z $bad ]] || { echo "non-loopback listen/endpoint address(es) in $1: $bad" >&2; return 1; }
 }
 if command -v ip > /dev/null; then
-    ip -o addr show dev lo 2>/dev/null | grep -q 'inet 127\.0\.0\.1/' ||
+    lo_addrs=$(ip -o addr show dev lo 2>/dev/null || true)   # not piped into grep -q: SIGPIPE + pipefail
+    [[ $lo_addrs == *"inet 127.0.0.1/"* ]] ||
         die "127.0.0.1 is not on the loopback interface: refusing to run"
 fi
 loopback_only "$SHARED/l4-peers.sh" "$SHARED/lib.sh" || die "the harness is not loopback-only: refusing to run"
