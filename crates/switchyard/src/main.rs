@@ -157,11 +157,18 @@ fn run(args: &RunArgs) -> ExitCode {
     runtime_exit(result)
 }
 
+/// `[runtime] workers = 1` gets a current-thread runtime: with one worker, the
+/// multi-thread scheduler's queues and cross-thread wakeups are pure overhead.
 fn build_runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
-        builder.worker_threads(workers);
-    }
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if workers > 0 {
+            builder.worker_threads(workers);
+        }
+        builder
+    };
     builder
         .enable_all()
         .build()
