@@ -24,6 +24,15 @@ pub enum ConnectFailure {
 }
 
 impl ConnectFailure {
+    /// The class of a failed connect's error (a refusal is the endpoint's own answer).
+    pub fn of(error: &std::io::Error) -> ConnectFailure {
+        if error.kind() == std::io::ErrorKind::ConnectionRefused {
+            ConnectFailure::Refused
+        } else {
+            ConnectFailure::Other
+        }
+    }
+
     const ALL: [ConnectFailure; 3] = [
         ConnectFailure::Refused,
         ConnectFailure::Timeout,

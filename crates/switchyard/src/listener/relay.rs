@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-use crate::admin::metrics::Counter;
+use crate::admin::metrics::{self, Counter, Registry};
 
 /// Bytes buffered per direction.
 pub const BUFFER_BYTES: usize = 16 * 1024;
@@ -66,6 +66,16 @@ pub struct ByteCounters {
     pub tx: Counter,
 }
 
+impl ByteCounters {
+    /// `bytes_total{listener, direction}` of `listener`, both directions.
+    pub fn new(listener: &str, registry: &Registry) -> ByteCounters {
+        ByteCounters {
+            rx: registry.counter(&metrics::BYTES_TOTAL, &[listener, "rx"]),
+            tx: registry.counter(&metrics::BYTES_TOTAL, &[listener, "tx"]),
+        }
+    }
+}
+
 /// When the connection last moved a byte, shared by both directions.
 #[derive(Debug)]
 pub(crate) struct Activity {
@@ -105,6 +115,16 @@ impl Activity {
 pub(crate) enum Side {
     Client,
     Upstream,
+}
+
+impl Side {
+    /// The side a direction reading from `self` writes to.
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
 }
 
 /// A direction failed because of `side`.
@@ -188,10 +208,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let write_side = match read_side {
-        Side::Client => Side::Upstream,
-        Side::Upstream => Side::Client,
-    };
+    let write_side = read_side.other();
     let mut buf = vec![0u8; BUFFER_BYTES];
     loop {
         let n = from

@@ -122,10 +122,7 @@ async fn pump(
     moved: &AtomicU64,
     activity: &Activity,
 ) -> Result<(), DirectionError> {
-    let write_side = match read_side {
-        Side::Client => Side::Upstream,
-        Side::Upstream => Side::Client,
-    };
+    let write_side = read_side.other();
     let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     loop {
         let filled = loop {

@@ -71,10 +71,7 @@ impl TcpListenerRuntime {
             accepted: registry.counter(&metrics::CONNECTIONS_TOTAL, &[name]),
             rejected,
             flows: registry.gauge(&metrics::L4_FLOWS_ACTIVE, &[name]),
-            bytes: ByteCounters {
-                rx: registry.counter(&metrics::BYTES_TOTAL, &[name, "rx"]),
-                tx: registry.counter(&metrics::BYTES_TOTAL, &[name, "tx"]),
-            },
+            bytes: ByteCounters::new(name, registry),
         })
     }
 
@@ -398,14 +395,7 @@ async fn connect(cluster: &Cluster, key: Option<u64>) -> Option<(TcpStream, InFl
         .connect_with_fallback(key, |address| async move {
             let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
                 Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    let failure = if error.kind() == std::io::ErrorKind::ConnectionRefused {
-                        ConnectFailure::Refused
-                    } else {
-                        ConnectFailure::Other
-                    };
-                    return Err((failure, error.to_string()));
-                }
+                Ok(Err(error)) => return Err((ConnectFailure::of(&error), error.to_string())),
                 Err(_) => return Err((ConnectFailure::Timeout, "connect timed out".into())),
             };
             let _ = stream.set_nodelay(true);

@@ -88,10 +88,7 @@ impl UdpListenerRuntime {
             rejected,
             max_connections_per_ip: config.max_connections_per_ip,
             flows: registry.gauge(&metrics::L4_FLOWS_ACTIVE, &[name]),
-            bytes: ByteCounters {
-                rx: registry.counter(&metrics::BYTES_TOTAL, &[name, "rx"]),
-                tx: registry.counter(&metrics::BYTES_TOTAL, &[name, "tx"]),
-            },
+            bytes: ByteCounters::new(name, registry),
         })
     }
 }
@@ -220,14 +217,9 @@ async fn connect(cluster: &Cluster, key: Option<u64>) -> Option<(UdpSocket, InFl
                 socket.connect(address).await?;
                 Ok::<_, std::io::Error>(socket)
             };
-            connected.await.map_err(|error| {
-                let failure = if error.kind() == std::io::ErrorKind::ConnectionRefused {
-                    ConnectFailure::Refused
-                } else {
-                    ConnectFailure::Other
-                };
-                (failure, error.to_string())
-            })
+            connected
+                .await
+                .map_err(|error| (ConnectFailure::of(&error), error.to_string()))
         })
         .await
 }
