@@ -106,3 +106,26 @@ pub(crate) async fn metric_of(server: &Server, series: &str) -> f64 {
     let (_, text) = admin_get(server, "/metrics").await;
     metric(&text, series).unwrap_or_else(|| panic!("series {series} missing"))
 }
+
+/// Reads `stream` once and fails unless the proxy closed it (EOF or reset, no data).
+pub(crate) async fn assert_closed(stream: &mut tokio::net::TcpStream, what: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    let read = within(stream.read(&mut buf)).await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{what}: {read:?}");
+}
+
+/// The contents of `path` once something was written there (at most [`LIMIT`] / 2 of
+/// polling); the file is removed afterwards.
+pub(crate) async fn read_when_written(path: &Path) -> String {
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = std::fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = std::fs::remove_file(path);
+    text
+}

@@ -410,15 +410,7 @@ async fn an_ended_flow_writes_one_access_log_line() {
     let socket = client().await;
     let me = socket.local_addr().unwrap();
     exchange(&socket, proxy, b"twelve bytes").await;
-    let mut text = String::new();
-    for _ in 0..50 {
-        text = std::fs::read_to_string(&path).unwrap_or_default();
-        if !text.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let _ = std::fs::remove_file(&path);
+    let text = read_when_written(&path).await;
     drop(server);
     let line: serde_json::Value =
         serde_json::from_str(text.lines().next().expect("a line")).unwrap();
