@@ -104,11 +104,7 @@ mod tests {
     use rand::rngs::SmallRng;
 
     fn eps(weights: &[u32]) -> Vec<EndpointSpec> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| EndpointSpec::new(format!("e{i}"), w))
-            .collect()
+        crate::balance::test_endpoints("e", weights)
     }
 
     #[test]

@@ -243,11 +243,7 @@ mod tests {
     use crate::balance::StaticLoad;
 
     fn eps(weights: &[u32]) -> Vec<EndpointSpec> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| EndpointSpec::new(format!("backend-{i}"), w))
-            .collect()
+        crate::balance::test_endpoints("backend-", weights)
     }
 
     fn shares(t: &MaglevTable, n: usize) -> Vec<usize> {

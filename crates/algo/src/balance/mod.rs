@@ -402,6 +402,16 @@ impl Picker {
     }
 }
 
+/// Test endpoints `{prefix}0`, `{prefix}1`, ... with `weights`, for every policy's tests.
+#[cfg(test)]
+pub(crate) fn test_endpoints(prefix: &str, weights: &[u32]) -> Vec<EndpointSpec> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| EndpointSpec::new(format!("{prefix}{i}"), w))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
