@@ -8,5 +8,6 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod http;
 pub mod listener;
 pub mod runtime;

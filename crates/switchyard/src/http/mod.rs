@@ -1,0 +1,8 @@
+//! The L7 tier: HTTP/1.1, h2c and HTTP/2 proxying.
+//!
+//! `server` accepts and speaks to clients, `pipeline` is the one place that orders a
+//! request's phases (admit, route, attempt, respond, log), `upstream` keeps the pooled
+//! connections to endpoints, and `error` maps every failure the proxy answers for itself
+//! to its response.
+
+pub mod error;
