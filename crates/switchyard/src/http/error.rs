@@ -156,7 +156,7 @@ impl ProxyError {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
-            headers.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+            headers.insert("grpc-status", HeaderValue::from(u16::from(self.grpc_status())));
             headers.insert("grpc-message", HeaderValue::from_static(self.token()));
             response
         } else {
