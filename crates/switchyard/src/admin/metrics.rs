@@ -174,6 +174,11 @@ impl Gauge {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Adds `n` (which may be negative).
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Adds one unless the value already reached `limit`; says whether it did.
     pub fn try_inc(&self, limit: i64) -> bool {
         self.0

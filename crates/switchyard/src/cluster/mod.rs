@@ -6,6 +6,7 @@
 //! cluster's picker chooses an *endpoint* (concrete). Decisions themselves live in
 //! `switchyard-algo`; this module only feeds them live numbers.
 
+pub mod connect;
 mod hash_key;
 mod pool;
 

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{SockRef, TcpKeepalive};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -392,18 +391,8 @@ async fn connect(cluster: &Cluster, key: Option<u64>) -> Option<(TcpStream, InFl
     let timeout = cluster.config.connect_timeout;
     let keepalive = cluster.config.tcp_keepalive;
     cluster
-        .connect_with_fallback(key, |address| async move {
-            let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return Err((ConnectFailure::of(&error), error.to_string())),
-                Err(_) => return Err((ConnectFailure::Timeout, "connect timed out".into())),
-            };
-            let _ = stream.set_nodelay(true);
-            if let Some(idle) = keepalive {
-                let _ =
-                    SockRef::from(&stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle));
-            }
-            Ok(stream)
+        .connect_with_fallback(key, |address| {
+            crate::cluster::connect::tcp(address, timeout, keepalive)
         })
         .await
 }

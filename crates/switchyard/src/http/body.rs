@@ -1,0 +1,297 @@
+//! Bodies as they cross the proxy: streamed frame by frame, never buffered whole.
+//!
+//! [`RequestBody`] carries the client's body upstream, counting bytes and enforcing
+//! `max_request_body` as it streams (a body that passes the limit is cut off and the
+//! exchange answered 413). [`ResponseBody`] carries an upstream's body (or a proxy-made
+//! one) back to the client, counting bytes, and runs the exchange's completion when the
+//! last frame has gone or the client went away: the upstream connection returns to its
+//! pool only after its body was read to the end, and the access-log line and metrics are
+//! written exactly once. hyper's own buffers and HTTP/2 flow control bound what one stream
+//! can hold, so backpressure reaches the far side unchanged.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// What a body stream can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Shared between the body being streamed and the pipeline that waits on the upstream.
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    bytes: AtomicU64,
+    over_limit: AtomicBool,
+}
+
+impl BodyProgress {
+    /// Body bytes seen so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body passed `max_request_body` while streaming.
+    pub fn over_limit(&self) -> bool {
+        self.over_limit.load(Ordering::Relaxed)
+    }
+}
+
+/// The request body passed `max_request_body` while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than max_request_body ({0} bytes)")]
+pub struct BodyTooLarge(pub u64);
+
+/// A client's request body on its way upstream.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: Option<u64>,
+    progress: Arc<BodyProgress>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`, cutting it off past `limit` bytes.
+    pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
+        RequestBody {
+            inner: Some(inner),
+            limit,
+            progress: Arc::default(),
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            limit: None,
+            progress: Arc::default(),
+        }
+    }
+
+    /// The byte count and limit flag, readable while the body streams.
+    pub fn progress(&self) -> Arc<BodyProgress> {
+        Arc::clone(&self.progress)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let total = this
+                        .progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed)
+                        + data.len() as u64;
+                    if let Some(limit) = this.limit {
+                        if total > limit {
+                            this.progress.over_limit.store(true, Ordering::Relaxed);
+                            this.inner = None;
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error)))),
+            Poll::Ready(None) => {
+                this.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// Runs once when a response body is finished: `complete` is true when the last frame
+/// was sent, false when the body was dropped early (client gone, upstream broke).
+pub trait Completion: Send + 'static {
+    /// The body ended; `bytes` were sent to the client.
+    fn finish(self: Box<Self>, complete: bool, bytes: u64);
+}
+
+enum Source {
+    Empty,
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// A response body on its way to the client.
+pub struct ResponseBody {
+    source: Source,
+    bytes: u64,
+    done: Option<Box<dyn Completion>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    /// An upstream's body.
+    pub fn upstream(inner: Incoming) -> ResponseBody {
+        ResponseBody {
+            source: Source::Upstream(inner),
+            bytes: 0,
+            done: None,
+        }
+    }
+
+    /// A body of the proxy's own.
+    pub fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody {
+            source: if bytes.is_empty() {
+                Source::Empty
+            } else {
+                Source::Full(Some(bytes))
+            },
+            bytes: 0,
+            done: None,
+        }
+    }
+
+    /// Runs `done` when the body ends (replacing any earlier completion).
+    pub fn on_finish(&mut self, done: Box<dyn Completion>) {
+        self.done = Some(done);
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(done) = self.done.take() {
+            done.finish(complete, self.bytes);
+        }
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(bytes: Bytes) -> ResponseBody {
+        ResponseBody::full(bytes)
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let complete = matches!(self.source, Source::Empty);
+        self.finish(complete);
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.source {
+            Source::Empty => Poll::Ready(None),
+            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error).into()))),
+                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+                if this.is_end_stream() {
+                    this.source = Source::Empty;
+                    this.finish(true);
+                }
+            }
+            Poll::Ready(None) => {
+                this.source = Source::Empty;
+                this.finish(true);
+            }
+            Poll::Ready(Some(Err(_))) => this.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Empty => true,
+            Source::Full(bytes) => bytes.is_none(),
+            Source::Upstream(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Empty => SizeHint::with_exact(0),
+            Source::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            Source::Upstream(inner) => inner.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+
+    struct Record(Arc<Mutex<Vec<(bool, u64)>>>);
+
+    impl Completion for Record {
+        fn finish(self: Box<Self>, complete: bool, bytes: u64) {
+            self.0.lock().unwrap().push((complete, bytes));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_body_finishes_once_with_its_length() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut body = ResponseBody::full(Bytes::from_static(b"hello"));
+        body.on_finish(Box::new(Record(Arc::clone(&seen))));
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&collected[..], b"hello");
+        assert_eq!(*seen.lock().unwrap(), vec![(true, 5)]);
+    }
+
+    #[test]
+    fn a_body_dropped_unread_finishes_incomplete() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut body = ResponseBody::full(Bytes::from_static(b"hello"));
+        body.on_finish(Box::new(Record(Arc::clone(&seen))));
+        drop(body);
+        assert_eq!(*seen.lock().unwrap(), vec![(false, 0)]);
+    }
+}

@@ -1,0 +1,553 @@
+//! Pooled connections to one endpoint, HTTP/1.1 or HTTP/2.
+//!
+//! HTTP/1.1: a stack of idle connections (most recently used first, so the others can age
+//! out), each taken for one request at a time and given back only after its response body
+//! was read to the end. HTTP/2: a few shared connections, each carrying up to
+//! `max_concurrent_streams_per_connection` streams. Both honour
+//! `max_connections_per_endpoint` (a request that finds every connection busy waits at most
+//! `connect_timeout` for one, then is shed), `max_requests_per_connection` (recycling) and
+//! `pool_idle_timeout` / `pool_max_idle_per_endpoint`.
+//!
+//! A request that could not be written because a pooled connection turned out closed is
+//! handed back untouched ([`SendError::request`]) so the caller can send it again on a
+//! fresh connection, whatever its method (SPEC 3.1).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::body::RequestBody;
+use crate::admin::metrics::Gauge;
+use crate::cluster::connect;
+use crate::cluster::endpoint::ConnectFailure;
+use crate::config::model::{self, UpstreamProtocol};
+
+/// How one cluster's pools behave.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// HTTP/1.1 or HTTP/2 upstream.
+    pub protocol: UpstreamProtocol,
+    /// Bounds each connect.
+    pub connect_timeout: Duration,
+    /// TCP keepalive probes.
+    pub tcp_keepalive: Option<Duration>,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint.
+    pub max_idle: usize,
+    /// Connections per endpoint (`u32::MAX` = unlimited).
+    pub max_connections: u32,
+    /// Requests per connection before it is recycled (0 = unlimited).
+    pub max_requests_per_connection: u32,
+    /// HTTP/2 streams per connection (`u32::MAX` = what the server allows).
+    pub max_streams: u32,
+}
+
+impl PoolSettings {
+    /// The settings a cluster's configuration asks for.
+    pub fn of(cluster: &model::Cluster) -> PoolSettings {
+        PoolSettings {
+            protocol: cluster.protocol,
+            connect_timeout: cluster.connect_timeout,
+            tcp_keepalive: cluster.tcp_keepalive,
+            idle_timeout: cluster.pool_idle_timeout,
+            max_idle: cluster.pool_max_idle_per_endpoint as usize,
+            max_connections: cluster.limits.max_connections_per_endpoint.unwrap_or(u32::MAX),
+            max_requests_per_connection: cluster.max_requests_per_connection,
+            max_streams: cluster
+                .limits
+                .max_concurrent_streams_per_connection
+                .unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Why an attempt on this endpoint failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The connect failed: the request was never sent.
+    Connect(ConnectFailure),
+    /// Every connection was busy and none came free in time: never sent.
+    PoolFull,
+    /// HTTP/2 REFUSED_STREAM (or GOAWAY before processing): never processed.
+    RefusedStream,
+    /// The request went out and the connection broke before a response head.
+    Reset,
+    /// The request body failed (client went away, or `max_request_body` passed).
+    RequestBody,
+}
+
+impl UpstreamError {
+    /// Whether the request provably never reached the upstream.
+    pub fn never_sent(self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect(_) | UpstreamError::PoolFull | UpstreamError::RefusedStream
+        )
+    }
+}
+
+/// A failed send; `request` is the request back when it was never written.
+#[derive(Debug)]
+pub struct SendError {
+    /// What went wrong.
+    pub error: UpstreamError,
+    /// The request, untouched, when it can be sent again.
+    pub request: Option<Request<RequestBody>>,
+}
+
+/// The pool's metric handles (per cluster).
+#[derive(Debug, Clone)]
+pub struct PoolGauges {
+    /// `upstream_pool_connections{state="idle"}`.
+    pub idle: Gauge,
+    /// `upstream_pool_connections{state="active"}`.
+    pub active: Gauge,
+}
+
+/// Counts an open connection against its endpoint's limit until dropped.
+#[derive(Debug)]
+struct OpenSlot {
+    open: Arc<AtomicU32>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_one();
+    }
+}
+
+#[derive(Debug)]
+struct IdleH1 {
+    sender: http1::SendRequest<RequestBody>,
+    since: Instant,
+    served: u32,
+    slot: OpenSlot,
+}
+
+#[derive(Debug)]
+struct H2Connection {
+    sender: http2::SendRequest<RequestBody>,
+    streams: AtomicU32,
+    served: AtomicU32,
+    _slot: OpenSlot,
+}
+
+/// A connection lent to one request; give it back with [`Lease::release`] once the
+/// response body was read to the end, or drop it to discard the connection (HTTP/1.1) /
+/// end the stream count (HTTP/2).
+#[derive(Debug)]
+pub enum Lease {
+    /// An HTTP/1.1 connection, exclusively.
+    H1 {
+        /// Its sender.
+        sender: http1::SendRequest<RequestBody>,
+        /// Requests served so far, this one included.
+        served: u32,
+        /// Its place under the endpoint's connection limit.
+        slot: OpenSlotHandle,
+        /// Where it goes back.
+        pool: Arc<EndpointPool>,
+    },
+    /// A stream on a shared HTTP/2 connection.
+    H2(H2Stream),
+}
+
+/// An opaque [`OpenSlot`], so a lease can carry it.
+#[derive(Debug)]
+pub struct OpenSlotHandle(OpenSlot);
+
+/// One stream's share of an HTTP/2 connection.
+#[derive(Debug)]
+pub struct H2Stream {
+    connection: Arc<H2Connection>,
+    active: Gauge,
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.connection.streams.fetch_sub(1, Ordering::AcqRel);
+        self.active.dec();
+    }
+}
+
+impl Lease {
+    /// The exchange finished cleanly: an HTTP/1.1 connection goes back to the idle stack.
+    pub fn release(self) {
+        if let Lease::H1 {
+            sender,
+            served,
+            slot,
+            pool,
+        } = self
+        {
+            pool.gauges.active.dec();
+            pool.put_back(IdleH1 {
+                sender,
+                since: Instant::now(),
+                served,
+                slot: slot.0,
+            });
+        }
+    }
+}
+
+impl Drop for EndpointPool {
+    fn drop(&mut self) {
+        let idle = self.lock_idle().len();
+        self.gauges.idle.add(-(idle as i64));
+    }
+}
+
+/// Pooled connections to one endpoint.
+#[derive(Debug)]
+pub struct EndpointPool {
+    address: SocketAddr,
+    settings: Arc<PoolSettings>,
+    idle: Mutex<Vec<IdleH1>>,
+    h2: Mutex<Vec<Arc<H2Connection>>>,
+    open: Arc<AtomicU32>,
+    freed: Arc<Notify>,
+    gauges: PoolGauges,
+}
+
+impl EndpointPool {
+    /// An empty pool for `address`.
+    pub fn new(address: SocketAddr, settings: Arc<PoolSettings>, gauges: PoolGauges) -> Self {
+        EndpointPool {
+            address,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            h2: Mutex::new(Vec::new()),
+            open: Arc::new(AtomicU32::new(0)),
+            freed: Arc::new(Notify::new()),
+            gauges,
+        }
+    }
+
+    /// Connections open now (idle and busy).
+    pub fn open_connections(&self) -> u32 {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Sends `request` and waits for the response head.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        match self.settings.protocol {
+            UpstreamProtocol::H2 => self.send_h2(request).await,
+            UpstreamProtocol::Http1 | UpstreamProtocol::Auto => self.send_h1(request).await,
+        }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        mut request: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        // A pooled connection may have been closed by the upstream while idle; a request
+        // that could not be written on one goes out again, once, on a fresh connection.
+        let mut fresh_only = false;
+        loop {
+            let (mut sender, served, slot, reused) = match self.checkout_h1(fresh_only).await {
+                Ok(found) => found,
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        request: Some(request),
+                    });
+                }
+            };
+            self.gauges.active.inc();
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let lease = Lease::H1 {
+                        sender,
+                        served: served + 1,
+                        slot: OpenSlotHandle(slot),
+                        pool: Arc::clone(self),
+                    };
+                    return Ok((response, lease));
+                }
+                Err(mut failed) => {
+                    self.gauges.active.dec();
+                    let unsent = failed.take_message();
+                    let error = classify(failed.error());
+                    match unsent {
+                        Some(unsent) if reused && !fresh_only => {
+                            debug!(endpoint = %self.address, "pooled connection was closed; sending on a fresh one");
+                            request = unsent;
+                            fresh_only = true;
+                        }
+                        unsent => {
+                            let error = if unsent.is_some() {
+                                UpstreamError::Connect(ConnectFailure::Other)
+                            } else {
+                                error
+                            };
+                            return Err(SendError {
+                                error,
+                                request: unsent,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// An idle connection that is still usable, else a new one (waiting for a free slot
+    /// when the endpoint is at `max_connections_per_endpoint`).
+    async fn checkout_h1(
+        &self,
+        fresh_only: bool,
+    ) -> Result<(http1::SendRequest<RequestBody>, u32, OpenSlot, bool), UpstreamError> {
+        let deadline = Instant::now() + self.settings.connect_timeout;
+        loop {
+            if !fresh_only {
+                while let Some(mut idle) = self.take_idle() {
+                    if idle.sender.ready().await.is_ok() {
+                        return Ok((idle.sender, idle.served, idle.slot, true));
+                    }
+                }
+            }
+            if let Some(slot) = self.reserve_slot() {
+                let sender = self.connect_h1().await?;
+                return Ok((sender, 0, slot, false));
+            }
+            // At the limit: wait for a connection to come back or close.
+            if tokio::time::timeout_at(deadline, self.freed.notified())
+                .await
+                .is_err()
+            {
+                return Err(UpstreamError::PoolFull);
+            }
+        }
+    }
+
+    fn take_idle(&self) -> Option<IdleH1> {
+        let mut idle = self.lock_idle();
+        while let Some(candidate) = idle.pop() {
+            self.gauges.idle.dec();
+            if candidate.since.elapsed() < self.settings.idle_timeout
+                && !candidate.sender.is_closed()
+            {
+                return Some(candidate);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, connection: IdleH1) {
+        let limit = self.settings.max_requests_per_connection;
+        if (limit > 0 && connection.served >= limit) || connection.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.lock_idle();
+        // Drop the stalest first: the stack's bottom.
+        let expired = idle
+            .iter()
+            .take_while(|c| c.since.elapsed() >= self.settings.idle_timeout)
+            .count();
+        idle.drain(..expired);
+        self.gauges.idle.add(-(expired as i64));
+        if idle.len() >= self.settings.max_idle {
+            return;
+        }
+        idle.push(connection);
+        self.gauges.idle.inc();
+        drop(idle);
+        self.freed.notify_one();
+    }
+
+    /// Closes idle connections older than `pool_idle_timeout` (run periodically).
+    pub fn evict_expired(&self) {
+        let mut idle = self.lock_idle();
+        let before = idle.len();
+        idle.retain(|c| c.since.elapsed() < self.settings.idle_timeout && !c.sender.is_closed());
+        self.gauges.idle.add(-((before - idle.len()) as i64));
+        drop(idle);
+        self.lock_h2().retain(|c| !c.sender.is_closed());
+    }
+
+    fn reserve_slot(&self) -> Option<OpenSlot> {
+        let max = self.settings.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| OpenSlot {
+                open: Arc::clone(&self.open),
+                freed: Arc::clone(&self.freed),
+            })
+    }
+
+    async fn connect_tcp(&self) -> Result<TokioIo<tokio::net::TcpStream>, UpstreamError> {
+        match connect::tcp(
+            self.address,
+            self.settings.connect_timeout,
+            self.settings.tcp_keepalive,
+        )
+        .await
+        {
+            Ok(stream) => Ok(TokioIo::new(stream)),
+            Err((failure, error)) => {
+                debug!(endpoint = %self.address, %error, "upstream connect failed");
+                Err(UpstreamError::Connect(failure))
+            }
+        }
+    }
+
+    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect_tcp().await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|_| UpstreamError::Connect(ConnectFailure::Other))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                debug!(%error, "upstream HTTP/1.1 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let connection = match self.checkout_h2().await {
+            Ok(connection) => connection,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    request: Some(request),
+                });
+            }
+        };
+        self.gauges.active.inc();
+        let stream = H2Stream {
+            connection: Arc::clone(&connection),
+            active: self.gauges.active.clone(),
+        };
+        let mut sender = connection.sender.clone();
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok((response, Lease::H2(stream))),
+            Err(mut failed) => {
+                let unsent = failed.take_message();
+                let error = if unsent.is_some() {
+                    UpstreamError::RefusedStream
+                } else {
+                    classify(failed.error())
+                };
+                Err(SendError {
+                    error,
+                    request: unsent,
+                })
+            }
+        }
+    }
+
+    /// A shared connection with a free stream, else a new connection; at the endpoint's
+    /// connection limit the least busy one (the server queues or refuses the stream).
+    async fn checkout_h2(&self) -> Result<Arc<H2Connection>, UpstreamError> {
+        let max_streams = self.settings.max_streams;
+        let recycle = self.settings.max_requests_per_connection;
+        {
+            let mut connections = self.lock_h2();
+            connections.retain(|c| {
+                !c.sender.is_closed()
+                    && (recycle == 0 || c.served.load(Ordering::Acquire) < recycle)
+            });
+            if let Some(found) = connections
+                .iter()
+                .find(|c| c.streams.load(Ordering::Acquire) < max_streams)
+            {
+                return Ok(Self::take_stream(found));
+            }
+        }
+        match self.reserve_slot() {
+            Some(slot) => {
+                let sender = self.connect_h2().await?;
+                let connection = Arc::new(H2Connection {
+                    sender,
+                    streams: AtomicU32::new(0),
+                    served: AtomicU32::new(0),
+                    _slot: slot,
+                });
+                self.lock_h2().push(Arc::clone(&connection));
+                Ok(Self::take_stream(&connection))
+            }
+            None => {
+                let connections = self.lock_h2();
+                connections
+                    .iter()
+                    .min_by_key(|c| c.streams.load(Ordering::Acquire))
+                    .map(Self::take_stream)
+                    .ok_or(UpstreamError::PoolFull)
+            }
+        }
+    }
+
+    fn take_stream(connection: &Arc<H2Connection>) -> Arc<H2Connection> {
+        connection.streams.fetch_add(1, Ordering::AcqRel);
+        connection.served.fetch_add(1, Ordering::AcqRel);
+        Arc::clone(connection)
+    }
+
+    async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
+        let io = self.connect_tcp().await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(None)
+            .handshake(io)
+            .await
+            .map_err(|_| UpstreamError::Connect(ConnectFailure::Other))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<IdleH1>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_h2(&self) -> MutexGuard<'_, Vec<Arc<H2Connection>>> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The class of a failed exchange, from hyper's error and the h2 reason under it.
+fn classify(error: &hyper::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(h2) = current.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return UpstreamError::RefusedStream;
+            }
+        }
+        if current.downcast_ref::<super::body::BodyTooLarge>().is_some() {
+            return UpstreamError::RequestBody;
+        }
+        source = current.source();
+    }
+    if error.is_user() || error.is_body_write_aborted() {
+        return UpstreamError::RequestBody;
+    }
+    UpstreamError::Reset
+}
