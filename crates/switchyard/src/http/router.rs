@@ -508,6 +508,7 @@ impl<T> Split<T> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use http::HeaderValue;
@@ -707,12 +708,18 @@ mod tests {
 
     #[test]
     fn paths_match_exactly_by_prefix_or_by_regex_without_the_query() {
-        let mut exact = RouteMatch::default();
-        exact.path = Some(PathMatch::Exact("/exact".into()));
-        let mut prefix = RouteMatch::default();
-        prefix.path = Some(PathMatch::Prefix("/v2/".into()));
-        let mut regex = RouteMatch::default();
-        regex.path = Some(PathMatch::Regex("^/u/[0-9]+$".into()));
+        let exact = RouteMatch {
+            path: Some(PathMatch::Exact("/exact".into())),
+            ..RouteMatch::default()
+        };
+        let prefix = RouteMatch {
+            path: Some(PathMatch::Prefix("/v2/".into())),
+            ..RouteMatch::default()
+        };
+        let regex = RouteMatch {
+            path: Some(PathMatch::Regex("^/u/[0-9]+$".into())),
+            ..RouteMatch::default()
+        };
         let r = router(&[exact, prefix, regex]);
         assert_eq!(pick(&r, &Request::new(None, "/exact")), Some(0));
         assert_eq!(pick(&r, &Request::new(None, "/exact?x=1")), Some(0));
@@ -726,8 +733,10 @@ mod tests {
 
     #[test]
     fn methods_match_exactly_and_a_list_is_an_or() {
-        let mut m = RouteMatch::default();
-        m.methods = vec!["GET".into(), "POST".into()];
+        let m = RouteMatch {
+            methods: vec!["GET".into(), "POST".into()],
+            ..RouteMatch::default()
+        };
         let r = router(&[m]);
         assert_eq!(pick(&r, &Request::host("a")), Some(0));
         assert_eq!(pick(&r, &Request::host("a").method(Method::POST)), Some(0));
@@ -757,10 +766,14 @@ mod tests {
 
     #[test]
     fn header_values_match_case_sensitively_or_by_regex_on_any_repeated_value() {
-        let mut exact = RouteMatch::default();
-        exact.headers = vec![("X-Canary".into(), ValueMatch::Exact("On".into()))];
-        let mut regex = RouteMatch::default();
-        regex.headers = vec![("x-tier".into(), ValueMatch::Regex("^gold|platinum$".into()))];
+        let exact = RouteMatch {
+            headers: vec![("X-Canary".into(), ValueMatch::Exact("On".into()))],
+            ..RouteMatch::default()
+        };
+        let regex = RouteMatch {
+            headers: vec![("x-tier".into(), ValueMatch::Regex("^gold|platinum$".into()))],
+            ..RouteMatch::default()
+        };
         let r = router(&[exact, regex]);
         assert_eq!(
             pick(&r, &Request::host("a").header("x-canary", "On")),
@@ -787,11 +800,13 @@ mod tests {
 
     #[test]
     fn cookies_are_parsed_from_every_cookie_header() {
-        let mut m = RouteMatch::default();
-        m.cookies = vec![
-            ("flag".into(), ValueMatch::Exact("on".into())),
-            ("user".into(), ValueMatch::Regex("^u[0-9]+$".into())),
-        ];
+        let m = RouteMatch {
+            cookies: vec![
+                ("flag".into(), ValueMatch::Exact("on".into())),
+                ("user".into(), ValueMatch::Regex("^u[0-9]+$".into())),
+            ],
+            ..RouteMatch::default()
+        };
         let r = router(&[m]);
         let one_line = Request::host("a").header("cookie", "a=1; flag=on; user=u7");
         assert_eq!(pick(&r, &one_line), Some(0));
@@ -808,11 +823,13 @@ mod tests {
 
     #[test]
     fn query_parameters_are_percent_decoded_and_any_occurrence_may_match() {
-        let mut m = RouteMatch::default();
-        m.query = vec![
-            ("debug".into(), ValueMatch::Exact("1".into())),
-            ("q name".into(), ValueMatch::Exact("a b/c".into())),
-        ];
+        let m = RouteMatch {
+            query: vec![
+                ("debug".into(), ValueMatch::Exact("1".into())),
+                ("q name".into(), ValueMatch::Exact("a b/c".into())),
+            ],
+            ..RouteMatch::default()
+        };
         let r = router(&[m]);
         let plain = Request::new(None, "/?debug=1&q%20name=a+b%2Fc");
         assert_eq!(pick(&r, &plain), Some(0));
@@ -825,10 +842,14 @@ mod tests {
 
     #[test]
     fn a_query_regex_sees_the_decoded_value_and_a_bare_name_has_an_empty_value() {
-        let mut m = RouteMatch::default();
-        m.query = vec![("v".into(), ValueMatch::Regex("^é$".into()))];
-        let mut bare = RouteMatch::default();
-        bare.query = vec![("flag".into(), ValueMatch::Exact(String::new()))];
+        let m = RouteMatch {
+            query: vec![("v".into(), ValueMatch::Regex("^é$".into()))],
+            ..RouteMatch::default()
+        };
+        let bare = RouteMatch {
+            query: vec![("flag".into(), ValueMatch::Exact(String::new()))],
+            ..RouteMatch::default()
+        };
         let r = router(&[m, bare]);
         assert_eq!(pick(&r, &Request::new(None, "/?v=%C3%A9")), Some(0));
         assert_eq!(pick(&r, &Request::new(None, "/?a=1&&flag")), Some(1));
@@ -845,8 +866,10 @@ mod tests {
 
     #[test]
     fn a_route_with_jwt_claims_matches_no_request_until_verification_exists() {
-        let mut jwt = RouteMatch::default();
-        jwt.jwt_claims = vec![("tier".into(), ValueMatch::Exact("gold".into()))];
+        let jwt = RouteMatch {
+            jwt_claims: vec![("tier".into(), ValueMatch::Exact("gold".into()))],
+            ..RouteMatch::default()
+        };
         let r = router(&[jwt, RouteMatch::default()]);
         let request = Request::host("a").header("authorization", "Bearer x.y.z");
         assert_eq!(pick(&r, &request), Some(1));
@@ -854,12 +877,16 @@ mod tests {
 
     #[test]
     fn an_invalid_regex_is_a_typed_error() {
-        let mut m = RouteMatch::default();
-        m.path = Some(PathMatch::Regex("(".into()));
+        let m = RouteMatch {
+            path: Some(PathMatch::Regex("(".into())),
+            ..RouteMatch::default()
+        };
         let err = Router::build(vec![(&m, ())]).unwrap_err();
         assert!(matches!(err, RouterError::Regex { route: 0, .. }), "{err}");
-        let mut m = RouteMatch::default();
-        m.headers = vec![("bad name".into(), ValueMatch::Exact("1".into()))];
+        let m = RouteMatch {
+            headers: vec![("bad name".into(), ValueMatch::Exact("1".into()))],
+            ..RouteMatch::default()
+        };
         let err = Router::build(vec![(&m, ())]).unwrap_err();
         assert!(
             matches!(err, RouterError::HeaderName { route: 0, .. }),
