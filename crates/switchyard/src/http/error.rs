@@ -156,10 +156,7 @@ impl ProxyError {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/grpc"),
             );
-            headers.insert(
-                "grpc-status",
-                HeaderValue::from(u16::from(self.grpc_status())),
-            );
+            headers.insert("grpc-status", HeaderValue::from(u16::from(self.grpc_status())));
             headers.insert("grpc-message", HeaderValue::from_static(self.token()));
             response
         } else {
@@ -200,7 +197,12 @@ impl ProxyError {
 
     fn body(&self) -> String {
         match self.details() {
-            Some(details) => format!("{} {}: {}\n", self.status().as_u16(), self.token(), details),
+            Some(details) => format!(
+                "{} {}: {}\n",
+                self.status().as_u16(),
+                self.token(),
+                details
+            ),
             None => format!("{} {}\n", self.status().as_u16(), self.token()),
         }
     }
@@ -214,45 +216,15 @@ mod tests {
     #[test]
     fn every_situation_maps_to_the_spec_status_and_token() {
         let cases = [
-            (
-                ProxyError::DestinationNotFound,
-                404,
-                "destination_not_found",
-                12,
-            ),
-            (
-                ProxyError::DestinationUnavailable,
-                503,
-                "destination_unavailable",
-                14,
-            ),
+            (ProxyError::DestinationNotFound, 404, "destination_not_found", 12),
+            (ProxyError::DestinationUnavailable, 503, "destination_unavailable", 14),
             (ProxyError::ConnectionRefused, 503, "connection_refused", 14),
             (ProxyError::ConnectionTimeout, 503, "connection_timeout", 14),
-            (
-                ProxyError::ConnectionTerminated,
-                502,
-                "connection_terminated",
-                14,
-            ),
-            (
-                ProxyError::ResponseIncomplete,
-                502,
-                "http_response_incomplete",
-                14,
-            ),
+            (ProxyError::ConnectionTerminated, 502, "connection_terminated", 14),
+            (ProxyError::ResponseIncomplete, 502, "http_response_incomplete", 14),
             (ProxyError::ResponseTimeout, 504, "http_response_timeout", 4),
-            (
-                ProxyError::Shed(ShedReason::Pending),
-                503,
-                "connection_limit_reached",
-                14,
-            ),
-            (
-                ProxyError::bad_request("bare CR"),
-                400,
-                "http_request_error",
-                13,
-            ),
+            (ProxyError::Shed(ShedReason::Pending), 503, "connection_limit_reached", 14),
+            (ProxyError::bad_request("bare CR"), 400, "http_request_error", 13),
         ];
         for (error, status, token, grpc) in cases {
             assert_eq!(error.status().as_u16(), status, "{error:?}");
@@ -294,10 +266,7 @@ mod tests {
         }
         .to_h1_bytes();
         let text = std::str::from_utf8(&bytes).unwrap();
-        assert!(
-            text.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("HTTP/1.1 501 Not Implemented\r\n"), "{text}");
         assert!(text.contains("\r\nconnection: close\r\n"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("content-length: {}", body.len())));
