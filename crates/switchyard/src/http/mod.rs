@@ -6,3 +6,5 @@
 //! to its response.
 
 pub mod error;
+pub mod forwarding;
+pub mod router;

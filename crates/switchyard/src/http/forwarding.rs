@@ -1,0 +1,853 @@
+//! Header preparation for proxying: what the upstream and the client are told (SPEC 3.1
+//! "Client address and forwarded headers", SPEC 4 "Forwarding headers").
+//!
+//! A proxy must not pass on headers that describe only the connection it received
+//! (hop-by-hop headers, and whatever `Connection` names), and must say who the client was
+//! without letting the client say it for itself: forwarding headers are believed only from
+//! a peer inside `trusted_proxies`. An untrusted peer's `Forwarded`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host` and `x-client-cert-*` are dropped and rewritten from what Switchyard
+//! saw; `X-Forwarded-For` and `Via` are lists every hop appends to.
+//!
+//! Everything is a pure edit of a [`HeaderMap`], so each rule is tested without a socket.
+//! Header names are constants, so nothing parses a fixed name per request. Trace context
+//! (`traceparent`, `tracestate`) is never touched and so propagates.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{
+    CONNECTION, FORWARDED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+    UPGRADE, VIA,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
+
+use crate::config::model::{Cidr, HeaderOps};
+
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Client-certificate headers Switchyard sets itself (`forward_client_cert`); a client
+/// must never supply them.
+const CLIENT_CERT_PREFIX: &str = "x-client-cert-";
+
+/// The longest inbound `X-Request-Id` kept.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removed on every hop, in both directions (`Upgrade` is kept on a 101 response).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRAILER,
+];
+
+/// Whether `peer` lies in one of the `trusted_proxies` networks.
+pub fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
+    trusted.iter().any(|network| network.contains(peer))
+}
+
+/// The client address: the right-most X-Forwarded-For hop not in `trusted` when the peer is
+/// trusted, else the peer (the PROXY-protocol address, when present, is passed as `peer` by
+/// the caller).
+///
+/// Walking from the right stops at the first hop that is not a trusted proxy: everything to
+/// its left was written by the client and proves nothing. When every hop is trusted the
+/// left-most one is the client; a hop that is not an address ends the walk at the hop to
+/// its right. IPv4-mapped IPv6 addresses come back as IPv4.
+pub fn resolve_client(peer: SocketAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let peer = peer.ip().to_canonical();
+    if !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let mut client = peer;
+    for line in headers.get_all(X_FORWARDED_FOR).iter().rev() {
+        let Ok(line) = line.to_str() else {
+            return client;
+        };
+        for hop in line.rsplit(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let Some(hop) = parse_hop(hop) else {
+                return client;
+            };
+            client = hop;
+            if !is_trusted(hop, trusted) {
+                return hop;
+            }
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` hop: `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`, `[2001:db8::1]`
+/// or `[2001:db8::1]:80`, possibly quoted.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim_matches('"');
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip().to_canonical());
+    }
+    let inside = hop.strip_prefix('[')?.strip_suffix(']')?;
+    inside.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
+}
+
+/// What Switchyard saw of a request's connection, for the forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The immediate peer, or the PROXY-protocol address when there was one.
+    pub peer: SocketAddr,
+    /// The resolved client address ([`resolve_client`]). Not written into headers (each
+    /// hop reports its own peer, which the next hop can check); carried for logs and keys.
+    pub client: IpAddr,
+    /// Whether `peer` is inside `trusted_proxies`.
+    pub peer_trusted: bool,
+    /// `"http"` or `"https"`: how the client reached Switchyard.
+    pub scheme: &'a str,
+    /// The authority the client used (`:authority` or `Host`).
+    pub host: Option<&'a str>,
+    /// The client's HTTP version (for `Via`).
+    pub version: Version,
+    /// The local address the request arrived on (`by=` of `Forwarded`).
+    pub listener_addr: SocketAddr,
+}
+
+/// Strips hop-by-hop headers (Connection, Keep-Alive, Proxy-Connection, TE except
+/// "trailers", Transfer-Encoding, Upgrade, Proxy-Authenticate/Authorization, Trailer, and
+/// every header named in Connection), then sets the forwarding headers:
+///
+/// - `X-Forwarded-For`: the peer's IP appended to the inbound list (always; only
+///   [`resolve_client`] decides what of it to believe);
+/// - `X-Forwarded-Proto`, `X-Forwarded-Host`: a trusted peer's are kept, otherwise set
+///   from `scheme` and `host`;
+/// - `Forwarded` (RFC 7239, `for=;proto=;host=;by=`, IPv6 quoted in brackets): appended
+///   after a trusted peer's, replacing an untrusted one;
+/// - `Via`: `1.1 switchyard` / `2.0 switchyard` appended.
+///
+/// From an untrusted peer, inbound `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+/// every `x-client-cert-*` are removed first (so set verified client-certificate headers
+/// after calling this). `TE` becomes `te: trailers` when the client offered trailers (gRPC
+/// needs it) and is removed otherwise. `Upgrade` is stripped like any hop-by-hop header:
+/// a caller proxying a WebSocket upgrade re-adds `Connection: upgrade` and `Upgrade`.
+pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
+    strip_hop_by_hop(
+        headers,
+        Keep {
+            upgrade: false,
+            te_trailers: true,
+        },
+    );
+    if !forwarded.peer_trusted {
+        headers.remove(FORWARDED);
+        headers.remove(X_FORWARDED_PROTO);
+        headers.remove(X_FORWARDED_HOST);
+        remove_client_cert_headers(headers);
+    }
+
+    let peer_ip = forwarded.peer.ip().to_canonical();
+    append_to_list(headers, X_FORWARDED_FOR, &peer_ip.to_string());
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        if let Some(scheme) = scheme_value(forwarded.scheme) {
+            headers.insert(X_FORWARDED_PROTO, scheme);
+        }
+    }
+    if let Some(host) = forwarded.host {
+        if !headers.contains_key(X_FORWARDED_HOST) {
+            if let Ok(host) = HeaderValue::from_str(host) {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+        }
+    }
+    append_to_list(headers, FORWARDED, &forwarded_element(forwarded, peer_ip));
+    append_to_list(headers, VIA, via_entry(forwarded.version));
+}
+
+/// Hop-by-hop stripping for responses (the same list, plus headers named in Connection).
+/// When `upgrade` is true (a 101), `Upgrade` is kept and `Connection` is exactly `upgrade`.
+pub fn prepare_response(headers: &mut HeaderMap, upgrade: bool) {
+    strip_hop_by_hop(
+        headers,
+        Keep {
+            upgrade,
+            te_trailers: false,
+        },
+    );
+}
+
+/// What hop-by-hop stripping leaves in place.
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    /// `Upgrade`, with `Connection: upgrade` (a 101 response).
+    upgrade: bool,
+    /// `te: trailers` (requests).
+    te_trailers: bool,
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
+    let nominated = connection_nominated(headers);
+    let offers_trailers = keep.te_trailers
+        && comma_tokens(headers, &TE).any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(TE);
+    if offers_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    let keep_upgrade = keep.upgrade && headers.contains_key(UPGRADE);
+    for name in &HOP_BY_HOP {
+        if keep_upgrade && name == UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    for name in &nominated {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// The headers `Connection` names that the fixed rules do not already handle. Allocates
+/// only when a client names something unusual (`keep-alive`, `close`, `upgrade` and `te`
+/// need no list).
+fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    comma_tokens(headers, &CONNECTION)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case("close")
+                // TE has its own rule (keep "trailers"); Host must reach the upstream.
+                && !token.eq_ignore_ascii_case("te")
+                && !token.eq_ignore_ascii_case("host")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|name| token.eq_ignore_ascii_case(name.as_str()))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect()
+}
+
+/// The non-empty, trimmed comma-separated elements of every `name` header.
+fn comma_tokens<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+fn remove_client_cert_headers(headers: &mut HeaderMap) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with(CLIENT_CERT_PREFIX))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Appends `item` to the comma-separated list `name`, folding existing lines into one
+/// value (some upstreams read only the first line).
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let mut joined: Vec<u8> = Vec::new();
+    for value in headers.get_all(&name) {
+        let value = value.as_bytes().trim_ascii();
+        if !value.is_empty() {
+            joined.extend_from_slice(value);
+            joined.extend_from_slice(b", ");
+        }
+    }
+    joined.extend_from_slice(item.as_bytes());
+    match HeaderValue::from_bytes(&joined) {
+        Ok(value) => {
+            headers.insert(name, value);
+        }
+        Err(_) => {
+            // Not reachable with valid inbound values; still never drop our own entry.
+            if let Ok(value) = HeaderValue::from_str(item) {
+                headers.append(name, value);
+            }
+        }
+    }
+}
+
+fn scheme_value(scheme: &str) -> Option<HeaderValue> {
+    match scheme {
+        "https" => Some(HeaderValue::from_static("https")),
+        "http" => Some(HeaderValue::from_static("http")),
+        other => HeaderValue::from_str(other).ok(),
+    }
+}
+
+/// `1.1 switchyard` and the like: the version the client spoke.
+fn via_entry(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "0.9 switchyard",
+        Version::HTTP_10 => "1.0 switchyard",
+        Version::HTTP_2 => "2.0 switchyard",
+        Version::HTTP_3 => "3.0 switchyard",
+        _ => "1.1 switchyard",
+    }
+}
+
+/// This hop's RFC 7239 element: `for=192.0.2.1;proto=https;host=example.com;by="10.0.0.1:443"`.
+fn forwarded_element(forwarded: &Forwarded<'_>, peer_ip: IpAddr) -> String {
+    let mut element = String::with_capacity(96);
+    let node = match peer_ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    push_pair(&mut element, "for", &node);
+    push_pair(&mut element, "proto", forwarded.scheme);
+    if let Some(host) = forwarded.host {
+        push_pair(&mut element, "host", host);
+    }
+    let by = SocketAddr::new(
+        forwarded.listener_addr.ip().to_canonical(),
+        forwarded.listener_addr.port(),
+    );
+    push_pair(&mut element, "by", &by.to_string());
+    element
+}
+
+/// `;key=value`, the value quoted (with `"` and `\` escaped) unless it is a token.
+fn push_pair(element: &mut String, key: &str, value: &str) {
+    if !element.is_empty() {
+        element.push(';');
+    }
+    element.push_str(key);
+    element.push('=');
+    if !value.is_empty() && value.bytes().all(is_token_byte) {
+        element.push_str(value);
+        return;
+    }
+    element.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            element.push('\\');
+        }
+        element.push(c);
+    }
+    element.push('"');
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// X-Request-Id: keep a valid inbound one (visible ASCII, at most 128 bytes), else set
+/// `generated` (the caller supplies a fresh id, see [`format_request_id`]). Returns the id
+/// in force; repeated inbound ids are collapsed to it.
+pub fn ensure_request_id(
+    headers: &mut HeaderMap,
+    generated: impl FnOnce() -> HeaderValue,
+) -> HeaderValue {
+    let id = headers
+        .get(X_REQUEST_ID)
+        .filter(|id| is_valid_request_id(id))
+        .cloned()
+        .unwrap_or_else(generated);
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+fn is_valid_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// A request id from 128 random bits: 32 lowercase hex digits.
+pub fn format_request_id(random: u128) -> HeaderValue {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = [0u8; 32];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        let nibble = (random >> ((31 - i) * 4)) & 0xf;
+        *digit = DIGITS[nibble as usize];
+    }
+    // Hex digits are always a valid header value; the fallback only satisfies the types.
+    HeaderValue::from_bytes(&hex)
+        .unwrap_or_else(|_| HeaderValue::from_static("00000000000000000000000000000000"))
+}
+
+/// Route header edits: remove, then set, then add (values validated at config time; skip
+/// any that fail to convert, never panic).
+///
+/// This converts names and values on every call; a hot path should build
+/// [`HeaderEdits`] once per route instead.
+pub fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    HeaderEdits::new(ops).apply(headers);
+}
+
+/// A route's [`HeaderOps`] converted once into header names and values.
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, HeaderValue)>,
+    add: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl HeaderEdits {
+    /// Converts `ops`, skipping any name or value that is not valid in a header.
+    pub fn new(ops: &HeaderOps) -> HeaderEdits {
+        let pairs = |list: &[(String, String)]| {
+            list.iter()
+                .filter_map(|(name, value)| {
+                    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+                    let value = HeaderValue::from_str(value).ok()?;
+                    Some((name, value))
+                })
+                .collect()
+        };
+        HeaderEdits {
+            remove: ops
+                .remove
+                .iter()
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect(),
+            set: pairs(&ops.set),
+            add: pairs(&ops.add),
+        }
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+    }
+
+    /// Applies the edits: remove, then set (replacing every value), then add (appending).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter()
+            .map(|s| {
+                let (addr, prefix) = s.split_once('/').unwrap();
+                Cidr {
+                    addr: addr.parse().unwrap(),
+                    prefix: prefix.parse().unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn values<'h>(map: &'h HeaderMap, name: &str) -> Vec<&'h str> {
+        map.get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    fn seen(peer: &str, trusted: bool) -> Forwarded<'static> {
+        let peer: SocketAddr = peer.parse().unwrap();
+        Forwarded {
+            peer,
+            client: peer.ip(),
+            peer_trusted: trusted,
+            scheme: "https",
+            host: Some("shop.example.com"),
+            version: Version::HTTP_11,
+            listener_addr: "10.0.0.1:443".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn trust_follows_the_configured_networks() {
+        let trusted = cidrs(&["10.0.0.0/8", "2001:db8::/32"]);
+        assert!(is_trusted("10.1.2.3".parse().unwrap(), &trusted));
+        assert!(is_trusted("::ffff:10.1.2.3".parse().unwrap(), &trusted));
+        assert!(is_trusted("2001:db8::9".parse().unwrap(), &trusted));
+        assert!(!is_trusted("192.0.2.1".parse().unwrap(), &trusted));
+        assert!(!is_trusted("10.0.0.1".parse().unwrap(), &[]));
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_the_client_whatever_it_forwards() {
+        let map = headers(&[("x-forwarded-for", "1.1.1.1")]);
+        let client = resolve_client(
+            "192.0.2.7:5000".parse().unwrap(),
+            &map,
+            &cidrs(&["10.0.0.0/8"]),
+        );
+        assert_eq!(client, "192.0.2.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_untrusted_hop_across_several_hops_and_lines() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        let map = headers(&[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.4"),
+            ("x-forwarded-for", "10.0.0.9,10.0.0.8"),
+        ]);
+        let client = resolve_client("10.0.0.2:1".parse().unwrap(), &map, &trusted);
+        assert_eq!(client, "198.51.100.4".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_trusted_peer_without_forwarded_for_is_the_client() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        let client = resolve_client("10.0.0.2:1".parse().unwrap(), &HeaderMap::new(), &trusted);
+        assert_eq!(client, "10.0.0.2".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn when_every_hop_is_trusted_the_left_most_is_the_client() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        let map = headers(&[("x-forwarded-for", "10.0.0.5, 10.0.0.6")]);
+        let client = resolve_client("10.0.0.2:1".parse().unwrap(), &map, &trusted);
+        assert_eq!(client, "10.0.0.5".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_garbage_hop_ends_the_walk_at_the_hop_to_its_right() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        let map = headers(&[("x-forwarded-for", "1.2.3.4, unknown, 10.0.0.7")]);
+        let client = resolve_client("10.0.0.2:1".parse().unwrap(), &map, &trusted);
+        assert_eq!(client, "10.0.0.7".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn hops_with_ports_brackets_and_ipv6_are_understood() {
+        let trusted = cidrs(&["10.0.0.0/8"]);
+        for (hop, want) in [
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            ("\"[2001:db8::2]\"", "2001:db8::2"),
+            ("203.0.113.9:8080", "203.0.113.9"),
+            ("::ffff:203.0.113.9", "203.0.113.9"),
+        ] {
+            let map = headers(&[("x-forwarded-for", hop)]);
+            let client = resolve_client("10.0.0.2:1".parse().unwrap(), &map, &trusted);
+            assert_eq!(client, want.parse::<IpAddr>().unwrap(), "{hop}");
+        }
+    }
+
+    #[test]
+    fn forwarded_for_is_set_from_the_peer_without_an_inbound_list() {
+        let mut map = HeaderMap::new();
+        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        assert_eq!(values(&map, "x-forwarded-for"), ["192.0.2.7"]);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_to_an_inbound_list_even_from_an_untrusted_peer() {
+        let mut map = headers(&[
+            ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
+            ("x-forwarded-for", "3.3.3.3"),
+        ]);
+        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        assert_eq!(
+            values(&map, "x-forwarded-for"),
+            ["1.1.1.1, 2.2.2.2, 3.3.3.3, 192.0.2.7"]
+        );
+    }
+
+    #[test]
+    fn an_untrusted_peers_spoofed_forwarding_headers_are_replaced() {
+        let mut map = headers(&[
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-client-cert-subject", "CN=admin"),
+            ("x-client-cert-san", "admin"),
+        ]);
+        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        assert_eq!(values(&map, "x-forwarded-proto"), ["https"]);
+        assert_eq!(values(&map, "x-forwarded-host"), ["shop.example.com"]);
+        assert_eq!(
+            values(&map, "forwarded"),
+            ["for=192.0.2.7;proto=https;host=shop.example.com;by=\"10.0.0.1:443\""]
+        );
+        assert!(map.get("x-client-cert-subject").is_none());
+        assert!(map.get("x-client-cert-san").is_none());
+    }
+
+    #[test]
+    fn a_trusted_peers_forwarding_headers_are_kept_and_forwarded_is_appended() {
+        let mut map = headers(&[
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "front.example"),
+            ("forwarded", "for=198.51.100.4;proto=http"),
+            ("x-client-cert-subject", "CN=client"),
+        ]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        assert_eq!(values(&map, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&map, "x-forwarded-host"), ["front.example"]);
+        assert_eq!(
+            values(&map, "forwarded"),
+            [
+                "for=198.51.100.4;proto=http, for=10.0.0.2;proto=https;host=shop.example.com;by=\"10.0.0.1:443\""
+            ]
+        );
+        assert_eq!(values(&map, "x-client-cert-subject"), ["CN=client"]);
+    }
+
+    #[test]
+    fn forwarded_quotes_ipv6_in_brackets_and_a_host_with_a_port() {
+        let mut map = HeaderMap::new();
+        let mut forwarded = seen("[2001:db8::1]:5000", false);
+        forwarded.host = Some("shop.example.com:8443");
+        forwarded.listener_addr = "[2001:db8::ff]:8443".parse().unwrap();
+        prepare_request(&mut map, &forwarded);
+        assert_eq!(
+            values(&map, "forwarded"),
+            [
+                "for=\"[2001:db8::1]\";proto=https;host=\"shop.example.com:8443\";by=\"[2001:db8::ff]:8443\""
+            ]
+        );
+        assert_eq!(values(&map, "x-forwarded-for"), ["2001:db8::1"]);
+    }
+
+    #[test]
+    fn a_forwarded_value_escapes_quotes_and_backslashes() {
+        let mut element = String::new();
+        push_pair(&mut element, "host", "a\"b\\c");
+        assert_eq!(element, r#"host="a\"b\\c""#);
+    }
+
+    #[test]
+    fn via_names_the_clients_version_and_is_appended() {
+        let mut map = headers(&[("via", "1.1 cdn")]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        assert_eq!(values(&map, "via"), ["1.1 cdn, 1.1 switchyard"]);
+        let mut map = HeaderMap::new();
+        let mut forwarded = seen("10.0.0.2:5000", true);
+        forwarded.version = Version::HTTP_2;
+        prepare_request(&mut map, &forwarded);
+        assert_eq!(values(&map, "via"), ["2.0 switchyard"]);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_stripped_from_requests() {
+        let mut map = headers(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic eA=="),
+            ("proxy-authenticate", "Basic"),
+            ("trailer", "x-checksum"),
+            ("accept", "*/*"),
+        ]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        for name in HOP_BY_HOP {
+            assert!(map.get(&name).is_none(), "{name}");
+        }
+        assert_eq!(values(&map, "accept"), ["*/*"]);
+    }
+
+    #[test]
+    fn headers_named_in_connection_are_removed() {
+        let mut map = headers(&[
+            ("connection", "close, X-Secret"),
+            ("connection", "x-other"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-kept", "3"),
+        ]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        assert!(map.get("x-secret").is_none());
+        assert!(map.get("x-other").is_none());
+        assert!(map.get("connection").is_none());
+        assert_eq!(values(&map, "x-kept"), ["3"]);
+    }
+
+    #[test]
+    fn connection_cannot_remove_the_host_or_the_te_trailers_offer() {
+        let mut map = headers(&[
+            ("connection", "host, te"),
+            ("host", "a"),
+            ("te", "trailers"),
+        ]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        assert_eq!(values(&map, "host"), ["a"]);
+        assert_eq!(values(&map, "te"), ["trailers"]);
+    }
+
+    #[test]
+    fn te_trailers_is_kept_and_other_codings_are_removed() {
+        let mut map = headers(&[("te", "trailers")]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        assert_eq!(values(&map, "te"), ["trailers"]);
+        let mut map = headers(&[("te", "gzip")]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        assert!(map.get("te").is_none());
+        let mut map = headers(&[("te", "gzip;q=0.5, Trailers")]);
+        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        assert_eq!(values(&map, "te"), ["trailers"]);
+    }
+
+    #[test]
+    fn trace_context_passes_through_untouched() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut map = headers(&[("traceparent", parent), ("tracestate", "congo=t61rcWkgMzE")]);
+        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        prepare_response(&mut map, false);
+        assert_eq!(values(&map, "traceparent"), [parent]);
+        assert_eq!(values(&map, "tracestate"), ["congo=t61rcWkgMzE"]);
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_and_connection_named_headers() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-hop"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("x-hop", "1"),
+            ("content-type", "text/plain"),
+        ]);
+        prepare_response(&mut map, false);
+        assert!(map.get("connection").is_none());
+        assert!(map.get("keep-alive").is_none());
+        assert!(map.get("transfer-encoding").is_none());
+        assert!(map.get("te").is_none());
+        assert!(map.get("x-hop").is_none());
+        assert_eq!(values(&map, "content-type"), ["text/plain"]);
+    }
+
+    #[test]
+    fn an_upgrade_response_keeps_upgrade_and_connection_upgrade() {
+        let mut map = headers(&[
+            ("connection", "Upgrade, keep-alive"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "timeout=5"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        prepare_response(&mut map, true);
+        assert_eq!(values(&map, "connection"), ["upgrade"]);
+        assert_eq!(values(&map, "upgrade"), ["websocket"]);
+        assert!(map.get("keep-alive").is_none());
+        assert!(map.get("sec-websocket-accept").is_some());
+        let mut map = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        prepare_response(&mut map, false);
+        assert!(map.get("upgrade").is_none());
+        assert!(map.get("connection").is_none());
+    }
+
+    #[test]
+    fn a_valid_inbound_request_id_is_kept() {
+        let mut map = headers(&[("x-request-id", "abc-123_XYZ")]);
+        let id = ensure_request_id(&mut map, || panic!("not needed"));
+        assert_eq!(id, "abc-123_XYZ");
+        assert_eq!(values(&map, "x-request-id"), ["abc-123_XYZ"]);
+    }
+
+    #[test]
+    fn a_request_id_that_is_too_long_or_has_a_space_is_replaced() {
+        let long = "a".repeat(200);
+        for bad in [long.as_str(), "has space", ""] {
+            let mut map = headers(&[("x-request-id", bad)]);
+            let id = ensure_request_id(&mut map, || HeaderValue::from_static("fresh"));
+            assert_eq!(id, "fresh", "{bad:?}");
+            assert_eq!(values(&map, "x-request-id"), ["fresh"]);
+        }
+        let exactly_128 = "b".repeat(128);
+        let mut map = headers(&[("x-request-id", exactly_128.as_str())]);
+        assert_eq!(
+            ensure_request_id(&mut map, || HeaderValue::from_static("fresh")),
+            exactly_128.as_str()
+        );
+    }
+
+    #[test]
+    fn a_missing_request_id_is_generated() {
+        let mut map = HeaderMap::new();
+        let id = ensure_request_id(&mut map, || format_request_id(0xab));
+        assert_eq!(id, "000000000000000000000000000000ab");
+        assert_eq!(map.get("x-request-id"), Some(&id));
+    }
+
+    #[test]
+    fn request_ids_are_32_lowercase_hex_digits() {
+        assert_eq!(
+            format_request_id(u128::MAX),
+            "ffffffffffffffffffffffffffffffff"
+        );
+        assert_eq!(
+            format_request_id(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210),
+            "0123456789abcdeffedcba9876543210"
+        );
+    }
+
+    #[test]
+    fn header_ops_remove_then_set_then_add() {
+        let ops = HeaderOps {
+            add: vec![
+                ("x-env".into(), "prod".into()),
+                ("x-tier".into(), "extra".into()),
+            ],
+            set: vec![("x-tier".into(), "edge".into())],
+            remove: vec!["x-internal".into(), "x-env".into()],
+        };
+        let mut map = headers(&[
+            ("x-internal", "secret"),
+            ("x-env", "dev"),
+            ("x-tier", "a"),
+            ("x-tier", "b"),
+        ]);
+        apply_ops(&mut map, &ops);
+        assert!(map.get("x-internal").is_none());
+        assert_eq!(values(&map, "x-env"), ["prod"]);
+        assert_eq!(values(&map, "x-tier"), ["edge", "extra"]);
+    }
+
+    #[test]
+    fn header_ops_skip_what_does_not_convert_without_panicking() {
+        let ops = HeaderOps {
+            add: vec![
+                ("bad name".into(), "v".into()),
+                ("x-ok".into(), "line\nbreak".into()),
+            ],
+            set: vec![("x-set".into(), "fine".into())],
+            remove: vec!["also bad".into()],
+        };
+        let edits = HeaderEdits::new(&ops);
+        assert!(!edits.is_empty());
+        let mut map = HeaderMap::new();
+        edits.apply(&mut map);
+        assert_eq!(map.len(), 1);
+        assert_eq!(values(&map, "x-set"), ["fine"]);
+        assert!(HeaderEdits::new(&HeaderOps::default()).is_empty());
+    }
+}
