@@ -49,6 +49,53 @@ pub struct L4Line<'a> {
     pub close_reason: &'a str,
 }
 
+/// One HTTP request, as SPEC section 7 lists its keys (every key always present).
+#[derive(Debug, Serialize)]
+pub struct HttpLine<'a> {
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The route matched, if any.
+    pub route: Option<&'a str>,
+    /// The cluster chosen, if any.
+    pub cluster: Option<&'a str>,
+    /// The endpoint of the last attempt, if any.
+    pub endpoint: Option<&'a str>,
+    /// The request method.
+    pub method: &'a str,
+    /// The authority the client asked for.
+    pub authority: Option<&'a str>,
+    /// The path (the query only with `include_query`).
+    pub path: &'a str,
+    /// The status sent (0 if none was).
+    pub status: u16,
+    /// `upstream` or `proxy`.
+    pub origin: &'a str,
+    /// The `Proxy-Status` error token of a proxy-made answer.
+    pub proxy_status: Option<&'a str>,
+    /// Upstream attempts made.
+    pub attempts: u32,
+    /// Request body bytes from the client.
+    pub bytes_in: u64,
+    /// Response body bytes to the client.
+    pub bytes_out: u64,
+    /// From the request head to the end of the response, in milliseconds.
+    pub duration_ms: f64,
+    /// Time waiting on upstreams, in milliseconds.
+    pub upstream_duration_ms: Option<f64>,
+    /// The request id in force.
+    pub request_id: Option<&'a str>,
+    /// The resolved client `ip:port`.
+    pub client: String,
+    /// The negotiated TLS version (https listeners).
+    pub tls_version: Option<&'a str>,
+    /// The negotiated cipher suite (https listeners).
+    pub tls_cipher: Option<&'a str>,
+    /// The server name the client sent (https listeners).
+    pub sni: Option<&'a str>,
+    /// The gRPC status, for gRPC requests.
+    pub grpc_status: Option<u32>,
+}
+
 #[derive(Serialize)]
 struct Stamped<'a, T: Serialize> {
     time: String,

@@ -171,6 +171,13 @@ impl Endpoint {
         self.metrics.connect_errors[slot].inc();
     }
 
+    /// Records an attempt that failed after it was sent (reset, timeout).
+    pub fn record_failure(&self, now: u64) {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.latency_lock().observe_failure(now);
+    }
+
     /// Share of attempts that succeeded, `None` before the first.
     pub fn success_rate(&self) -> Option<f64> {
         let attempts = self.attempts.load(Ordering::Relaxed);

@@ -27,3 +27,28 @@ pub fn connection_key(
         HashKey::Header(_) | HashKey::Cookie(_) | HashKey::Path | HashKey::Jwt(_) => None,
     }
 }
+
+/// The key of an HTTP request: the connection's key for `source-ip` / `5-tuple`, else the
+/// raw bytes of the named header, cookie or the path. `None` when the request lacks the
+/// value (the picker then balances by p2c-ewma); `jwt:` claims are not available yet.
+pub fn request_key(
+    hash_key: &HashKey,
+    client: SocketAddr,
+    local: SocketAddr,
+    headers: &http::HeaderMap,
+    path: &str,
+) -> Option<u64> {
+    match hash_key {
+        HashKey::SourceIp | HashKey::FiveTuple => {
+            connection_key(hash_key, client, local, PROTO_TCP)
+        }
+        HashKey::Header(name) => headers
+            .get(name.as_str())
+            .map(|v| hash::key_for_bytes(v.as_bytes())),
+        HashKey::Cookie(name) => crate::http::router::cookies(headers)
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| hash::key_for_bytes(v.as_bytes())),
+        HashKey::Path => Some(hash::key_for_bytes(path.as_bytes())),
+        HashKey::Jwt(_) => None,
+    }
+}

@@ -13,5 +13,5 @@ mod pool;
 pub mod endpoint;
 
 pub use endpoint::{Endpoint, EndpointState, InFlight};
-pub use hash_key::{PROTO_TCP, PROTO_UDP, connection_key};
+pub use hash_key::{PROTO_TCP, PROTO_UDP, connection_key, request_key};
 pub use pool::{Cluster, ClusterBuildError};

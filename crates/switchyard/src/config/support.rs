@@ -19,39 +19,48 @@ use super::raw::Positions;
 pub const NOT_IMPLEMENTED: &[&str] = &[
     "runtime.upgrade_socket",
     "admin.token_file",
-    "access_log.include_query",
-    "listener[].max_header_bytes",
-    "listener[].max_request_body",
     "listener[].request_body_timeout",
     "listener[].min_request_body_rate",
-    "listener[].http2_max_concurrent_streams",
-    "listener[].trusted_proxies",
-    "listener[].http2_initial_stream_window",
-    "listener[].http2_initial_connection_window",
     "listener[].tls",
-    "listener[].route",
+    "listener[].route[].match.jwt_claims",
+    "listener[].route[].max_duration",
+    "listener[].route[].retry",
+    "listener[].route[].hedge",
+    "listener[].route[].rate_limit",
+    "listener[].route[].auth",
     "cluster[].discovery",
     "cluster[].sticky",
     "cluster[].slow_start",
     "cluster[].drain_timeout",
-    "cluster[].max_requests_per_connection",
-    "cluster[].protocol",
-    "cluster[].pool_idle_timeout",
-    "cluster[].pool_max_idle_per_endpoint",
     "cluster[].retry_budget",
+    "cluster[].limits.max_connections",
     "cluster[].health",
     "cluster[].outlier",
-    "cluster[].limits",
     "cluster[].tls",
     "global_rate_limit",
     "xdp",
 ];
 
-/// Keys whose only implemented values are listed (other valid values are rejected).
+/// Keys whose only implemented values are listed (other valid values are rejected). A
+/// word ending in `*` admits every value with that prefix (`header:*`).
 pub const VALUE_RULES: &[(&str, &[&str])] = &[
-    ("listener[].protocol", &["tcp", "udp", "tls-passthrough"]),
-    ("cluster[].hash_key", &["source-ip", "5-tuple"]),
+    (
+        "listener[].protocol",
+        &["tcp", "udp", "tls-passthrough", "http"],
+    ),
+    (
+        "cluster[].hash_key",
+        &["source-ip", "5-tuple", "path", "header:*", "cookie:*"],
+    ),
+    ("cluster[].protocol", &["http1", "h2"]),
 ];
+
+fn admits(allowed: &[&str], word: &str) -> bool {
+    allowed.iter().any(|rule| match rule.strip_suffix('*') {
+        Some(prefix) => word.starts_with(prefix),
+        None => *rule == word,
+    })
+}
 
 /// Every key of `root` this build does not implement, skipping fields the walker already
 /// reported (a wrong value is reported once, not twice).
@@ -98,7 +107,7 @@ fn visit(
                 _ => None,
             };
             if let Some((word, written)) = word {
-                if !allowed.contains(&word) {
+                if !admits(allowed, word) {
                     out.push(pos.error(
                         &v.span(),
                         &path,

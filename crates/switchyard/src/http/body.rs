@@ -128,11 +128,21 @@ impl Body for RequestBody {
     }
 }
 
-/// Runs once when a response body is finished: `complete` is true when the last frame
-/// was sent, false when the body was dropped early (client gone, upstream broke).
+/// How a response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyEnd {
+    /// The last frame was sent (false: dropped early, client gone or upstream broke).
+    pub complete: bool,
+    /// Body bytes sent to the client.
+    pub bytes: u64,
+    /// `grpc-status` from the trailers, when they carried one.
+    pub grpc_status: Option<u32>,
+}
+
+/// Runs once when a response body is finished.
 pub trait Completion: Send + 'static {
-    /// The body ended; `bytes` were sent to the client.
-    fn finish(self: Box<Self>, complete: bool, bytes: u64);
+    /// The body ended.
+    fn finish(self: Box<Self>, end: BodyEnd);
 }
 
 enum Source {
@@ -145,6 +155,7 @@ enum Source {
 pub struct ResponseBody {
     source: Source,
     bytes: u64,
+    grpc_status: Option<u32>,
     done: Option<Box<dyn Completion>>,
 }
 
@@ -162,6 +173,7 @@ impl ResponseBody {
         ResponseBody {
             source: Source::Upstream(inner),
             bytes: 0,
+            grpc_status: None,
             done: None,
         }
     }
@@ -175,6 +187,7 @@ impl ResponseBody {
                 Source::Full(Some(bytes))
             },
             bytes: 0,
+            grpc_status: None,
             done: None,
         }
     }
@@ -186,7 +199,11 @@ impl ResponseBody {
 
     fn finish(&mut self, complete: bool) {
         if let Some(done) = self.done.take() {
-            done.finish(complete, self.bytes);
+            done.finish(BodyEnd {
+                complete,
+                bytes: self.bytes,
+                grpc_status: self.grpc_status,
+            });
         }
     }
 }
@@ -227,6 +244,11 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    this.grpc_status = trailers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok());
                 }
                 if this.is_end_stream() {
                     this.source = Source::Empty;
@@ -263,6 +285,7 @@ impl Body for ResponseBody {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
@@ -271,8 +294,8 @@ mod tests {
     struct Record(Arc<Mutex<Vec<(bool, u64)>>>);
 
     impl Completion for Record {
-        fn finish(self: Box<Self>, complete: bool, bytes: u64) {
-            self.0.lock().unwrap().push((complete, bytes));
+        fn finish(self: Box<Self>, end: BodyEnd) {
+            self.0.lock().unwrap().push((end.complete, end.bytes));
         }
     }
 

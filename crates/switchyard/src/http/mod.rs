@@ -5,6 +5,13 @@
 //! connections to endpoints, and `error` maps every failure the proxy answers for itself
 //! to its response.
 
+pub mod body;
 pub mod error;
 pub mod forwarding;
+pub mod listener;
+pub mod pipeline;
+pub mod rewind;
 pub mod router;
+pub mod server;
+pub mod upgrade;
+pub mod upstream;

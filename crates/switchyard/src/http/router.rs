@@ -397,7 +397,7 @@ impl CompiledRoute {
 
 /// Every `name=value` pair of every `Cookie` header (`a=1; b=2`), trimmed, with a quoted
 /// value unquoted. Pairs without `=` and non-UTF-8 headers are skipped.
-fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+pub fn cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -493,10 +493,20 @@ impl<T> Split<T> {
     /// The branch `point` falls in. `point` should lie in `0..total()`; a larger one is
     /// taken modulo the total rather than panicking.
     pub fn choose(&self, point: u64) -> &T {
+        self.branch(self.index_of(point))
+    }
+
+    /// The index of the branch `point` falls in (same rule as [`Split::choose`]).
+    pub fn index_of(&self, point: u64) -> usize {
         let point = point % self.total;
         // The first branch whose running total exceeds the point; one exists because
         // point < total, the last running total.
         let index = self.branches.partition_point(|&(end, _)| end <= point);
+        index.min(self.branches.len() - 1)
+    }
+
+    /// The branch at `index` (clamped to the last).
+    pub fn branch(&self, index: usize) -> &T {
         let index = index.min(self.branches.len() - 1);
         &self.branches[index].1
     }

@@ -61,7 +61,10 @@ impl PoolSettings {
             tcp_keepalive: cluster.tcp_keepalive,
             idle_timeout: cluster.pool_idle_timeout,
             max_idle: cluster.pool_max_idle_per_endpoint as usize,
-            max_connections: cluster.limits.max_connections_per_endpoint.unwrap_or(u32::MAX),
+            max_connections: cluster
+                .limits
+                .max_connections_per_endpoint
+                .unwrap_or(u32::MAX),
             max_requests_per_connection: cluster.max_requests_per_connection,
             max_streams: cluster
                 .limits
@@ -541,7 +544,10 @@ fn classify(error: &hyper::Error) -> UpstreamError {
                 return UpstreamError::RefusedStream;
             }
         }
-        if current.downcast_ref::<super::body::BodyTooLarge>().is_some() {
+        if current
+            .downcast_ref::<super::body::BodyTooLarge>()
+            .is_some()
+        {
             return UpstreamError::RequestBody;
         }
         source = current.source();

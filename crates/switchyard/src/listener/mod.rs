@@ -4,6 +4,7 @@
 //! every protocol), `relay` moves bytes between two streams with idle and drain handling,
 //! and one module per protocol accepts and dispatches.
 
+pub mod accept;
 pub mod bind;
 pub mod destination;
 pub mod per_ip;

@@ -13,12 +13,13 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::admin::access_log::{AccessLog, L4Line};
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
-use crate::cluster::{Cluster, InFlight, connection_key, endpoint::ConnectFailure};
+use crate::cluster::{Cluster, InFlight, connection_key};
 use crate::config::model::{self, Protocol, SendProxyProtocol};
+use crate::listener::accept::{self, Admission, Admits};
 use crate::listener::destination::{Destination, UnknownCluster};
 use crate::listener::per_ip::{PerIpCounts, PerIpSlot};
 use crate::listener::prelude::{self, Expect, Prelude};
@@ -86,6 +87,20 @@ impl TcpListenerRuntime {
     }
 }
 
+impl Admits for TcpListenerRuntime {
+    fn admission(&self) -> Admission<'_> {
+        Admission {
+            name: &self.name,
+            accepted: &self.accepted,
+            active: &self.active,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            proxy_protocol: self.proxy_protocol,
+            rejected: &self.rejected,
+        }
+    }
+}
+
 /// Accepts on `socket` until the shutdown stops accepting; each connection runs in its own
 /// task. `current` yields the listener's runtime in the snapshot in force when a connection
 /// arrives, so a reload affects new connections only. `per_ip` is shared by every socket of
@@ -95,75 +110,32 @@ pub async fn serve(
     current: impl Fn() -> Option<Arc<TcpListenerRuntime>>,
     per_ip: Arc<PerIpCounts>,
     log: AccessLog,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
 ) {
-    let listen = socket.local_addr().ok();
-    loop {
-        let accepted = tokio::select! {
-            accepted = socket.accept() => accepted,
-            () = shutdown.reached(Phase::StopAccepting) => return,
-        };
-        let (client, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                // EMFILE/ENFILE and friends: back off briefly rather than spin.
-                warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Some(runtime) = current() else { return };
-        runtime.accepted.inc();
-        if !runtime.active.try_inc(i64::from(runtime.max_connections)) {
-            runtime.reject("max_connections");
-            debug!(listener = %runtime.name, %peer, "max_connections reached; connection closed");
-            continue;
-        }
-        // Without a PROXY header the peer is the client: refuse at once. With one, the
-        // cap applies to the carried address, known only after the prelude.
-        let slot = if runtime.proxy_protocol {
-            None
-        } else {
-            match per_ip.try_acquire(peer.ip(), runtime.max_connections_per_ip) {
-                Some(slot) => Some(slot),
-                None => {
-                    runtime.active.dec();
-                    runtime.reject("per_ip");
-                    debug!(listener = %runtime.name, %peer, "max_connections_per_ip reached");
-                    continue;
-                }
-            }
-        };
-        // The listener's own address is the connection's, unless it is a wildcard: then
-        // ask the kernel (one getsockname) which address the client reached.
-        let local = match listen {
-            Some(listen) if !listen.ip().is_unspecified() => Some(listen),
-            _ => client.local_addr().ok(),
-        };
-        let Some(local) = local else {
-            runtime.active.dec();
-            continue;
-        };
-        let connection = Connection {
-            runtime,
-            client,
-            peer,
-            local,
-            slot,
-            per_ip: Arc::clone(&per_ip),
-            log: log.clone(),
-            started: Instant::now(),
-        };
-        let tracked = tracker.track();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _tracked = tracked;
-            let runtime = Arc::clone(&connection.runtime);
-            connection.handle(shutdown).await;
-            runtime.active.dec();
-        });
-    }
+    let handler_shutdown = shutdown.clone();
+    let handler_per_ip = Arc::clone(&per_ip);
+    accept::run(
+        socket,
+        current,
+        per_ip,
+        shutdown,
+        tracker,
+        move |runtime, admitted| {
+            let connection = Connection {
+                runtime,
+                client: admitted.stream,
+                peer: admitted.peer,
+                local: admitted.local,
+                slot: admitted.slot,
+                per_ip: Arc::clone(&handler_per_ip),
+                log: log.clone(),
+                started: Instant::now(),
+            };
+            connection.handle(handler_shutdown.clone())
+        },
+    )
+    .await;
 }
 
 /// One accepted connection and what it needs.

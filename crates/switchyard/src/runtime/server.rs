@@ -92,6 +92,18 @@ pub enum StartError {
     Unsupported(String, &'static str),
 }
 
+/// Closes pooled upstream connections that outlived `pool_idle_timeout`, once a second.
+async fn evict_idle_upstream_connections(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for upstream in &shared.snapshot.load().upstreams {
+            upstream.evict_expired();
+        }
+    }
+}
+
 /// A running balancer.
 #[derive(Debug)]
 pub struct Server {
@@ -115,6 +127,7 @@ impl Server {
         let mut listeners = vec![admin_socket.bound()];
         let mut tcp_sockets = Vec::new();
         let mut udp_sockets = Vec::new();
+        let mut http_sockets = Vec::new();
         for listener in &config.listeners {
             let local = |address: std::io::Result<SocketAddr>| {
                 address.map_err(|source| bind::BindError {
@@ -136,7 +149,13 @@ impl Server {
                     tcp_sockets.push((listener.name.clone(), sockets));
                     address
                 }
-                Protocol::Http | Protocol::Https => {
+                Protocol::Http => {
+                    let sockets = bind::tcp_group(&listener.name, listener.listen, accept_loops)?;
+                    let address = local(sockets[0].local_addr())?;
+                    http_sockets.push((listener.name.clone(), sockets));
+                    address
+                }
+                Protocol::Https => {
                     return Err(StartError::Unsupported(
                         listener.name.clone(),
                         listener.protocol.as_str(),
@@ -189,6 +208,27 @@ impl Server {
                 ));
             }
         }
+        for (name, sockets) in http_sockets {
+            let per_ip = Arc::new(PerIpCounts::default());
+            for socket in sockets {
+                let log = crate::http::server::LogSettings {
+                    log: shared.access_log.clone(),
+                    include_query: config.access_log.include_query,
+                };
+                let shared = Arc::clone(&shared);
+                let name = name.clone();
+                let current = move || shared.snapshot.load().http_listener(&name).cloned();
+                tasks.spawn(crate::http::server::serve(
+                    socket,
+                    current,
+                    Arc::clone(&per_ip),
+                    log,
+                    shutdown.clone(),
+                    Arc::clone(&tracker),
+                ));
+            }
+        }
+        tasks.spawn(evict_idle_upstream_connections(Arc::clone(&shared)));
         for (name, socket) in udp_sockets {
             let log = shared.access_log.clone();
             let shared = Arc::clone(&shared);

@@ -10,6 +10,7 @@ use crate::admin::metrics::{self, Registry};
 use crate::cluster::{Cluster, ClusterBuildError};
 use crate::config::Config;
 use crate::config::model::Protocol;
+use crate::http::listener::{HttpListenerError, HttpListenerRuntime, UpstreamCluster};
 use crate::listener::destination::UnknownCluster;
 use crate::listener::tcp::TcpListenerRuntime;
 use crate::listener::udp::UdpListenerRuntime;
@@ -23,6 +24,9 @@ pub enum SnapshotError {
     /// A listener names a cluster that does not exist.
     #[error(transparent)]
     Listener(#[from] UnknownCluster),
+    /// An HTTP listener could not be compiled.
+    #[error(transparent)]
+    Http(#[from] HttpListenerError),
 }
 
 /// One configuration, compiled.
@@ -36,11 +40,15 @@ pub struct Snapshot {
     pub tcp_listeners: Vec<Arc<TcpListenerRuntime>>,
     /// UDP listeners in configuration order.
     pub udp_listeners: Vec<Arc<UdpListenerRuntime>>,
+    /// Clusters with their HTTP connection pools, in configuration order.
+    pub upstreams: Vec<Arc<UpstreamCluster>>,
+    /// HTTP listeners in configuration order.
+    pub http_listeners: Vec<Arc<HttpListenerRuntime>>,
 }
 
 impl Snapshot {
     /// Compiles `config`, creating every configuration-derived metric series at zero.
-    pub fn build(config: Config, registry: &Registry) -> Result<Snapshot, SnapshotError> {
+    pub fn build(config: Config, registry: &Arc<Registry>) -> Result<Snapshot, SnapshotError> {
         let clusters = config
             .clusters
             .iter()
@@ -58,6 +66,16 @@ impl Snapshot {
             .filter(|l| l.protocol == Protocol::Udp)
             .map(|l| UdpListenerRuntime::build(l, &clusters, registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let upstreams: Vec<Arc<UpstreamCluster>> = clusters
+            .iter()
+            .map(|c| Arc::new(UpstreamCluster::build(c, registry)))
+            .collect();
+        let http_listeners = config
+            .listeners
+            .iter()
+            .filter(|l| l.protocol.is_http())
+            .map(|l| HttpListenerRuntime::build(l, &upstreams, registry).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         for result in ["success", "failure"] {
             registry.counter(&metrics::CONFIG_RELOADS_TOTAL, &[result]);
         }
@@ -66,6 +84,8 @@ impl Snapshot {
             clusters,
             tcp_listeners,
             udp_listeners,
+            upstreams,
+            http_listeners,
         })
     }
 
@@ -81,6 +101,11 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// The HTTP listener called `name`.
+    pub fn http_listener(&self, name: &str) -> Option<&Arc<HttpListenerRuntime>> {
+        self.http_listeners.iter().find(|l| l.name == name)
+    }
+
     /// The UDP listener called `name`.
     pub fn udp_listener(&self, name: &str) -> Option<&Arc<UdpListenerRuntime>> {
         self.udp_listeners.iter().find(|l| l.name == name)

@@ -1,0 +1,334 @@
+//! An HTTP listener as one snapshot compiles it: the router over its routes, each route's
+//! action with its clusters resolved, the clusters' connection pools and limits, and every
+//! metric handle a request touches, resolved here so the request path never looks a label
+//! set up.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchyard_algo::resilience::Limits;
+
+use super::forwarding::HeaderEdits;
+use super::router::{Router, RouterError, Split};
+use super::upstream::{EndpointPool, PoolGauges, PoolSettings};
+use crate::admin::metrics::{self, Counter, Histogram, Registry};
+use crate::cluster::Cluster;
+use crate::config::model::{self, Cidr, RouteAction, Target};
+use crate::listener::rejections::Rejections;
+use crate::listener::relay::ByteCounters;
+
+/// A snapshot could not compile an HTTP listener (validation rules these out).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpListenerError {
+    /// A route names a cluster the snapshot does not hold.
+    #[error("listener {listener:?}: route {route:?} names unknown cluster {cluster:?}")]
+    UnknownCluster {
+        /// The listener.
+        listener: String,
+        /// The route.
+        route: String,
+        /// The cluster.
+        cluster: String,
+    },
+    /// A route's matcher did not compile.
+    #[error("listener {listener:?}: {source}")]
+    Router {
+        /// The listener.
+        listener: String,
+        /// What failed.
+        #[source]
+        source: RouterError,
+    },
+}
+
+/// `requests_total` series of one (listener, route, cluster), created on first use per
+/// status and origin and then reached without a lookup.
+#[derive(Debug)]
+pub struct RequestCounters {
+    labels: [String; 3],
+    registry: Arc<Registry>,
+    series: Box<[OnceLock<Counter>]>,
+}
+
+const STATUSES: usize = 500;
+
+impl RequestCounters {
+    fn new(registry: &Arc<Registry>, listener: &str, route: &str, cluster: &str) -> Self {
+        RequestCounters {
+            labels: [listener.to_owned(), route.to_owned(), cluster.to_owned()],
+            registry: Arc::clone(registry),
+            series: (0..STATUSES * 2).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn count(&self, status: u16, proxy: bool) {
+        let index = usize::from(status.clamp(100, 599) - 100) + usize::from(proxy) * STATUSES;
+        let Some(slot) = self.series.get(index) else {
+            return;
+        };
+        slot.get_or_init(|| {
+            let code = status.to_string();
+            let origin = if proxy { "proxy" } else { "upstream" };
+            let [listener, route, cluster] = &self.labels;
+            self.registry.counter(
+                &metrics::REQUESTS_TOTAL,
+                &[listener, route, cluster, &code, origin],
+            )
+        })
+        .inc();
+    }
+}
+
+/// A cluster as the HTTP tier uses it: endpoints and picker, plus one connection pool per
+/// endpoint (index-aligned with [`Cluster::endpoints`]) and the cluster's limits.
+#[derive(Debug)]
+pub struct UpstreamCluster {
+    /// The cluster (endpoints, picker, configuration).
+    pub cluster: Arc<Cluster>,
+    /// One pool per endpoint.
+    pub pools: Vec<Arc<EndpointPool>>,
+    /// `upstream_request_duration_seconds` per endpoint.
+    pub durations: Vec<Histogram>,
+    /// `max_connections` / `max_pending_requests` / `max_requests`.
+    pub limits: Limits,
+    /// `shed_total` by reason: pending, requests, connections.
+    pub shed: [Counter; 3],
+}
+
+impl UpstreamCluster {
+    /// Pools and limits for `cluster`.
+    pub fn build(cluster: &Arc<Cluster>, registry: &Registry) -> UpstreamCluster {
+        let config = &cluster.config;
+        let name = config.name.as_str();
+        let settings = Arc::new(PoolSettings::of(config));
+        let gauges = PoolGauges {
+            idle: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "idle"]),
+            active: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "active"]),
+        };
+        let pools = cluster
+            .endpoints()
+            .iter()
+            .map(|e| {
+                Arc::new(EndpointPool::new(
+                    e.address,
+                    Arc::clone(&settings),
+                    gauges.clone(),
+                ))
+            })
+            .collect();
+        let durations = cluster
+            .endpoints()
+            .iter()
+            .map(|e| {
+                registry.histogram(
+                    &metrics::UPSTREAM_REQUEST_DURATION_SECONDS,
+                    &[name, &e.name],
+                )
+            })
+            .collect();
+        let limits = &config.limits;
+        UpstreamCluster {
+            cluster: Arc::clone(cluster),
+            pools,
+            durations,
+            limits: Limits::new(
+                u64::from(limits.max_connections),
+                u64::from(limits.max_pending_requests),
+                u64::from(limits.max_requests),
+            ),
+            shed: ["pending", "requests", "connections"]
+                .map(|reason| registry.counter(&metrics::SHED_TOTAL, &[name, reason])),
+        }
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        self.cluster.name()
+    }
+
+    /// Closes idle pooled connections past `pool_idle_timeout`.
+    pub fn evict_expired(&self) {
+        for pool in &self.pools {
+            pool.evict_expired();
+        }
+    }
+}
+
+/// One branch a route forwards to.
+#[derive(Debug)]
+pub struct Branch {
+    /// The cluster.
+    pub upstream: Arc<UpstreamCluster>,
+    /// `requests_total` for (listener, route, this cluster).
+    pub requests: RequestCounters,
+}
+
+/// What a route does with a matching request.
+#[derive(Debug)]
+pub enum Action {
+    /// Forward to a cluster chosen per request from a weighted split.
+    Forward(Split<Branch>),
+    /// Answer with a redirect.
+    Redirect(model::Redirect),
+    /// Answer with a fixed status and body.
+    Direct {
+        /// The status.
+        status: http::StatusCode,
+        /// The body.
+        body: Bytes,
+    },
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct RouteRuntime {
+    /// Its name (metrics and logs).
+    pub name: String,
+    /// Its action.
+    pub action: Action,
+    /// Path-prefix and Host rewrite.
+    pub rewrite: Option<model::Rewrite>,
+    /// The matched `path_prefix`, for the rewrite.
+    pub matched_prefix: Option<String>,
+    /// From the end of the request to the response head, all attempts.
+    pub timeout: Duration,
+    /// One attempt.
+    pub per_try_timeout: Duration,
+    /// The retry policy.
+    pub retry: model::RetryPolicy,
+    /// Request header edits.
+    pub request_headers: HeaderEdits,
+    /// Response header edits.
+    pub response_headers: HeaderEdits,
+    /// `request_duration_seconds{route}`.
+    pub duration: Histogram,
+    /// `added_latency_seconds{route}`.
+    pub added_latency: Histogram,
+    /// `requests_total` for answers that name no cluster (redirect, direct, errors before a cluster was chosen).
+    pub local_requests: RequestCounters,
+}
+
+/// An HTTP listener's runtime.
+#[derive(Debug)]
+pub struct HttpListenerRuntime {
+    /// The listener's name.
+    pub name: String,
+    /// The validated configuration.
+    pub config: model::Listener,
+    /// Routes in file order.
+    pub router: Router<Arc<RouteRuntime>>,
+    /// `requests_total` for requests no route matched.
+    pub unrouted: RequestCounters,
+    /// `connections_active`.
+    pub active: metrics::Gauge,
+    /// `connections_total`.
+    pub accepted: Counter,
+    /// `connections_rejected_total`.
+    pub rejected: Rejections,
+    /// `bytes_total`.
+    pub bytes: ByteCounters,
+}
+
+impl HttpListenerRuntime {
+    /// Compiles `config` against the snapshot's `upstreams`.
+    pub fn build(
+        config: &model::Listener,
+        upstreams: &[Arc<UpstreamCluster>],
+        registry: &Arc<Registry>,
+    ) -> Result<HttpListenerRuntime, HttpListenerError> {
+        let listener = config.name.as_str();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let runtime = compile_route(listener, route, upstreams, registry)?;
+            routes.push((&route.matcher, Arc::new(runtime)));
+        }
+        let router = Router::build(routes).map_err(|source| HttpListenerError::Router {
+            listener: listener.to_owned(),
+            source,
+        })?;
+        Ok(HttpListenerRuntime {
+            name: config.name.clone(),
+            config: config.clone(),
+            router,
+            unrouted: RequestCounters::new(registry, listener, "", ""),
+            active: registry.gauge(&metrics::CONNECTIONS_ACTIVE, &[listener]),
+            accepted: registry.counter(&metrics::CONNECTIONS_TOTAL, &[listener]),
+            rejected: Rejections::new(listener, registry),
+            bytes: ByteCounters::new(listener, registry),
+        })
+    }
+
+    /// Whether forwarding headers from `peer` are believed.
+    pub fn trusted_proxies(&self) -> &[Cidr] {
+        &self.config.trusted_proxies
+    }
+}
+
+fn compile_route(
+    listener: &str,
+    route: &model::Route,
+    upstreams: &[Arc<UpstreamCluster>],
+    registry: &Arc<Registry>,
+) -> Result<RouteRuntime, HttpListenerError> {
+    let find = |cluster: &str| {
+        upstreams
+            .iter()
+            .find(|u| u.name() == cluster)
+            .cloned()
+            .ok_or_else(|| HttpListenerError::UnknownCluster {
+                listener: listener.to_owned(),
+                route: route.name.clone(),
+                cluster: cluster.to_owned(),
+            })
+    };
+    let branch = |cluster: &str| -> Result<Branch, HttpListenerError> {
+        Ok(Branch {
+            upstream: find(cluster)?,
+            requests: RequestCounters::new(registry, listener, &route.name, cluster),
+        })
+    };
+    let action = match &route.action {
+        RouteAction::Forward(target) => {
+            let branches = match target {
+                Target::Cluster(cluster) => vec![(branch(cluster)?, 1)],
+                Target::Split(split) => split
+                    .iter()
+                    .map(|w| Ok((branch(&w.cluster)?, w.weight)))
+                    .collect::<Result<Vec<_>, HttpListenerError>>()?,
+            };
+            let split = Split::new(branches).ok_or_else(|| HttpListenerError::UnknownCluster {
+                listener: listener.to_owned(),
+                route: route.name.clone(),
+                cluster: String::new(),
+            })?;
+            Action::Forward(split)
+        }
+        RouteAction::Redirect(redirect) => Action::Redirect(redirect.clone()),
+        RouteAction::DirectResponse(direct) => Action::Direct {
+            status: http::StatusCode::from_u16(direct.status)
+                .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+            body: Bytes::from(direct.body.clone()),
+        },
+    };
+    let name = route.name.as_str();
+    let matched_prefix = match &route.matcher.path {
+        Some(model::PathMatch::Prefix(prefix)) => Some(prefix.clone()),
+        _ => None,
+    };
+    Ok(RouteRuntime {
+        name: route.name.clone(),
+        action,
+        rewrite: route.rewrite.clone(),
+        matched_prefix,
+        timeout: route.timeout,
+        per_try_timeout: route.per_try_timeout,
+        retry: route.retry.clone(),
+        request_headers: HeaderEdits::new(&route.request_headers),
+        response_headers: HeaderEdits::new(&route.response_headers),
+        duration: registry.histogram(&metrics::REQUEST_DURATION_SECONDS, &[name]),
+        added_latency: registry.histogram(&metrics::ADDED_LATENCY_SECONDS, &[name]),
+        local_requests: RequestCounters::new(registry, listener, name, ""),
+    })
+}

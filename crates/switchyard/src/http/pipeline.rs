@@ -1,0 +1,649 @@
+//! The life of one HTTP request, and the only place that orders its phases (DESIGN 2):
+//!
+//! 1. **admit**: what the head alone decides (a declared body past `max_request_body`);
+//! 2. **route**: the first matching route, then the weighted split (no match: 404);
+//! 3. **attempt**: pick an endpoint, take a pooled connection, send under the per-try and
+//!    overall deadlines; a request that provably never reached an upstream goes to another
+//!    endpoint while the route's attempts allow;
+//! 4. **respond**: an upstream's response passes through with its hop-by-hop headers
+//!    stripped; a failure the proxy answers for itself goes through [`ProxyError`];
+//! 5. **log**: always, once, when the response body has ended ([`Record`]): metrics, the
+//!    upstream connection back to its pool, the access-log line.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use rand::Rng;
+use switchyard_algo::resilience::{Limit, backoff};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::body::{BodyEnd, BodyProgress, Completion, RequestBody, ResponseBody};
+use super::error::{ProxyError, ShedReason};
+use super::forwarding::{self, Forwarded, X_REQUEST_ID};
+use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
+use super::router::RequestFacts;
+use super::upgrade;
+use super::upstream::{Lease, UpstreamError};
+use crate::admin::access_log::{AccessLog, HttpLine};
+use crate::cluster::{InFlight, request_key};
+use crate::config::model::{RetryOn, UpstreamProtocol};
+use crate::runtime::{clock, rng};
+
+/// What every request of one client connection shares.
+#[derive(Debug)]
+pub struct Downstream {
+    /// The listener, as the snapshot in force at accept time compiled it.
+    pub listener: Arc<HttpListenerRuntime>,
+    /// The immediate peer, or the address a PROXY header carried.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Where request lines go.
+    pub log: AccessLog,
+    /// `[access_log] include_query`.
+    pub include_query: bool,
+}
+
+/// Serves one request; never fails (every failure is a response).
+pub async fn handle(
+    downstream: Arc<Downstream>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let mut record = Record::new(&downstream, &request);
+    let response = match proxy(&downstream, request, &mut record).await {
+        Ok(response) => response,
+        Err(error) => {
+            record.proxy_error = Some(error);
+            error.to_response(record.grpc)
+        }
+    };
+    Ok(respond(response, record))
+}
+
+/// Everything the log phase needs, carried to the end of the response body.
+struct Record {
+    downstream: Arc<Downstream>,
+    started: Instant,
+    method: Method,
+    authority: Option<String>,
+    path: String,
+    client: SocketAddr,
+    grpc: bool,
+    request_id: Option<HeaderValue>,
+    route: Option<Arc<RouteRuntime>>,
+    branch: Option<usize>,
+    endpoint: Option<String>,
+    status: u16,
+    proxy_error: Option<ProxyError>,
+    attempts: u32,
+    upstream_time: Option<Duration>,
+    request_body: Option<Arc<BodyProgress>>,
+    lease: Option<Lease>,
+    in_flight: Option<InFlight>,
+    holds_request_slot: Option<Arc<super::listener::UpstreamCluster>>,
+}
+
+impl Record {
+    fn new(downstream: &Arc<Downstream>, request: &Request<Incoming>) -> Record {
+        let path = if downstream.include_query {
+            request
+                .uri()
+                .path_and_query()
+                .map_or("/", PathAndQuery::as_str)
+        } else {
+            request.uri().path()
+        };
+        Record {
+            downstream: Arc::clone(downstream),
+            started: Instant::now(),
+            method: request.method().clone(),
+            authority: authority_of(request).map(str::to_owned),
+            path: path.to_owned(),
+            client: downstream.peer,
+            grpc: is_grpc(request.headers()),
+            request_id: None,
+            route: None,
+            branch: None,
+            endpoint: None,
+            status: 0,
+            proxy_error: None,
+            attempts: 0,
+            upstream_time: None,
+            request_body: None,
+            lease: None,
+            in_flight: None,
+            holds_request_slot: None,
+        }
+    }
+
+    fn counters(&self) -> &RequestCounters {
+        match (&self.route, self.branch) {
+            (Some(route), Some(branch)) => match &route.action {
+                Action::Forward(split) => &split.branch(branch).requests,
+                _ => &route.local_requests,
+            },
+            (Some(route), None) => &route.local_requests,
+            (None, _) => &self.downstream.listener.unrouted,
+        }
+    }
+
+    fn cluster_name(&self) -> Option<&str> {
+        match (&self.route, self.branch) {
+            (Some(route), Some(branch)) => match &route.action {
+                Action::Forward(split) => Some(split.branch(branch).upstream.name()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+impl Completion for Record {
+    fn finish(mut self: Box<Self>, end: BodyEnd) {
+        if let Some(lease) = self.lease.take() {
+            if end.complete {
+                lease.release();
+            }
+        }
+        drop(self.in_flight.take());
+        if let Some(upstream) = self.holds_request_slot.take() {
+            upstream.limits.release(Limit::Requests);
+        }
+        let elapsed = self.started.elapsed();
+        let proxy = self.proxy_error.is_some() || self.upstream_time.is_none();
+        self.counters().count(self.status, proxy);
+        let listener = &self.downstream.listener;
+        let bytes_in = self.request_body.as_ref().map_or(0, |p| p.bytes());
+        listener.bytes.rx.add(bytes_in);
+        listener.bytes.tx.add(end.bytes);
+        if let Some(route) = &self.route {
+            route.duration.observe(elapsed);
+            route
+                .added_latency
+                .observe(elapsed.saturating_sub(self.upstream_time.unwrap_or_default()));
+        }
+        let log = &self.downstream.log;
+        if !log.is_enabled() {
+            return;
+        }
+        let grpc_status = if self.grpc {
+            end.grpc_status
+                .or_else(|| self.proxy_error.map(|e| u32::from(e.grpc_status())))
+        } else {
+            None
+        };
+        log.log(&HttpLine {
+            listener: &listener.name,
+            route: self.route.as_deref().map(|r| r.name.as_str()),
+            cluster: self.cluster_name(),
+            endpoint: self.endpoint.as_deref(),
+            method: self.method.as_str(),
+            authority: self.authority.as_deref(),
+            path: &self.path,
+            status: self.status,
+            origin: if proxy { "proxy" } else { "upstream" },
+            proxy_status: self.proxy_error.map(|e| e.token()),
+            attempts: self.attempts,
+            bytes_in,
+            bytes_out: end.bytes,
+            duration_ms: elapsed.as_secs_f64() * 1e3,
+            upstream_duration_ms: self.upstream_time.map(|t| t.as_secs_f64() * 1e3),
+            request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
+            client: self.client.to_string(),
+            tls_version: None,
+            tls_cipher: None,
+            sni: None,
+            grpc_status,
+        });
+    }
+}
+
+/// The respond and log phases: the status is recorded and the record rides on the body.
+fn respond(mut response: Response<ResponseBody>, mut record: Record) -> Response<ResponseBody> {
+    record.status = response.status().as_u16();
+    if let Some(id) = &record.request_id {
+        if !response.headers().contains_key(X_REQUEST_ID) {
+            response.headers_mut().insert(X_REQUEST_ID, id.clone());
+        }
+    }
+    response.body_mut().on_finish(Box::new(record));
+    response
+}
+
+/// admit → route → attempt, up to the upstream's response head.
+async fn proxy(
+    downstream: &Arc<Downstream>,
+    request: Request<Incoming>,
+    record: &mut Record,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let listener = &downstream.listener;
+    let trusted = listener.trusted_proxies();
+    let client_ip = forwarding::resolve_client(downstream.peer, request.headers(), trusted);
+    record.client = SocketAddr::new(client_ip, downstream.peer.port());
+
+    // admit
+    if let Some(limit) = listener.config.max_request_body {
+        if declared_length(request.headers()).is_some_and(|length| length > limit) {
+            return Err(ProxyError::Request {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                details: "max_request_body",
+            });
+        }
+    }
+
+    // route
+    let route = {
+        let facts = RequestFacts {
+            method: request.method(),
+            authority: authority_of(&request),
+            path: request.uri().path(),
+            query: request.uri().query(),
+            headers: request.headers(),
+        };
+        listener.router.find(&facts).cloned()
+    };
+    let Some(route) = route else {
+        return Err(ProxyError::DestinationNotFound);
+    };
+    record.route = Some(Arc::clone(&route));
+    let split = match &route.action {
+        Action::Forward(split) => split,
+        Action::Redirect(redirect) => return Ok(redirect_response(&request, redirect, downstream)),
+        Action::Direct { status, body } => {
+            let mut response = Response::new(ResponseBody::full(body.clone()));
+            *response.status_mut() = *status;
+            return Ok(response);
+        }
+    };
+    let point = rng::with_rng(|rng| rng.random_range(0..split.total()));
+    let branch_index = split.index_of(point);
+    record.branch = Some(branch_index);
+    let branch = split.branch(branch_index);
+
+    // prepare the upstream request
+    let mut request = request;
+    let upgrade = upgrade::requested(&request);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let (parts, body) = request.into_parts();
+    let mut request = Request::from_parts(parts, ());
+    let key = request_key(
+        &branch.upstream.cluster.config.hash_key,
+        record.client,
+        downstream.local,
+        request.headers(),
+        request.uri().path(),
+    );
+    let request_id = forwarding::ensure_request_id(request.headers_mut(), || {
+        forwarding::format_request_id(rng::with_rng(|rng| rng.random()))
+    });
+    record.request_id = Some(request_id);
+    let host = authority_of(&request).map(str::to_owned);
+    let version = request.version();
+    forwarding::prepare_request(
+        request.headers_mut(),
+        &Forwarded {
+            peer: downstream.peer,
+            client: client_ip,
+            peer_trusted: forwarding::is_trusted(downstream.peer.ip(), trusted),
+            scheme: downstream.scheme,
+            host: host.as_deref(),
+            version,
+            listener_addr: downstream.local,
+        },
+    );
+    if let Some(upgrade) = &upgrade {
+        upgrade::restore_request_headers(request.headers_mut(), upgrade);
+    }
+    route.request_headers.apply(request.headers_mut());
+    let protocol = branch.upstream.cluster.config.protocol;
+    let target = upstream_target(&request, &route, host.as_deref(), protocol)?;
+
+    let body = RequestBody::new(body, listener.config.max_request_body);
+    record.request_body = Some(body.progress());
+    let (parts, ()) = request.into_parts();
+    let request = Request::from_parts(parts, body);
+    let request = retarget(request, target, protocol);
+
+    let mut response = attempt(branch, &route, request, key, record).await?;
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_upgrade =
+        (switching && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut response));
+    let (mut parts, incoming) = response.into_parts();
+    forwarding::prepare_response(&mut parts.headers, switching);
+    route.response_headers.apply(&mut parts.headers);
+    if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
+        // The upstream connection now belongs to the tunnel, not to the pool.
+        drop(record.lease.take());
+        upgrade::tunnel(client, upstream, listener.config.idle_timeout);
+    }
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(incoming),
+    ))
+}
+
+/// The attempt loop: pick, send, classify; another endpoint for a request that provably
+/// never reached an upstream, while the route's attempts allow and the deadline holds.
+async fn attempt(
+    branch: &Branch,
+    route: &RouteRuntime,
+    mut request: Request<RequestBody>,
+    key: Option<u64>,
+    record: &mut Record,
+) -> Result<Response<Incoming>, ProxyError> {
+    let upstream = &branch.upstream;
+    if upstream.limits.try_acquire(Limit::Requests).is_err() {
+        upstream.shed[1].inc();
+        return Err(ProxyError::Shed(ShedReason::Requests));
+    }
+    record.holds_request_slot = Some(Arc::clone(upstream));
+    let started = Instant::now();
+    let mut deadline = started + route.timeout;
+    if record.grpc {
+        if let Some(grpc_timeout) = grpc_timeout(request.headers()) {
+            deadline = deadline.min(started + grpc_timeout);
+        }
+    }
+    let mut tried = Vec::new();
+    let mut last_error = ProxyError::DestinationUnavailable;
+    let attempts = route.retry.attempts.max(1);
+    while record.attempts < attempts {
+        if record.attempts > 0 {
+            let delay = rng::with_rng(|rng| {
+                backoff(
+                    record.attempts,
+                    route.retry.backoff_base,
+                    route.retry.backoff_max,
+                    rng,
+                )
+            });
+            if Instant::now() + delay >= deadline {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+        }
+        let Some((index, endpoint)) = upstream.cluster.pick(key, &tried) else {
+            break;
+        };
+        tried.push(index);
+        record.attempts += 1;
+        record.endpoint = Some(endpoint.name.clone());
+        let in_flight = endpoint.begin();
+        if upstream.limits.try_acquire(Limit::Pending).is_err() {
+            upstream.shed[0].inc();
+            return Err(ProxyError::Shed(ShedReason::Pending));
+        }
+        let try_deadline = (Instant::now() + route.per_try_timeout).min(deadline);
+        let sent = Instant::now();
+        let outcome =
+            tokio::time::timeout_at(try_deadline, upstream.pools[index].send(request)).await;
+        upstream.limits.release(Limit::Pending);
+        let waited = sent.elapsed();
+        record.upstream_time = Some(record.upstream_time.unwrap_or_default() + waited);
+        match outcome {
+            Ok(Ok((response, lease))) => {
+                endpoint.record_success(waited, clock::now());
+                upstream.durations[index].observe(waited);
+                record.lease = Some(lease);
+                record.in_flight = Some(in_flight);
+                return Ok(response);
+            }
+            Ok(Err(failed)) => {
+                let error = failed.error;
+                debug!(cluster = upstream.name(), endpoint = %endpoint.name, ?error, "upstream attempt failed");
+                match error {
+                    UpstreamError::Connect(failure) => {
+                        endpoint.record_connect_failure(failure, clock::now());
+                    }
+                    UpstreamError::PoolFull => {}
+                    _ => endpoint.record_failure(clock::now()),
+                }
+                last_error = proxy_error_of(error, record);
+                let retry_word = match error {
+                    UpstreamError::Connect(_) | UpstreamError::PoolFull => RetryOn::ConnectFailure,
+                    UpstreamError::RefusedStream => RetryOn::RefusedStream,
+                    _ => return Err(last_error),
+                };
+                match failed.request {
+                    Some(unsent) if route.retry.on.contains(&retry_word) => request = unsent,
+                    _ => return Err(last_error),
+                }
+            }
+            Err(_elapsed) => {
+                endpoint.record_failure(clock::now());
+                return Err(ProxyError::ResponseTimeout);
+            }
+        }
+    }
+    Err(last_error)
+}
+
+fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {
+    use crate::cluster::endpoint::ConnectFailure;
+    match error {
+        UpstreamError::Connect(ConnectFailure::Timeout) => ProxyError::ConnectionTimeout,
+        UpstreamError::Connect(_) => ProxyError::ConnectionRefused,
+        UpstreamError::PoolFull => ProxyError::Shed(ShedReason::Connections),
+        UpstreamError::RefusedStream | UpstreamError::Reset => ProxyError::ConnectionTerminated,
+        UpstreamError::RequestBody => {
+            if record.request_body.as_ref().is_some_and(|p| p.over_limit()) {
+                ProxyError::Request {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    details: "max_request_body",
+                }
+            } else {
+                ProxyError::bad_request("request body incomplete")
+            }
+        }
+    }
+}
+
+/// Where the upstream request goes: path (rewritten when the route says so) and the Host.
+struct Target {
+    path_and_query: PathAndQuery,
+    authority: Option<Authority>,
+}
+
+fn upstream_target(
+    request: &Request<()>,
+    route: &RouteRuntime,
+    host: Option<&str>,
+    protocol: UpstreamProtocol,
+) -> Result<Target, ProxyError> {
+    let uri = request.uri();
+    let mut path_and_query = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut host = host.map(str::to_owned);
+    if let Some(rewrite) = &route.rewrite {
+        if let (Some(replacement), Some(prefix)) = (&rewrite.path_prefix, &route.matched_prefix) {
+            if let Some(rest) = uri.path().strip_prefix(prefix.as_str()) {
+                let mut rewritten = format!("{replacement}{rest}");
+                if let Some(query) = uri.query() {
+                    rewritten.push('?');
+                    rewritten.push_str(query);
+                }
+                path_and_query = PathAndQuery::try_from(rewritten)
+                    .map_err(|_| ProxyError::bad_request("rewritten path invalid"))?;
+            }
+        }
+        if let Some(replacement) = &rewrite.host {
+            host = Some(replacement.clone());
+        }
+    }
+    let authority = match host {
+        Some(host) => {
+            Some(Authority::try_from(host).map_err(|_| ProxyError::bad_request("invalid host"))?)
+        }
+        None if protocol == UpstreamProtocol::H2 => {
+            return Err(ProxyError::bad_request("no host"));
+        }
+        None => None,
+    };
+    Ok(Target {
+        path_and_query,
+        authority,
+    })
+}
+
+/// Sets the URI, version and Host the upstream protocol expects: origin form and a Host
+/// header for HTTP/1.1, absolute form (`:authority`, no Host) for HTTP/2.
+fn retarget(
+    mut request: Request<RequestBody>,
+    target: Target,
+    protocol: UpstreamProtocol,
+) -> Request<RequestBody> {
+    let Target {
+        path_and_query,
+        authority,
+    } = target;
+    match protocol {
+        UpstreamProtocol::H2 => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(Scheme::HTTP);
+            parts.authority = authority;
+            parts.path_and_query = Some(path_and_query);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+            request.headers_mut().remove(HOST);
+            *request.version_mut() = Version::HTTP_2;
+        }
+        UpstreamProtocol::Http1 | UpstreamProtocol::Auto => {
+            *request.uri_mut() = Uri::from(path_and_query);
+            if let Some(authority) = authority {
+                if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                    request.headers_mut().insert(HOST, value);
+                }
+            }
+            *request.version_mut() = Version::HTTP_11;
+        }
+    }
+    request
+}
+
+fn redirect_response(
+    request: &Request<Incoming>,
+    redirect: &crate::config::model::Redirect,
+    downstream: &Downstream,
+) -> Response<ResponseBody> {
+    let scheme = redirect.scheme.as_deref().unwrap_or(downstream.scheme);
+    let host = redirect
+        .host
+        .as_deref()
+        .or_else(|| authority_of(request))
+        .unwrap_or("localhost");
+    let path = match &redirect.path {
+        Some(path) => path.clone(),
+        None => request
+            .uri()
+            .path_and_query()
+            .map_or("/", PathAndQuery::as_str)
+            .to_owned(),
+    };
+    let mut response = Response::new(ResponseBody::full(Bytes::new()));
+    *response.status_mut() =
+        StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(location) = HeaderValue::from_str(&format!("{scheme}://{host}{path}")) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+/// The authority the client asked for: HTTP/2 `:authority` (the URI's), else `Host`.
+fn authority_of<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .uri()
+        .authority()
+        .map(Authority::as_str)
+        .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()))
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Whether the request is gRPC (`content-type: application/grpc*`).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The `grpc-timeout` header: digits and a unit (H, M, S, m, u, n).
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_every_unit() {
+        let cases = [
+            ("2S", Some(Duration::from_secs(2))),
+            ("150m", Some(Duration::from_millis(150))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("3M", Some(Duration::from_secs(180))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("9n", Some(Duration::from_nanos(9))),
+            ("5", None),
+            ("5x", None),
+            ("123456789S", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(
+                grpc_timeout(&headers(&[("grpc-timeout", value)])),
+                expected,
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_is_recognised_by_content_type() {
+        assert!(is_grpc(&headers(&[(
+            "content-type",
+            "application/grpc+proto"
+        )])));
+        assert!(!is_grpc(&headers(&[("content-type", "application/json")])));
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+}

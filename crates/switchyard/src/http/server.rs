@@ -1,0 +1,274 @@
+//! Serving HTTP clients: one cleartext port speaks HTTP/1.1 and h2c (prior knowledge),
+//! told apart by the HTTP/2 connection preface. A PROXY header, when configured, is read
+//! first. HTTP/1.1 connections run below hyper through the request-head guard (framing
+//! hygiene, `max_header_bytes`, `header_read_timeout`, `idle_timeout`); HTTP/2 connections
+//! get the listener's stream and window limits and hyper's rapid-reset bound.
+//!
+//! The connection code is generic over the stream, so the TLS listener can hand a
+//! decrypted stream to the same [`serve_stream`].
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpListener;
+use tracing::debug;
+
+use super::listener::HttpListenerRuntime;
+use super::pipeline::{self, Downstream};
+use super::rewind::Rewind;
+use crate::admin::access_log::AccessLog;
+use crate::listener::accept::{self, Admission, Admits, Admitted};
+use crate::listener::per_ip::PerIpCounts;
+use crate::listener::prelude::{self, Expect};
+use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
+
+/// The HTTP/2 client connection preface.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// HTTP/2 streams a client may reset before the server has processed them, before the
+/// connection is closed (CVE-2023-44487 "rapid reset").
+const MAX_PENDING_RESETS: usize = 20;
+
+/// HTTP/2 resets the server itself may send because of client errors before closing.
+const MAX_LOCAL_ERROR_RESETS: usize = 256;
+
+/// SPEC 3.1: past 100 header fields, 431.
+const MAX_HEADER_FIELDS: usize = 100;
+
+impl Admits for HttpListenerRuntime {
+    fn admission(&self) -> Admission<'_> {
+        Admission {
+            name: &self.name,
+            accepted: &self.accepted,
+            active: &self.active,
+            max_connections: self.config.max_connections,
+            max_connections_per_ip: self.config.max_connections_per_ip,
+            proxy_protocol: self.config.proxy_protocol,
+            rejected: &self.rejected,
+        }
+    }
+}
+
+/// Where a connection's requests log, and whether paths keep their query.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// The access log.
+    pub log: AccessLog,
+    /// `[access_log] include_query`.
+    pub include_query: bool,
+}
+
+/// Accepts HTTP clients on `socket` until shutdown stops accepting.
+pub async fn serve(
+    socket: TcpListener,
+    current: impl Fn() -> Option<Arc<HttpListenerRuntime>>,
+    per_ip: Arc<PerIpCounts>,
+    log: LogSettings,
+    shutdown: Shutdown,
+    tracker: Arc<ConnectionTracker>,
+) {
+    let handler_shutdown = shutdown.clone();
+    let handler_per_ip = Arc::clone(&per_ip);
+    accept::run(
+        socket,
+        current,
+        per_ip,
+        shutdown,
+        tracker,
+        move |runtime, admitted| {
+            serve_tcp(
+                runtime,
+                admitted,
+                Arc::clone(&handler_per_ip),
+                log.clone(),
+                handler_shutdown.clone(),
+            )
+        },
+    )
+    .await;
+}
+
+async fn serve_tcp(
+    runtime: Arc<HttpListenerRuntime>,
+    admitted: Admitted,
+    per_ip: Arc<PerIpCounts>,
+    log: LogSettings,
+    shutdown: Shutdown,
+) {
+    let Admitted {
+        mut stream,
+        peer,
+        local,
+        slot,
+    } = admitted;
+    let _ = stream.set_nodelay(true);
+    let (client, replay) = if runtime.config.proxy_protocol {
+        let expect = Expect {
+            proxy_protocol: true,
+            client_hello: false,
+        };
+        match prelude::read(
+            &mut stream,
+            peer,
+            local,
+            expect,
+            runtime.config.header_read_timeout,
+        )
+        .await
+        {
+            Ok(prelude) => (prelude.client, prelude.replay),
+            Err(error) => {
+                runtime.rejected.count(error.reason());
+                debug!(listener = %runtime.name, %peer, %error, "connection refused");
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
+    let _slot = match slot {
+        Some(slot) => slot,
+        None => match per_ip.try_acquire(client.ip(), runtime.config.max_connections_per_ip) {
+            Some(slot) => slot,
+            None => {
+                runtime.rejected.count("per_ip");
+                return;
+            }
+        },
+    };
+    let downstream = Arc::new(Downstream {
+        listener: runtime,
+        peer: client,
+        local,
+        scheme: "http",
+        log: log.log,
+        include_query: log.include_query,
+    });
+    serve_cleartext(downstream, stream, replay, shutdown).await;
+}
+
+/// Tells HTTP/1.1 from h2c by the preface and serves the connection.
+async fn serve_cleartext<S>(
+    downstream: Arc<Downstream>,
+    mut stream: S,
+    replay: Vec<u8>,
+    shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let timeout = downstream.listener.config.header_read_timeout;
+    let mut seen = BytesMut::from(&replay[..]);
+    let detected = tokio::time::timeout(timeout, async {
+        loop {
+            let n = seen.len().min(PREFACE.len());
+            if seen[..n] != PREFACE[..n] {
+                return Ok(false);
+            }
+            if n == PREFACE.len() {
+                return Ok(true);
+            }
+            if stream.read_buf(&mut seen).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    })
+    .await;
+    let h2 = match detected {
+        Ok(Ok(h2)) => h2,
+        Ok(Err::<bool, std::io::Error>(_)) => return,
+        Err(_) => {
+            downstream.listener.rejected.count("slow_head");
+            return;
+        }
+    };
+    let stream = Rewind::new(seen.freeze(), stream);
+    if h2 {
+        serve_h2(downstream, stream, shutdown).await;
+    } else {
+        serve_h1(downstream, stream, shutdown).await;
+    }
+}
+
+/// Serves an already decided HTTP/1.1 or HTTP/2 stream (the TLS listener after ALPN).
+pub async fn serve_stream<S>(downstream: Arc<Downstream>, stream: S, h2: bool, shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = Rewind::new(Bytes::new(), stream);
+    if h2 {
+        serve_h2(downstream, stream, shutdown).await;
+    } else {
+        serve_h1(downstream, stream, shutdown).await;
+    }
+}
+
+async fn serve_h1<S>(downstream: Arc<Downstream>, stream: S, mut shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &downstream.listener.config;
+    let guard = stream;
+    let service = {
+        let downstream = Arc::clone(&downstream);
+        service_fn(move |request| pipeline::handle(Arc::clone(&downstream), request))
+    };
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_headers(MAX_HEADER_FIELDS + 1)
+        .serve_connection(TokioIo::new(guard), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.reached(Phase::StopAccepting) => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.reached(Phase::Closed) => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        debug!(listener = %downstream.listener.name, %error, "HTTP/1.1 connection ended with an error");
+    }
+    let _ = config;
+}
+
+async fn serve_h2<S>(downstream: Arc<Downstream>, stream: S, mut shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &downstream.listener.config;
+    let service = {
+        let downstream = Arc::clone(&downstream);
+        service_fn(move |request| pipeline::handle(Arc::clone(&downstream), request))
+    };
+    let connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .initial_stream_window_size(config.http2_initial_stream_window)
+        .initial_connection_window_size(config.http2_initial_connection_window)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.reached(Phase::StopAccepting) => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.reached(Phase::Closed) => Ok(()),
+            }
+        }
+    };
+    if let Err(error) = result {
+        debug!(listener = %downstream.listener.name, %error, "HTTP/2 connection ended with an error");
+    }
+}

@@ -1,0 +1,156 @@
+//! HTTP/1.1 Upgrade (WebSocket): the request keeps its `Connection: upgrade` and `Upgrade`
+//! headers on the way up; when the upstream answers 101, both connections are taken over
+//! from hyper and bytes are relayed between them until either side closes or nothing moves
+//! for the listener's `idle_timeout` (SPEC 3.1: upgraded connections are bounded by
+//! `idle_timeout` after the 101).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderMap, HeaderValue, Request, Version};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tracing::debug;
+
+/// An upgrade the client asked for.
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest {
+    protocol: HeaderValue,
+}
+
+/// The upgrade `request` asks for: HTTP/1.1 with `Upgrade` and a `Connection` that lists
+/// `upgrade`.
+pub fn requested<B>(request: &Request<B>) -> Option<UpgradeRequest> {
+    if request.version() != Version::HTTP_11 {
+        return None;
+    }
+    let protocol = request.headers().get(UPGRADE)?.clone();
+    let listed = request
+        .headers()
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    listed.then_some(UpgradeRequest { protocol })
+}
+
+/// Puts back the two headers hop-by-hop stripping removed.
+pub fn restore_request_headers(headers: &mut HeaderMap, upgrade: &UpgradeRequest) {
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, upgrade.protocol.clone());
+}
+
+/// Relays between the two upgraded connections in a task of its own.
+pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration) {
+    tokio::spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(error) => {
+                debug!(%error, "upgrade did not complete");
+                return;
+            }
+        };
+        let activity = Arc::new(Activity::new());
+        let mut client = Watched::new(TokioIo::new(client), Arc::clone(&activity));
+        let mut upstream = Watched::new(TokioIo::new(upstream), Arc::clone(&activity));
+        let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::pin!(relay);
+        loop {
+            let idle_until = activity.last() + idle_timeout;
+            tokio::select! {
+                result = &mut relay => {
+                    if let Err(error) = result {
+                        debug!(%error, "upgraded connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(idle_until) => {
+                    if activity.last() + idle_timeout <= Instant::now() {
+                        debug!("upgraded connection idle; closed");
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// When either direction last moved a byte.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream that records activity on every read and write.
+struct Watched<T> {
+    inner: T,
+    activity: Arc<Activity>,
+}
+
+impl<T> Watched<T> {
+    fn new(inner: T, activity: Arc<Activity>) -> Watched<T> {
+        Watched { inner, activity }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if polled.is_ready() {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
