@@ -4,6 +4,7 @@ mod admin;
 mod backend;
 mod cli;
 mod config;
+mod http;
 mod l4;
 mod support;
 mod tcp;
