@@ -8,6 +8,7 @@
 pub mod body;
 pub mod error;
 pub mod forwarding;
+pub mod h1_guard;
 pub mod listener;
 pub mod pipeline;
 pub mod rewind;

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpListener;
 use tracing::debug;
 
+use super::h1_guard::{GuardConfig, H1Guard, HeadLimits, Rejection};
 use super::listener::HttpListenerRuntime;
 use super::pipeline::{self, Downstream};
 use super::rewind::Rewind;
@@ -211,7 +212,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &downstream.listener.config;
-    let guard = stream;
+    let guard = H1Guard::new(
+        stream,
+        GuardConfig {
+            limits: HeadLimits {
+                max_header_bytes: usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX),
+                max_headers: MAX_HEADER_FIELDS,
+            },
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+        },
+    );
+    let rejection = guard.rejection_handle();
     let service = {
         let downstream = Arc::clone(&downstream);
         service_fn(move |request| pipeline::handle(Arc::clone(&downstream), request))
@@ -236,7 +248,17 @@ where
     if let Err(error) = result {
         debug!(listener = %downstream.listener.name, %error, "HTTP/1.1 connection ended with an error");
     }
-    let _ = config;
+    match rejection.get() {
+        Some(Rejection::SlowHead) => downstream.listener.rejected.count("slow_head"),
+        Some(Rejection::Malformed(error)) => {
+            debug!(listener = %downstream.listener.name, client = %downstream.peer, details = error.details(), "request head refused");
+            downstream
+                .listener
+                .unrouted
+                .count(error.status().as_u16(), true);
+        }
+        Some(Rejection::Idle) | None => {}
+    }
 }
 
 async fn serve_h2<S>(downstream: Arc<Downstream>, stream: S, mut shutdown: Shutdown)

@@ -2,6 +2,7 @@
 //! trailers and rapid reset, tokio-tungstenite for WebSocket, `switchyard backend`
 //! upstreams.
 
+#![allow(clippy::unwrap_used)]
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -247,9 +247,14 @@ fn cluster_and_routes_are_mutually_exclusive_on_a_listener() {
 
 #[test]
 fn the_gate_rejects_unimplemented_protocols_and_keys_at_their_line() {
-    let e = one(&tcp("").replace("\"tcp\"", "\"http\""));
-    assert_eq!(e.0, 4);
-    assert_eq!(e.2, "not implemented yet: listener[0].protocol = \"http\"");
+    let e = one(&format!(
+        "{CLUSTER}balance = \"maglev\"\nhash_key = \"jwt:sub\"\n"
+    ));
+    assert_eq!(e.0, 5);
+    assert_eq!(
+        e.2,
+        "not implemented yet: cluster[0].hash_key = \"jwt:sub\""
+    );
     let e = one(&format!("{CLUSTER}slow_start = \"10s\"\n"));
     assert_eq!(
         (e.0, e.2.as_str()),
