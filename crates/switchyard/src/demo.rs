@@ -40,32 +40,52 @@ pub enum DemoError {
     Signal(#[from] std::io::Error),
 }
 
-/// The demo's configuration for these backends and addresses.
+/// The demo's configuration for these backends and addresses: an HTTP listener (HTTP/1.1
+/// and h2c) whose `/shop/` route splits 90/10 between a stable cluster (the first two
+/// backends) and a canary (the third), and a catch-all route to the stable cluster.
 pub fn demo_config(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -> String {
-    let endpoints: Vec<String> = backends
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{{ address = \"{a}\", name = \"demo-{}\" }}", i + 1))
-        .collect();
+    let endpoint = |i: usize| {
+        backends
+            .get(i)
+            .map(|a| format!("{{ address = \"{a}\", name = \"demo-{}\" }}", i + 1))
+            .unwrap_or_default()
+    };
     format!(
-        r#"# switchyard demo: one TCP listener balancing round-robin over three local backends.
+        r#"# switchyard demo: an HTTP balancer with a canary split over three local backends.
 [admin]
 listen = "{admin}"
 
 [[listener]]
 name = "demo"
 listen = "{listen}"
-protocol = "tcp"
-cluster = "demo"
-idle_timeout = "60s"
+protocol = "http"
+
+  [[listener.route]]
+  name = "shop"
+  match = {{ path_prefix = "/shop/" }}
+  split = [ {{ cluster = "stable", weight = 90 }}, {{ cluster = "canary", weight = 10 }} ]
+  timeout = "2s"
+  response_headers = {{ add = {{ "x-demo" = "canary-split" }} }}
+
+  [[listener.route]]
+  name = "default"
+  cluster = "stable"
+  timeout = "2s"
 
 [[cluster]]
-name = "demo"
-balance = "round-robin"
+name = "stable"
+balance = "p2c-ewma"
+connect_timeout = "500ms"
+endpoints = [ {}, {} ]
+
+[[cluster]]
+name = "canary"
 connect_timeout = "500ms"
 endpoints = [ {} ]
 "#,
-        endpoints.join(", ")
+        endpoint(0),
+        endpoint(1),
+        endpoint(2)
     )
 }
 
@@ -98,14 +118,17 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let admin = server.admin_address().unwrap_or(args.admin);
     server.announce();
     println!(
-        "switchyard demo is running: a TCP balancer on {listen} over three backends ({}).
+        "switchyard demo is running: an HTTP balancer on {listen} over three backends ({}).
 
 Try:
-  curl -si http://{listen}/ | grep x-backend         # each new connection goes to the next backend
-  curl -s http://{admin}/api/v1/clusters             # endpoints, in-flight, latency estimate
-  curl -s http://{admin}/metrics | grep -E 'bytes_total|connections'
-  curl -s -X PUT http://{b1}/control -d '{{\"latency\":\"200ms\"}}'   # slow down demo-1
-  curl -s -X PUT http://{b2}/control -d '{{\"error_rate\":1.0}}'      # demo-2 fails real requests, /healthz stays 200
+  curl -si http://{listen}/ | grep x-backend                       # p2c-ewma over demo-1 and demo-2
+  for i in $(seq 50); do curl -s -D - -o /dev/null http://{listen}/shop/cart | grep x-backend; done | sort | uniq -c
+                                                                   # /shop/: 90% stable, 10% canary (demo-3)
+  curl -si --http2-prior-knowledge http://{listen}/ | head -3      # h2c on the same port
+  curl -s -X PUT http://{b3}/control -d '{{\"error_rate\":1.0}}'     # the canary fails: its 503s pass through untouched
+  curl -s -X PUT http://{b1}/control -d '{{\"latency\":\"200ms\"}}'   # demo-1 slows: p2c-ewma moves traffic to demo-2
+  curl -s http://{admin}/metrics | grep requests_total             # by route, cluster, code and origin
+  curl -s http://{admin}/api/v1/clusters
 
 Ctrl-C stops everything.",
         addresses
@@ -114,7 +137,7 @@ Ctrl-C stops everything.",
             .collect::<Vec<_>>()
             .join(", "),
         b1 = addresses[0],
-        b2 = addresses[1],
+        b3 = addresses[2],
     );
     signals.shutdown_requested().await;
     server.shutdown().await;
