@@ -187,7 +187,7 @@ fn an_unreadable_file_is_one_error_naming_it() {
 fn the_fuzz_corpus_replays_without_panicking() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
     let mut n = 0;
-    for target in ["config_load", "units", "sni", "proxy_protocol"] {
+    for target in ["config_load", "units", "sni", "proxy_protocol", "http_head"] {
         let Ok(dir) = std::fs::read_dir(corpus.join(target)) else {
             continue;
         };
@@ -198,6 +198,13 @@ fn the_fuzz_corpus_replays_without_panicking() {
                 let _ = switchyard::listener::sni::peek_client_hello(&bytes);
             } else if target == "proxy_protocol" {
                 let _ = switchyard::listener::proxy_protocol::parse(&bytes);
+            } else if target == "http_head" {
+                let limits = switchyard::http::h1_guard::HeadLimits {
+                    max_header_bytes: 16 * 1024,
+                    max_headers: 100,
+                };
+                let _ = switchyard::http::h1_guard::head::inspect(&bytes, &limits);
+                let _ = switchyard::http::h1_guard::framing::Framing::new(limits).advance(&bytes);
             } else if target == "config_load" {
                 let _ = load_str(&text, Path::new("fuzz.toml"));
             } else {
