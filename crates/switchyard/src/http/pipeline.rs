@@ -103,12 +103,18 @@ impl Record {
         } else {
             request.uri().path()
         };
+        // Owned copies only when a log line will be written.
+        let logging = downstream.log.is_enabled();
         Record {
             downstream: Arc::clone(downstream),
             started: Instant::now(),
             method: request.method().clone(),
-            authority: authority_of(request).map(str::to_owned),
-            path: path.to_owned(),
+            authority: authority_of(request).filter(|_| logging).map(str::to_owned),
+            path: if logging {
+                path.to_owned()
+            } else {
+                String::new()
+            },
             client: downstream.peer,
             grpc: is_grpc(request.headers()),
             request_id: None,

@@ -7,6 +7,8 @@
 //! The connection code is generic over the stream, so the TLS listener can hand a
 //! decrypted stream to the same [`serve_stream`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -234,17 +236,7 @@ where
         .max_headers(MAX_HEADER_FIELDS + 1)
         .serve_connection(TokioIo::new(guard), service)
         .with_upgrades();
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.reached(Phase::StopAccepting) => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.reached(Phase::Closed) => Ok(()),
-            }
-        }
-    };
+    let result = drive(connection, &mut shutdown, |c| c.graceful_shutdown()).await;
     if let Err(error) = result {
         debug!(listener = %downstream.listener.name, %error, "HTTP/1.1 connection ended with an error");
     }
@@ -258,6 +250,30 @@ where
                 .count(error.status().as_u16(), true);
         }
         Some(Rejection::Idle) | None => {}
+    }
+}
+
+/// Serves `connection` to its end; when shutdown stops accepting, asks it to finish
+/// gracefully (HTTP/1.1: `Connection: close` after the request in flight; HTTP/2: the
+/// two-step GOAWAY), and drops it when the drain time is over.
+async fn drive<C>(
+    connection: C,
+    shutdown: &mut Shutdown,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.reached(Phase::StopAccepting) => {
+            graceful(connection.as_mut());
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = shutdown.reached(Phase::Closed) => Ok(()),
+            }
+        }
     }
 }
 
@@ -279,17 +295,7 @@ where
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
         .serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.reached(Phase::StopAccepting) => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.reached(Phase::Closed) => Ok(()),
-            }
-        }
-    };
+    let result = drive(connection, &mut shutdown, |c| c.graceful_shutdown()).await;
     if let Err(error) = result {
         debug!(listener = %downstream.listener.name, %error, "HTTP/2 connection ended with an error");
     }

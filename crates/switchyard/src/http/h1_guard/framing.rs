@@ -77,12 +77,21 @@ impl Framing {
     /// Feeds `input`, returning what may be handed on now.
     pub fn advance(&mut self, input: &[u8]) -> Step {
         let mut out = BytesMut::new();
+        match self.advance_into(input, &mut out) {
+            Ok(()) => Step::Forward(out),
+            Err(error) => Step::Reject(error),
+        }
+    }
+
+    /// [`Framing::advance`], appending what may be handed on to `out`; on a broken rule,
+    /// `out` holds what was passed before it.
+    pub fn advance_into(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), ProxyError> {
         let mut input = input;
         loop {
             match self.state {
                 State::Passthrough => {
                     out.extend_from_slice(input);
-                    return Step::Forward(out);
+                    return Ok(());
                 }
                 State::Length(left) => {
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(input.len());
@@ -95,26 +104,26 @@ impl Framing {
                         State::Length(left)
                     };
                     if input.is_empty() {
-                        return Step::Forward(out);
+                        return Ok(());
                     }
                 }
                 State::Chunked(chunk) => {
                     if input.is_empty() {
-                        return Step::Forward(out);
+                        return Ok(());
                     }
-                    match self.chunk_step(chunk, &mut input, &mut out) {
+                    match self.chunk_step(chunk, &mut input, out) {
                         Ok(()) => {}
-                        Err(error) => return Step::Reject(error),
+                        Err(error) => return Err(error),
                     }
                 }
                 State::Head => {
                     self.held.extend_from_slice(input);
                     if self.held.is_empty() {
-                        return Step::Forward(out);
+                        return Ok(());
                     }
                     match head::inspect(&self.held, &self.limits) {
-                        Verdict::Partial => return Step::Forward(out),
-                        Verdict::Reject(error) => return Step::Reject(error),
+                        Verdict::Partial => return Ok(()),
+                        Verdict::Reject(error) => return Err(error),
                         Verdict::Complete(summary) => {
                             let head = self.held.split_to(summary.len);
                             out.extend_from_slice(&head);
@@ -135,15 +144,9 @@ impl Framing {
                             // What followed the head is processed in the new state.
                             let rest = std::mem::take(&mut self.held);
                             if rest.is_empty() {
-                                return Step::Forward(out);
+                                return Ok(());
                             }
-                            return match self.advance(&rest) {
-                                Step::Forward(more) => {
-                                    out.extend_from_slice(&more);
-                                    Step::Forward(out)
-                                }
-                                reject => reject,
-                            };
+                            return self.advance_into(&rest, out);
                         }
                     }
                 }

@@ -71,6 +71,8 @@ const KNOWN_CODINGS: [&str; 7] = [
     "identity",
 ];
 
+const STACK_HEADERS: usize = 128;
+
 /// Checks the head at the start of `buf`.
 pub fn inspect(buf: &[u8], limits: &HeadLimits) -> Verdict {
     // RFC 9112 2.2: a server should ignore at least one empty line before the request line.
@@ -83,8 +85,17 @@ pub fn inspect(buf: &[u8], limits: &HeadLimits) -> Verdict {
         }
     }
     let head = &buf[skipped..];
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers + 1];
-    let mut request = httparse::Request::new(&mut headers);
+    // One slot past the limit, so "too many" is told from "exactly the limit"; on the
+    // stack for the usual limit (SPEC: 100 fields), so a head costs no allocation.
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header<'_>] = if limits.max_headers < STACK_HEADERS {
+        &mut stack[..=limits.max_headers]
+    } else {
+        heap.resize(limits.max_headers + 1, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut request = httparse::Request::new(slots);
     let parsed = match request.parse(head) {
         Ok(httparse::Status::Partial) => {
             return if buf.len() > limits.max_header_bytes {

@@ -15,7 +15,7 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{Framing, Step};
+use super::framing::Framing;
 use super::head::HeadLimits;
 use crate::http::error::ProxyError;
 
@@ -158,12 +158,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for H1Guard<S> {
                 return Poll::Ready(Ok(()));
             }
             let was_between = this.framing.between_requests();
-            match this.framing.advance(filled) {
-                Step::Forward(bytes) => this.ready.extend_from_slice(&bytes),
-                Step::Reject(error) => {
-                    this.refuse(Rejection::Malformed(error));
-                    continue;
-                }
+            if let Err(error) = this.framing.advance_into(filled, &mut this.ready) {
+                // Bytes before the refused head were passed; hyper gets them, then EOF.
+                this.refuse(Rejection::Malformed(error));
+                continue;
             }
             if was_between && this.framing.holds_head_bytes() {
                 // The first byte of a later head: its clock starts now.
