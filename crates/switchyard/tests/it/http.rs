@@ -827,3 +827,32 @@ async fn access_log_lines_carry_every_spec_key() {
     assert_eq!(line["endpoint"], "b1");
     drop(server);
 }
+
+#[tokio::test]
+async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
+    let backends = http_backends(1).await;
+    let server = balancer(&one_cluster(
+        &endpoints(&[backends[0].local_addr()], &["b1"]),
+        r#"idle_timeout = "400ms""#,
+    ))
+    .await;
+    let web = address(&server, "web");
+    let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = within(stream.read(&mut buf)).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Nothing more is sent: the proxy closes the connection once idle_timeout has passed.
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = within(stream.read_to_end(&mut rest)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200),
+        "closed too early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "not closed: {waited:?}");
+}

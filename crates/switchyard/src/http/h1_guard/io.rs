@@ -70,6 +70,10 @@ pub struct H1Guard<S> {
     eof: bool,
     timer: Pin<Box<Sleep>>,
     timer_is_head: bool,
+    /// A response moved since the idle clock was armed (so the connection is not idle).
+    wrote: bool,
+    /// The clock is parked far away while a body streams.
+    parked: bool,
     rejection: RejectionHandle,
 }
 
@@ -89,6 +93,8 @@ impl<S> H1Guard<S> {
             eof: false,
             timer: Box::pin(tokio::time::sleep(config.header_read_timeout)),
             timer_is_head: true,
+            wrote: false,
+            parked: false,
             rejection: RejectionHandle::default(),
         }
     }
@@ -116,6 +122,8 @@ impl<S> H1Guard<S> {
 
     fn arm_idle(&mut self) {
         self.timer_is_head = false;
+        self.wrote = false;
+        self.parked = false;
         self.timer
             .as_mut()
             .reset(Instant::now() + self.config.idle_timeout);
@@ -143,6 +151,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for H1Guard<S> {
                 || this.timer_is_head
                 || this.framing.between_requests();
             if watching && this.timer.as_mut().poll(cx).is_ready() {
+                if !this.timer_is_head && this.wrote {
+                    // Writes since the clock was armed: not idle; start a new period.
+                    this.arm_idle();
+                    continue;
+                }
                 if this.timer_is_head {
                     this.refuse(Rejection::SlowHead);
                 } else {
@@ -166,14 +179,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for H1Guard<S> {
             if was_between && this.framing.holds_head_bytes() {
                 // The first byte of a later head: its clock starts now.
                 this.timer_is_head = true;
+                this.parked = false;
                 this.timer
                     .as_mut()
                     .reset(Instant::now() + this.config.header_read_timeout);
-            } else if this.framing.between_requests() && this.timer_is_head {
+            } else if this.framing.between_requests() && (this.timer_is_head || this.parked) {
                 this.arm_idle();
-            } else if !this.framing.holds_head_bytes() && !this.framing.between_requests() {
-                // In a body: neither clock applies.
+            } else if !this.parked
+                && !this.framing.holds_head_bytes()
+                && !this.framing.between_requests()
+            {
+                // In a body: neither clock applies (parked once per body, not per read).
                 this.timer_is_head = false;
+                this.parked = true;
                 this.timer
                     .as_mut()
                     .reset(Instant::now() + Duration::from_secs(86_400 * 365));
@@ -189,10 +207,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for H1Guard<S> {
         data: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.inner).poll_write(cx, data))?;
-        if self.framing.between_requests() && !self.timer_is_head {
-            // A response is moving: the connection is not idle.
-            self.arm_idle();
-        }
+        // A response is moving: the connection is not idle (checked when the clock fires,
+        // so a write costs no clock read).
+        self.wrote = true;
         Poll::Ready(Ok(written))
     }
 
@@ -202,9 +219,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for H1Guard<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let written = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, bufs))?;
-        if self.framing.between_requests() && !self.timer_is_head {
-            self.arm_idle();
-        }
+        self.wrote = true;
         Poll::Ready(Ok(written))
     }
 
