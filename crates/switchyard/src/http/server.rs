@@ -233,6 +233,9 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        // The guard ends the read side when it refuses a pipelined head; hyper must still
+        // finish the responses it owes for the requests before it.
+        .half_close(true)
         .max_headers(MAX_HEADER_FIELDS + 1)
         .serve_connection(TokioIo::new(guard), service)
         .with_upgrades();
