@@ -856,3 +856,35 @@ async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
     );
     assert!(waited < Duration::from_secs(3), "not closed: {waited:?}");
 }
+
+#[tokio::test]
+async fn past_max_requests_the_cluster_sheds_with_a_fast_503() {
+    let mut args = BackendArgs::for_test("slow");
+    args.latency = Some(Latency::parse("600ms").unwrap());
+    let slow = backend(args).await;
+    let toml = format!(
+        "{}\n[cluster.limits]\nmax_requests = 1\n",
+        one_cluster(&endpoints(&[slow.local_addr()], &["slow"]), "")
+    );
+    let server = balancer(&toml).await;
+    let url = format!("http://{}/", address(&server, "web"));
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { client().get(&url).send().await.unwrap().status().as_u16() }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let shed = within(client().get(&url).send()).await.unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(
+        shed.headers()["proxy-status"],
+        "switchyard; error=connection_limit_reached; details=\"shed\""
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "shed fast, not queued"
+    );
+    assert_eq!(within(first).await.unwrap(), 200);
+    let series = r#"switchyard_shed_total{cluster="app",reason="requests"}"#;
+    assert_eq!(metric_of(&server, series).await, 1.0);
+}
