@@ -75,7 +75,6 @@ pub async fn serve(
     tracker: Arc<ConnectionTracker>,
 ) {
     let handler_shutdown = shutdown.clone();
-    let handler_per_ip = Arc::clone(&per_ip);
     accept::run(
         socket,
         current,
@@ -83,13 +82,7 @@ pub async fn serve(
         shutdown,
         tracker,
         move |runtime, admitted| {
-            serve_tcp(
-                runtime,
-                admitted,
-                Arc::clone(&handler_per_ip),
-                log.clone(),
-                handler_shutdown.clone(),
-            )
+            serve_tcp(runtime, admitted, log.clone(), handler_shutdown.clone())
         },
     )
     .await;
@@ -98,7 +91,6 @@ pub async fn serve(
 async fn serve_tcp(
     runtime: Arc<HttpListenerRuntime>,
     admitted: Admitted,
-    per_ip: Arc<PerIpCounts>,
     log: LogSettings,
     shutdown: Shutdown,
 ) {
@@ -107,6 +99,7 @@ async fn serve_tcp(
         peer,
         local,
         slot,
+        per_ip,
     } = admitted;
     let _ = stream.set_nodelay(true);
     let (client, replay) = if runtime.config.proxy_protocol {
@@ -133,15 +126,10 @@ async fn serve_tcp(
     } else {
         (peer, Vec::new())
     };
-    let _slot = match slot {
-        Some(slot) => slot,
-        None => match per_ip.try_acquire(client.ip(), runtime.config.max_connections_per_ip) {
-            Some(slot) => slot,
-            None => {
-                runtime.rejected.count("per_ip");
-                return;
-            }
-        },
+    let max_per_ip = runtime.config.max_connections_per_ip;
+    let Some(_slot) = accept::client_slot(slot, &per_ip, client.ip(), max_per_ip) else {
+        runtime.rejected.count("per_ip");
+        return;
     };
     let downstream = Arc::new(Downstream {
         listener: runtime,

@@ -52,6 +52,19 @@ pub struct Admitted {
     pub local: SocketAddr,
     /// The per-client slot, when taken at accept (not with a PROXY header).
     pub slot: Option<PerIpSlot>,
+    /// The listener's per-client counts, for the deferred acquisition.
+    pub per_ip: Arc<PerIpCounts>,
+}
+
+/// The per-client slot of a connection: the one taken at accept, else (a PROXY header
+/// carried the client) one taken now for `client`; `None` when that client is at `limit`.
+pub fn client_slot(
+    slot: Option<PerIpSlot>,
+    per_ip: &Arc<PerIpCounts>,
+    client: std::net::IpAddr,
+    limit: u32,
+) -> Option<PerIpSlot> {
+    slot.or_else(|| per_ip.try_acquire(client, limit))
 }
 
 /// Accepts on `socket` until the shutdown stops accepting. `current` yields the listener's
@@ -129,6 +142,7 @@ pub async fn run<R, F, Fut>(
                 peer,
                 local,
                 slot,
+                per_ip: Arc::clone(&per_ip),
             },
         );
         tokio::spawn(async move {

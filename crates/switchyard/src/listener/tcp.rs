@@ -114,7 +114,6 @@ pub async fn serve(
     tracker: Arc<ConnectionTracker>,
 ) {
     let handler_shutdown = shutdown.clone();
-    let handler_per_ip = Arc::clone(&per_ip);
     accept::run(
         socket,
         current,
@@ -128,7 +127,7 @@ pub async fn serve(
                 peer: admitted.peer,
                 local: admitted.local,
                 slot: admitted.slot,
-                per_ip: Arc::clone(&handler_per_ip),
+                per_ip: admitted.per_ip,
                 log: log.clone(),
                 started: Instant::now(),
             };
@@ -228,16 +227,18 @@ impl Connection {
                 replay: Vec::new(),
             }
         };
-        let _slot = match slot {
+        let _slot = match accept::client_slot(
+            slot,
+            &per_ip,
+            prelude.client.ip(),
+            runtime.max_connections_per_ip,
+        ) {
             Some(slot) => slot,
-            None => match per_ip.try_acquire(prelude.client.ip(), runtime.max_connections_per_ip) {
-                Some(slot) => slot,
-                None => {
-                    runtime.reject("per_ip");
-                    line.write(None, None, prelude.client, (0, 0), "per_ip");
-                    return;
-                }
-            },
+            None => {
+                runtime.reject("per_ip");
+                line.write(None, None, prelude.client, (0, 0), "per_ip");
+                return;
+            }
         };
         let Some(cluster) = runtime.destination.choose(prelude.sni.as_deref()) else {
             debug!(listener = %runtime.name, client = %prelude.client, sni = ?prelude.sni,
