@@ -24,6 +24,14 @@ pub enum ShedReason {
 }
 
 impl ShedReason {
+    /// Every reason, in the order metric handles are kept.
+    pub const ALL: [ShedReason; 4] = [
+        ShedReason::Pending,
+        ShedReason::Requests,
+        ShedReason::Connections,
+        ShedReason::CircuitOpen,
+    ];
+
     /// The `reason` label of `shed_total`.
     pub fn as_str(self) -> &'static str {
         match self {

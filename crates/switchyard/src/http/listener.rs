@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use switchyard_algo::resilience::Limits;
 
+use super::error::ShedReason;
 use super::forwarding::HeaderEdits;
 use super::router::{Router, RouterError, Split};
 use super::upstream::{EndpointPool, PoolGauges, PoolSettings};
@@ -43,29 +44,38 @@ pub enum HttpListenerError {
 }
 
 /// `requests_total` series of one (listener, route, cluster), created on first use per
-/// status and origin and then reached without a lookup.
+/// status and origin and then reached without a lookup. The slots are allocated per status
+/// class on first use (a class is 100 slots), so a configuration with many routes costs a
+/// few hundred bytes per (route, cluster) until traffic arrives, not a slot per status.
 #[derive(Debug)]
 pub struct RequestCounters {
     labels: [String; 3],
     registry: Arc<Registry>,
-    series: Box<[OnceLock<Counter>]>,
+    /// Classes 1xx..5xx for `origin="upstream"`, then the same for `origin="proxy"`.
+    classes: [OnceLock<Box<[OnceLock<Counter>]>>; CLASSES * 2],
 }
 
-const STATUSES: usize = 500;
+/// Status classes 1xx to 5xx.
+const CLASSES: usize = 5;
 
 impl RequestCounters {
     fn new(registry: &Arc<Registry>, listener: &str, route: &str, cluster: &str) -> Self {
         RequestCounters {
             labels: [listener.to_owned(), route.to_owned(), cluster.to_owned()],
             registry: Arc::clone(registry),
-            series: (0..STATUSES * 2).map(|_| OnceLock::new()).collect(),
+            classes: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
     /// Counts one answered request.
     pub fn count(&self, status: u16, proxy: bool) {
-        let index = usize::from(status.clamp(100, 599) - 100) + usize::from(proxy) * STATUSES;
-        let Some(slot) = self.series.get(index) else {
+        let status = status.clamp(100, 599);
+        let class = usize::from(status / 100 - 1) + usize::from(proxy) * CLASSES;
+        let Some(table) = self.classes.get(class) else {
+            return;
+        };
+        let table = table.get_or_init(|| (0..100).map(|_| OnceLock::new()).collect());
+        let Some(slot) = table.get(usize::from(status % 100)) else {
             return;
         };
         slot.get_or_init(|| {
@@ -93,8 +103,8 @@ pub struct UpstreamCluster {
     pub durations: Vec<Histogram>,
     /// `max_connections` / `max_pending_requests` / `max_requests`.
     pub limits: Limits,
-    /// `shed_total` by reason: pending, requests, connections.
-    pub shed: [Counter; 3],
+    /// `shed_total`, one series per [`ShedReason`] in [`ShedReason::ALL`] order.
+    shed: [Counter; 4],
 }
 
 impl UpstreamCluster {
@@ -138,14 +148,21 @@ impl UpstreamCluster {
                 u64::from(limits.max_pending_requests),
                 u64::from(limits.max_requests),
             ),
-            shed: ["pending", "requests", "connections"]
-                .map(|reason| registry.counter(&metrics::SHED_TOTAL, &[name, reason])),
+            shed: ShedReason::ALL
+                .map(|reason| registry.counter(&metrics::SHED_TOTAL, &[name, reason.as_str()])),
         }
     }
 
     /// The cluster's name.
     pub fn name(&self) -> &str {
         self.cluster.name()
+    }
+
+    /// Counts one request shed for `reason`.
+    pub fn count_shed(&self, reason: ShedReason) {
+        if let Some(slot) = ShedReason::ALL.iter().position(|r| *r == reason) {
+            self.shed[slot].inc();
+        }
     }
 
     /// Closes idle pooled connections past `pool_idle_timeout`.

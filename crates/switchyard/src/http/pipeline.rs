@@ -33,7 +33,7 @@ use super::router::RequestFacts;
 use super::upgrade;
 use super::upstream::{Lease, UpstreamError};
 use crate::admin::access_log::{AccessLog, HttpLine};
-use crate::cluster::{InFlight, request_key};
+use crate::cluster::{Endpoint, InFlight, request_key};
 use crate::config::model::{RetryOn, UpstreamProtocol};
 use crate::runtime::{clock, rng};
 
@@ -82,7 +82,7 @@ struct Record {
     request_id: Option<HeaderValue>,
     route: Option<Arc<RouteRuntime>>,
     branch: Option<usize>,
-    endpoint: Option<String>,
+    endpoint: Option<Arc<Endpoint>>,
     status: u16,
     proxy_error: Option<ProxyError>,
     attempts: u32,
@@ -132,25 +132,24 @@ impl Record {
         }
     }
 
+    /// The split branch the request was sent to, if it got that far.
+    fn branch(&self) -> Option<&Branch> {
+        match (&self.route.as_deref()?.action, self.branch) {
+            (Action::Forward(split), Some(index)) => Some(split.branch(index)),
+            _ => None,
+        }
+    }
+
     fn counters(&self) -> &RequestCounters {
-        match (&self.route, self.branch) {
-            (Some(route), Some(branch)) => match &route.action {
-                Action::Forward(split) => &split.branch(branch).requests,
-                _ => &route.local_requests,
-            },
-            (Some(route), None) => &route.local_requests,
-            (None, _) => &self.downstream.listener.unrouted,
+        match (self.branch(), &self.route) {
+            (Some(branch), _) => &branch.requests,
+            (None, Some(route)) => &route.local_requests,
+            (None, None) => &self.downstream.listener.unrouted,
         }
     }
 
     fn cluster_name(&self) -> Option<&str> {
-        match (&self.route, self.branch) {
-            (Some(route), Some(branch)) => match &route.action {
-                Action::Forward(split) => Some(split.branch(branch).upstream.name()),
-                _ => None,
-            },
-            _ => None,
-        }
+        self.branch().map(|branch| branch.upstream.name())
     }
 }
 
@@ -192,7 +191,7 @@ impl Completion for Record {
             listener: &listener.name,
             route: self.route.as_deref().map(|r| r.name.as_str()),
             cluster: self.cluster_name(),
-            endpoint: self.endpoint.as_deref(),
+            endpoint: self.endpoint.as_deref().map(|e| e.name.as_str()),
             method: self.method.as_str(),
             authority: self.authority.as_deref(),
             path: &self.path,
@@ -282,13 +281,19 @@ async fn proxy(
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let mut request = Request::from_parts(parts, ());
-    let key = request_key(
-        &branch.upstream.cluster.config.hash_key,
-        record.client,
-        downstream.local,
-        request.headers(),
-        request.uri().path(),
-    );
+    // Only the hash policies read a key; the others are not charged for hashing one.
+    let cluster_config = &branch.upstream.cluster.config;
+    let key = if cluster_config.balance.is_hash() {
+        request_key(
+            &cluster_config.hash_key,
+            record.client,
+            downstream.local,
+            request.headers(),
+            request.uri().path(),
+        )
+    } else {
+        None
+    };
     let request_id = forwarding::ensure_request_id(request.headers_mut(), || {
         forwarding::format_request_id(rng::with_rng(|rng| rng.random()))
     });
@@ -311,7 +316,7 @@ async fn proxy(
         upgrade::restore_request_headers(request.headers_mut(), upgrade);
     }
     route.request_headers.apply(request.headers_mut());
-    let protocol = branch.upstream.cluster.config.protocol;
+    let protocol = cluster_config.protocol;
     let target = upstream_target(&request, &route, host.as_deref(), protocol)?;
 
     let body = RequestBody::new(body, listener.config.max_request_body);
@@ -320,7 +325,16 @@ async fn proxy(
     let request = Request::from_parts(parts, body);
     let request = retarget(request, target, protocol);
 
-    let mut response = attempt(branch, &route, request, key, record).await?;
+    let mut response = match attempt(branch, &route, request, key, record).await {
+        Ok(response) => response,
+        Err(error) => {
+            // One place counts every shed answer, whichever limit made it.
+            if let ProxyError::Shed(reason) = error {
+                branch.upstream.count_shed(reason);
+            }
+            return Err(error);
+        }
+    };
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade =
         (switching && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut response));
@@ -349,7 +363,6 @@ async fn attempt(
 ) -> Result<Response<Incoming>, ProxyError> {
     let upstream = &branch.upstream;
     if upstream.limits.try_acquire(Limit::Requests).is_err() {
-        upstream.shed[1].inc();
         return Err(ProxyError::Shed(ShedReason::Requests));
     }
     record.holds_request_slot = Some(Arc::clone(upstream));
@@ -383,14 +396,13 @@ async fn attempt(
         };
         tried.push(index);
         record.attempts += 1;
-        record.endpoint = Some(endpoint.name.clone());
+        record.endpoint = Some(Arc::clone(endpoint));
         let in_flight = endpoint.begin();
         if upstream.limits.try_acquire(Limit::Pending).is_err() {
-            upstream.shed[0].inc();
             return Err(ProxyError::Shed(ShedReason::Pending));
         }
-        let try_deadline = (Instant::now() + route.per_try_timeout).min(deadline);
         let sent = Instant::now();
+        let try_deadline = (sent + route.per_try_timeout).min(deadline);
         let outcome =
             tokio::time::timeout_at(try_deadline, upstream.pools[index].send(request)).await;
         upstream.limits.release(Limit::Pending);

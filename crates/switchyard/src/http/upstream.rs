@@ -139,6 +139,13 @@ struct IdleH1 {
     slot: OpenSlot,
 }
 
+impl IdleH1 {
+    /// Still open and idle for less than `idle_timeout`.
+    fn is_usable(&self, idle_timeout: Duration) -> bool {
+        self.since.elapsed() < idle_timeout && !self.sender.is_closed()
+    }
+}
+
 #[derive(Debug)]
 struct H2Connection {
     sender: http2::SendRequest<RequestBody>,
@@ -343,9 +350,7 @@ impl EndpointPool {
         let mut idle = self.lock_idle();
         while let Some(candidate) = idle.pop() {
             self.gauges.idle.dec();
-            if candidate.since.elapsed() < self.settings.idle_timeout
-                && !candidate.sender.is_closed()
-            {
+            if candidate.is_usable(self.settings.idle_timeout) {
                 return Some(candidate);
             }
         }
@@ -378,7 +383,7 @@ impl EndpointPool {
     pub fn evict_expired(&self) {
         let mut idle = self.lock_idle();
         let before = idle.len();
-        idle.retain(|c| c.since.elapsed() < self.settings.idle_timeout && !c.sender.is_closed());
+        idle.retain(|c| c.is_usable(self.settings.idle_timeout));
         self.gauges.idle.add(-((before - idle.len()) as i64));
         drop(idle);
         self.lock_h2().retain(|c| !c.sender.is_closed());
