@@ -63,15 +63,6 @@ impl RequestBody {
         }
     }
 
-    /// An empty body.
-    pub fn empty() -> RequestBody {
-        RequestBody {
-            inner: None,
-            limit: None,
-            progress: Arc::default(),
-        }
-    }
-
     /// The byte count and limit flag, readable while the body streams.
     pub fn progress(&self) -> Arc<BodyProgress> {
         Arc::clone(&self.progress)

@@ -20,11 +20,6 @@ impl<S> Rewind<S> {
     pub fn new(prefix: Bytes, inner: S) -> Rewind<S> {
         Rewind { prefix, inner }
     }
-
-    /// The underlying stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {

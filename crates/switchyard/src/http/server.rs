@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -176,12 +176,7 @@ async fn serve_cleartext<S>(
             return;
         }
     };
-    let stream = Rewind::new(seen.freeze(), stream);
-    if h2 {
-        serve_h2(downstream, stream, shutdown).await;
-    } else {
-        serve_h1(downstream, stream, shutdown).await;
-    }
+    dispatch(downstream, Rewind::new(seen.freeze(), stream), h2, shutdown).await;
 }
 
 /// Serves an already decided HTTP/1.1 or HTTP/2 stream (the TLS listener after ALPN).
@@ -189,7 +184,13 @@ pub async fn serve_stream<S>(downstream: Arc<Downstream>, stream: S, h2: bool, s
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let stream = Rewind::new(Bytes::new(), stream);
+    dispatch(downstream, stream, h2, shutdown).await;
+}
+
+async fn dispatch<S>(downstream: Arc<Downstream>, stream: S, h2: bool, shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     if h2 {
         serve_h2(downstream, stream, shutdown).await;
     } else {

@@ -89,16 +89,6 @@ pub enum UpstreamError {
     RequestBody,
 }
 
-impl UpstreamError {
-    /// Whether the request provably never reached the upstream.
-    pub fn never_sent(self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect(_) | UpstreamError::PoolFull | UpstreamError::RefusedStream
-        )
-    }
-}
-
 /// A failed send; `request` is the request back when it was never written.
 #[derive(Debug)]
 pub struct SendError {
@@ -244,11 +234,6 @@ impl EndpointPool {
             freed: Arc::new(Notify::new()),
             gauges,
         }
-    }
-
-    /// Connections open now (idle and busy).
-    pub fn open_connections(&self) -> u32 {
-        self.open.load(Ordering::Acquire)
     }
 
     /// Sends `request` and waits for the response head.

@@ -143,16 +143,15 @@ impl Server {
                     udp_sockets.push((listener.name.clone(), socket));
                     address
                 }
-                Protocol::Tcp | Protocol::TlsPassthrough => {
+                Protocol::Tcp | Protocol::TlsPassthrough | Protocol::Http => {
                     let sockets = bind::tcp_group(&listener.name, listener.listen, accept_loops)?;
                     let address = local(sockets[0].local_addr())?;
-                    tcp_sockets.push((listener.name.clone(), sockets));
-                    address
-                }
-                Protocol::Http => {
-                    let sockets = bind::tcp_group(&listener.name, listener.listen, accept_loops)?;
-                    let address = local(sockets[0].local_addr())?;
-                    http_sockets.push((listener.name.clone(), sockets));
+                    let group = (listener.name.clone(), sockets);
+                    if listener.protocol == Protocol::Http {
+                        http_sockets.push(group);
+                    } else {
+                        tcp_sockets.push(group);
+                    }
                     address
                 }
                 Protocol::Https => {
