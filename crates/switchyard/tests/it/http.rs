@@ -32,9 +32,8 @@ fn keepalive_client() -> reqwest::Client {
         .unwrap()
 }
 
-fn one_cluster(endpoints: &str, extra: &str) -> String {
-    format!(
-        r#"
+/// The admin API, no access log, and the start of listener `web` (HTTP on any port).
+const WEB: &str = r#"
 [admin]
 listen = "127.0.0.1:0"
 [access_log]
@@ -42,7 +41,11 @@ enabled = false
 [[listener]]
 name = "web"
 listen = "127.0.0.1:0"
-protocol = "http"
+protocol = "http""#;
+
+fn one_cluster(endpoints: &str, extra: &str) -> String {
+    format!(
+        r#"{WEB}
 cluster = "app"
 {extra}
 [[cluster]]
@@ -116,15 +119,7 @@ async fn routes_match_host_path_method_and_header_first_match_wins() {
     let backends = http_backends(4).await;
     let a: Vec<SocketAddr> = backends.iter().map(|b| b.local_addr()).collect();
     let toml = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
   [[listener.route]]
   name = "canary-header"
   match = {{ host = "api.example.com", headers = {{ "x-canary" = "1" }} }}
@@ -217,15 +212,7 @@ endpoints = ["{}"]
 async fn load_a_99_to_1_canary_split_holds_over_10000_requests() {
     let backends = http_backends(2).await;
     let toml = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
 split = [ {{ cluster = "stable", weight = 99 }}, {{ cluster = "canary", weight = 1 }} ]
 [[cluster]]
 name = "stable"
@@ -311,15 +298,7 @@ async fn no_response_head_within_the_route_timeout_is_a_504() {
     args.latency = Some(Latency::parse("3s").unwrap());
     let slow = backend(args).await;
     let toml = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
   [[listener.route]]
   cluster = "app"
   timeout = "300ms"
@@ -434,15 +413,7 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_stripped() {
 async fn route_header_edits_and_path_rewrite_apply() {
     let backends = http_backends(1).await;
     let toml = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
   [[listener.route]]
   match = {{ path_prefix = "/api/" }}
   rewrite = {{ path_prefix = "/", host = "internal.test" }}
@@ -571,15 +542,7 @@ fn grpc_request(authority: SocketAddr, path: &str, message: &[u8]) -> http::Requ
 async fn grpc_over_h2c_keeps_trailers_and_proxy_failures_answer_as_grpc() {
     let backends = http_backends(1).await;
     let toml = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
   [[listener.route]]
   match = {{ path_prefix = "/switchyard.test." }}
   cluster = "grpc"
