@@ -8,6 +8,8 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod grpc_wire;
+pub mod health;
 pub mod http;
 pub mod listener;
 pub mod runtime;

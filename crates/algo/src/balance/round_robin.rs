@@ -11,7 +11,7 @@ use super::{EndpointSpec, LoadView};
 /// Round-robin over the endpoints in configuration order. Weights are ignored except that 0
 /// excludes. A turn that lands on an unpickable endpoint, or on a slow-starting one that declines
 /// it (it keeps a turn with probability equal to its factor), goes to the `((cycle + position) mod
-/// c)`-th of the `c` pickable endpoints: an O(n) scan on that degraded path only, and it spreads
+/// c)`-th of the `c` other pickable endpoints: an O(n) scan on that degraded path only, and it spreads
 /// the lost turns over all pickable endpoints instead of handing them all to the neighbour after a
 /// block of unpickable ones.
 #[derive(Debug)]
@@ -37,17 +37,19 @@ impl RoundRobin {
         }
         let ticket = self.next.fetch_add(1, Ordering::Relaxed);
         let start = (ticket % n as u64) as usize;
-        if self.weights.pickable(load, start) && accept_scaled(load, start, rng) {
+        let start_pickable = self.weights.pickable(load, start);
+        if start_pickable && accept_scaled(load, start, rng) {
             return Some(start);
         }
-        let c = (0..n).filter(|&i| self.weights.pickable(load, i)).count();
+        // A slow-starting endpoint that declined its turn does not get it back through the
+        // redistribution (that would undo the ramp), unless it is the only one left.
+        let takes_turn = |i: usize| i != start && self.weights.pickable(load, i);
+        let c = (0..n).filter(|&i| takes_turn(i)).count();
         if c == 0 {
-            return None;
+            return start_pickable.then_some(start);
         }
         let k = (ticket / n as u64 + start as u64) % c as u64;
-        (0..n)
-            .filter(|&i| self.weights.pickable(load, i))
-            .nth(k as usize)
+        (0..n).filter(|&i| takes_turn(i)).nth(k as usize)
     }
 }
 
@@ -102,5 +104,28 @@ mod tests {
             counts[rr.pick(&load, &mut rng).expect("pickable")] += 1;
         }
         assert_eq!(counts, [3_000, 0, 0, 0, 0, 3_000]);
+    }
+
+    #[test]
+    fn a_slow_starting_endpoint_gets_its_factor_of_its_turns_and_no_more() {
+        let eps: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|n| EndpointSpec::new(*n, 1))
+            .collect();
+        let rr = RoundRobin::new(&eps);
+        let mut load = Load::uniform(2);
+        load.factor[1] = 0.1;
+        let mut rng = SmallRng::seed_from_u64(3);
+        let b = (0..10_000)
+            .filter(|_| rr.pick(&load, &mut rng) == Some(1))
+            .count();
+        // b's 5,000 turns are kept with probability 0.1: 500 expected, sigma ~21.
+        assert!((400..=600).contains(&b), "b got {b}");
+        load.eligible[0] = false;
+        assert_eq!(
+            rr.pick(&load, &mut rng),
+            Some(1),
+            "alone, it takes every turn"
+        );
     }
 }

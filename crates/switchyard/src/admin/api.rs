@@ -11,6 +11,7 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 
 use super::metrics::Format;
+use crate::http::router::percent_decode;
 use crate::runtime::clock;
 use crate::runtime::server::Shared;
 
@@ -33,6 +34,9 @@ pub fn handle<B>(
         );
     }
     let path = request.uri().path();
+    if let Some(rest) = path.strip_prefix("/api/v1/clusters/") {
+        return endpoint_action(shared, request.method(), rest);
+    }
     let route: Option<Route<B>> = match path {
         "/healthz" => Some(|_, _| text(StatusCode::OK, "ok\n")),
         "/ready" => Some(ready),
@@ -122,30 +126,106 @@ fn clusters<B>(shared: &Shared, _: &Request<B>) -> Response<Body> {
                 .endpoints()
                 .iter()
                 .map(|e| {
+                    let health = cluster.config.health.as_ref().map(|_| {
+                        if e.is_checked_healthy() {
+                            "healthy"
+                        } else {
+                            "unhealthy"
+                        }
+                    });
+                    let ejected_until = e.ejected_until(now).map(|until| {
+                        let left = std::time::Duration::from_nanos(until - now);
+                        unix_seconds(std::time::SystemTime::now() + left)
+                    });
                     json!({
                         "name": e.name,
                         "address": e.address.to_string(),
-                        "state": e.state().as_str(),
+                        "state": e.state_at(now).as_str(),
                         "weight": e.weight,
-                        "effective_weight": e.weight,
+                        "effective_weight": (f64::from(e.weight) * e.weight_factor(now)).round(),
                         "in_flight": e.in_flight(),
                         "ewma_ms": e.latency_estimate_ns(now) / 1e6,
                         "success_rate": e.success_rate(),
-                        "ejections": 0,
-                        "ejected_until": Value::Null,
-                        "operator_drained": false,
-                        "health": Value::Null,
+                        "ejections": e.ejections(),
+                        "ejected_until": ejected_until,
+                        "operator_drained": e.is_draining(),
+                        "health": health,
                     })
                 })
                 .collect();
             json!({
                 "name": cluster.name(),
                 "balance": cluster.config.balance.as_str(),
+                "panic": cluster.in_panic(),
                 "endpoints": endpoints,
             })
         })
         .collect();
     json_response(&json!({ "clusters": clusters }))
+}
+
+/// Seconds since the Unix epoch (the admin API's timestamps).
+fn unix_seconds(at: std::time::SystemTime) -> f64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| (d.as_secs_f64() * 1e3).round() / 1e3)
+}
+
+/// `POST /api/v1/clusters/{cluster}/endpoints/{endpoint}/drain` and `.../undrain`
+/// (`{endpoint}`: the endpoint's name or address, percent-encoded).
+fn endpoint_action(shared: &Shared, method: &Method, rest: &str) -> Response<Body> {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [cluster, "endpoints", endpoint, action] = parts[..] else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no admin route /api/v1/clusters/{rest}"),
+        );
+    };
+    let draining = match action {
+        "drain" => true,
+        "undrain" => false,
+        _ => {
+            return error(
+                StatusCode::NOT_FOUND,
+                &format!("no endpoint action {action:?}"),
+            );
+        }
+    };
+    if method != Method::POST {
+        let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        response
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return response;
+    }
+    let cluster_name = percent_decode(cluster).into_owned();
+    let endpoint_name = percent_decode(endpoint).into_owned();
+    let snapshot = shared.snapshot.load();
+    let Some(cluster) = snapshot.cluster(&cluster_name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no cluster {cluster_name:?}"),
+        );
+    };
+    let Some(found) = cluster
+        .endpoints()
+        .iter()
+        .find(|e| e.name == endpoint_name || e.address.to_string() == endpoint_name)
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no endpoint {endpoint_name:?} in cluster {cluster_name:?}"),
+        );
+    };
+    let now = clock::now();
+    found.set_draining(draining, now);
+    cluster.refresh(now);
+    tracing::info!(cluster = %cluster_name, endpoint = %found.name, draining, "operator drain changed");
+    json_response(&json!({
+        "cluster": cluster_name,
+        "endpoint": found.name,
+        "state": found.state_at(now).as_str(),
+        "operator_drained": draining,
+    }))
 }
 
 fn config<B>(shared: &Shared, _: &Request<B>) -> Response<Body> {

@@ -6,7 +6,7 @@
 //! trailers. The two health messages are tiny, so they are encoded by hand rather than pulling
 //! a protobuf toolchain into the build.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
 use http_body_util::StreamBody;
 use hyper::body::{Frame, Incoming};
@@ -14,9 +14,9 @@ use hyper::body::{Frame, Incoming};
 use super::body::{BoxError, RespBody, boxed};
 use super::control::read_bounded;
 use super::faults::Control;
+use crate::grpc_wire::{self, FrameError};
 
-/// The health check method.
-pub(crate) const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
+pub(crate) use crate::grpc_wire::HEALTH_CHECK;
 /// The unary echo method: answers the request message unchanged.
 pub(crate) const ECHO: &str = "/switchyard.test.Echo/Echo";
 
@@ -32,11 +32,6 @@ const UNIMPLEMENTED: u32 = 12;
 const INTERNAL: u32 = 13;
 /// `UNAVAILABLE`: what an injected error answers.
 pub(crate) const UNAVAILABLE: u32 = 14;
-
-/// `HealthCheckResponse.ServingStatus.SERVING`.
-const SERVING: u8 = 1;
-/// `HealthCheckResponse.ServingStatus.NOT_SERVING`.
-const NOT_SERVING: u8 = 2;
 
 /// The largest request message accepted.
 const MAX_MESSAGE: usize = 4 << 20;
@@ -70,66 +65,28 @@ pub(crate) async fn serve(control: &Control, req: Request<Incoming>) -> Response
     if path == ECHO {
         return message_response(&message);
     }
-    let Ok(service) = decode_health_request(&message) else {
+    let Ok(service) = grpc_wire::decode_health_request(&message) else {
         return status_response(INVALID_ARGUMENT, "malformed HealthCheckRequest");
     };
     let serving = control.faults_arc().grpc_serving_for(&service);
-    let status = if serving { SERVING } else { NOT_SERVING };
-    // HealthCheckResponse { status = 1 (varint) }
-    message_response(&[0x08, status])
-}
-
-/// Extracts the single message of a unary request.
-fn unframe(body: &[u8]) -> Result<Bytes, (u32, &'static str)> {
-    let Some((prefix, rest)) = body.split_first_chunk::<5>() else {
-        return Err((INTERNAL, "missing gRPC message prefix"));
+    let status = if serving {
+        grpc_wire::SERVING
+    } else {
+        grpc_wire::NOT_SERVING
     };
-    if prefix[0] != 0 {
-        return Err((UNIMPLEMENTED, "compressed messages are not supported"));
-    }
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
-    if usize::try_from(len).ok() != Some(rest.len()) {
-        return Err((INTERNAL, "expected exactly one gRPC message"));
-    }
-    Ok(Bytes::copy_from_slice(rest))
+    message_response(&grpc_wire::health_response(status))
 }
 
-/// Reads `HealthCheckRequest { string service = 1; }`, skipping unknown fields.
-fn decode_health_request(mut b: &[u8]) -> Result<String, ()> {
-    let mut service = String::new();
-    while !b.is_empty() {
-        let key = varint(&mut b)?;
-        match key & 7 {
-            0 => {
-                varint(&mut b)?;
-            }
-            1 => b = b.get(8..).ok_or(())?,
-            2 => {
-                let len = usize::try_from(varint(&mut b)?).map_err(|_| ())?;
-                let value = b.get(..len).ok_or(())?;
-                if key >> 3 == 1 {
-                    service = String::from_utf8(value.to_vec()).map_err(|_| ())?;
-                }
-                b = &b[len..];
-            }
-            5 => b = b.get(4..).ok_or(())?,
-            _ => return Err(()),
+/// Extracts the single message of a unary request, as a gRPC status on failure.
+fn unframe(body: &[u8]) -> Result<Bytes, (u32, &'static str)> {
+    match grpc_wire::unframe(body) {
+        Ok(message) => Ok(Bytes::copy_from_slice(message)),
+        Err(FrameError::Compressed) => {
+            Err((UNIMPLEMENTED, "compressed messages are not supported"))
         }
+        Err(FrameError::MissingPrefix) => Err((INTERNAL, "missing gRPC message prefix")),
+        Err(FrameError::NotOneMessage) => Err((INTERNAL, "expected exactly one gRPC message")),
     }
-    Ok(service)
-}
-
-fn varint(b: &mut &[u8]) -> Result<u64, ()> {
-    let mut value: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = b.split_first().ok_or(())?;
-        *b = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(())
 }
 
 fn trailers(code: u32, message: &str) -> HeaderMap {
@@ -160,12 +117,8 @@ pub(crate) fn status_response(code: u32, message: &str) -> Response<RespBody> {
 
 /// A successful call answering one message.
 fn message_response(message: &[u8]) -> Response<RespBody> {
-    let mut framed = BytesMut::with_capacity(5 + message.len());
-    framed.put_u8(0);
-    framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
-    framed.put_slice(message);
     grpc_response(vec![
-        Frame::data(framed.freeze()),
+        Frame::data(grpc_wire::frame(message)),
         Frame::trailers(trailers(OK, "")),
     ])
 }
@@ -173,6 +126,7 @@ fn message_response(message: &[u8]) -> Response<RespBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc_wire::decode_health_request;
 
     #[test]
     fn health_requests_decode_the_service_name() {

@@ -126,7 +126,15 @@ async fn route(shared: &Shared, mut req: Request<Incoming>) -> Response<RespBody
         return match code.parse::<u16>().ok().filter(|c| (200..=599).contains(c)) {
             Some(c) => {
                 let status = StatusCode::from_u16(c).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                json_response(status, &serde_json::json!({"status": c}))
+                let mut response = json_response(status, &serde_json::json!({"status": c}));
+                let retry_after = query_param(&query, "retry_after")
+                    .and_then(|v| http::HeaderValue::from_str(v).ok());
+                if let Some(value) = retry_after {
+                    response
+                        .headers_mut()
+                        .insert(http::header::RETRY_AFTER, value);
+                }
+                response
             }
             None => bad_request(&format!("/status/{code}: expected a status 200-599")),
         };
@@ -152,14 +160,17 @@ fn echo(req: Request<Incoming>) -> Response<RespBody> {
     resp
 }
 
+/// The value of query parameter `name`.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 fn bytes(path: &str, query: &str) -> Response<RespBody> {
-    let param = |name: &str| {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
-    };
+    let param = |name: &str| query_param(query, name);
     let size = match path.strip_prefix("/bytes/") {
         Some(n) => Some(n),
         None => param("size"),

@@ -1,13 +1,21 @@
 //! One endpoint's live state: what the picker reads and what the admin API reports.
+//!
+//! The state is kept as a few independent facts, each written by one party: the active
+//! health checker writes `checked_healthy`, passive outlier detection writes
+//! `ejected_until`, the operator (or a reload removing the endpoint) writes `draining`, and
+//! whoever made the endpoint usable again writes `usable_since`. The SPEC's single state
+//! word is resolved from them at read time ([`EndpointState::resolve`]), so an ejection
+//! ends and a slow-start ramp finishes on time without any task having to flip a flag.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use switchyard_algo::balance::{EwmaConfig, PeakEwma};
 pub use switchyard_algo::health::EndpointState;
+use switchyard_algo::health::slow_start_factor_at;
 
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::config::model;
@@ -53,7 +61,16 @@ struct EndpointMetrics {
     in_flight: Gauge,
     states: [Gauge; 5],
     connect_errors: [Counter; 3],
+    ejections: [Counter; 4],
 }
+
+/// `ejections_total`'s reasons, in the algorithms crate's spelling.
+const EJECTION_REASONS: [&str; 4] = [
+    "consecutive_5xx",
+    "gateway_failures",
+    "error_rate",
+    "latency",
+];
 
 /// One backend address of a cluster with its live state.
 #[derive(Debug)]
@@ -68,12 +85,38 @@ pub struct Endpoint {
     latency: Mutex<PeakEwma>,
     attempts: AtomicU64,
     failures: AtomicU64,
+    liveness: Liveness,
     metrics: EndpointMetrics,
 }
 
+/// The facts the state word is resolved from (module docs).
+#[derive(Debug)]
+struct Liveness {
+    /// The active checks' verdict (true when the cluster has no active checks).
+    checked_healthy: AtomicBool,
+    /// Ejected until this instant (process nanoseconds); 0 when never ejected.
+    ejected_until: AtomicU64,
+    /// Ejections so far (the admin API's `ejections`).
+    ejections: AtomicU32,
+    /// Operator or reload drain.
+    draining: AtomicBool,
+    /// When the endpoint last became usable, for the slow-start ramp; 0 = no ramp.
+    usable_since: AtomicU64,
+    /// The cluster's `slow_start` window.
+    slow_start: Duration,
+}
+
 impl Endpoint {
-    /// A new endpoint of `cluster`, with its metric series created at zero.
-    pub fn new(cluster: &str, config: &model::Endpoint, registry: &Registry) -> Endpoint {
+    /// A new endpoint of `cluster`, with its metric series created at zero. With active
+    /// checks it starts `unhealthy` until the first one passes; without, `healthy`.
+    pub fn new(
+        cluster: &model::Cluster,
+        config: &model::Endpoint,
+        registry: &Registry,
+    ) -> Endpoint {
+        let checked = cluster.health.is_none();
+        let slow_start = cluster.slow_start;
+        let cluster = cluster.name.as_str();
         let labels = [cluster, config.name.as_str()];
         let states = EndpointState::ALL.map(|state| {
             registry.gauge(
@@ -87,14 +130,9 @@ impl Endpoint {
                 &[cluster, config.name.as_str(), reason.as_str()],
             )
         });
-        for reason in [
-            "consecutive_5xx",
-            "gateway_failures",
-            "error_rate",
-            "latency",
-        ] {
-            registry.counter(&metrics::EJECTIONS_TOTAL, &[cluster, &config.name, reason]);
-        }
+        let ejections = EJECTION_REASONS.map(|reason| {
+            registry.counter(&metrics::EJECTIONS_TOTAL, &[cluster, &config.name, reason])
+        });
         registry.histogram(&metrics::UPSTREAM_REQUEST_DURATION_SECONDS, &labels);
         let endpoint = Endpoint {
             name: config.name.clone(),
@@ -104,33 +142,122 @@ impl Endpoint {
             latency: Mutex::new(PeakEwma::new(&EwmaConfig::default())),
             attempts: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            liveness: Liveness {
+                checked_healthy: AtomicBool::new(checked),
+                ejected_until: AtomicU64::new(0),
+                ejections: AtomicU32::new(0),
+                draining: AtomicBool::new(false),
+                usable_since: AtomicU64::new(0),
+                slow_start,
+            },
             metrics: EndpointMetrics {
                 in_flight: registry.gauge(&metrics::ENDPOINT_IN_FLIGHT, &labels),
                 states,
                 connect_errors,
+                ejections,
             },
         };
-        endpoint.publish_state();
+        endpoint.publish_state(crate::runtime::clock::now());
         endpoint
     }
 
-    /// The endpoint's state. Health checks, ejection and drain arrive with later issues;
-    /// until then every configured endpoint is healthy and passive feedback acts through
-    /// the latency estimate alone.
-    pub fn state(&self) -> EndpointState {
-        EndpointState::Healthy
+    /// The endpoint's state at `now` (SPEC precedence: draining > unhealthy > ejected >
+    /// slow-starting > healthy).
+    pub fn state_at(&self, now: u64) -> EndpointState {
+        let l = &self.liveness;
+        EndpointState::resolve(
+            l.draining.load(Ordering::Relaxed),
+            l.checked_healthy.load(Ordering::Relaxed),
+            self.is_ejected(now),
+            self.weight_factor(now) < 1.0,
+        )
     }
 
-    fn publish_state(&self) {
-        let current = self.state();
+    /// The endpoint's state now.
+    pub fn state(&self) -> EndpointState {
+        self.state_at(crate::runtime::clock::now())
+    }
+
+    /// Sets the `endpoint_state` gauges to the state at `now`.
+    pub fn publish_state(&self, now: u64) {
+        let current = self.state_at(now);
         for (gauge, state) in self.metrics.states.iter().zip(EndpointState::ALL) {
             gauge.set(i64::from(state == current));
         }
     }
 
-    /// Whether a new request or connection may go here.
-    pub fn is_eligible(&self) -> bool {
-        self.weight > 0 && self.state().is_usable()
+    /// Whether a new request or connection may go here at `now`; in panic mode (SPEC 3.1)
+    /// every endpoint that is not draining may.
+    pub fn is_eligible_at(&self, now: u64, in_panic: bool) -> bool {
+        self.weight > 0 && self.state_at(now).is_eligible(in_panic)
+    }
+
+    /// Whether passive outlier detection holds the endpoint out at `now`.
+    pub fn is_ejected(&self, now: u64) -> bool {
+        now < self.liveness.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Until when the endpoint is ejected (process nanoseconds), if it is at `now`.
+    pub fn ejected_until(&self, now: u64) -> Option<u64> {
+        let until = self.liveness.ejected_until.load(Ordering::Relaxed);
+        (now < until).then_some(until)
+    }
+
+    /// Ejections so far.
+    pub fn ejections(&self) -> u32 {
+        self.liveness.ejections.load(Ordering::Relaxed)
+    }
+
+    /// The slow-start multiplier of the weight at `now`: 0.1 rising linearly to 1 over the
+    /// cluster's `slow_start` after the endpoint last became usable.
+    pub fn weight_factor(&self, now: u64) -> f64 {
+        let since = self.liveness.usable_since.load(Ordering::Relaxed);
+        if since == 0 || now < since {
+            return 1.0;
+        }
+        slow_start_factor_at(since, now, self.liveness.slow_start)
+    }
+
+    /// Holds the endpoint out until `until` for `reason`; its slow-start ramp begins when
+    /// the ejection ends.
+    pub fn eject(&self, until: u64, reason: &str) {
+        let l = &self.liveness;
+        l.ejected_until.store(until, Ordering::Relaxed);
+        l.usable_since.store(until.max(1), Ordering::Relaxed);
+        l.ejections.fetch_add(1, Ordering::Relaxed);
+        if let Some(slot) = EJECTION_REASONS.iter().position(|r| *r == reason) {
+            self.metrics.ejections[slot].inc();
+        }
+    }
+
+    /// The active checks' verdict changed (or was first given). A return to health starts
+    /// the slow-start ramp at `now`; the first admission of an endpoint present since
+    /// start-up does not (`ramp` false), since every endpoint starts together.
+    pub fn set_checked_healthy(&self, healthy: bool, now: u64, ramp: bool) {
+        let l = &self.liveness;
+        let was = l.checked_healthy.swap(healthy, Ordering::Relaxed);
+        if healthy && !was && ramp {
+            l.usable_since.store(now.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the active checks pass (true without active checks).
+    pub fn is_checked_healthy(&self) -> bool {
+        self.liveness.checked_healthy.load(Ordering::Relaxed)
+    }
+
+    /// Sets or clears the drain flag; an undrained endpoint slow-starts from `now`.
+    pub fn set_draining(&self, draining: bool, now: u64) {
+        let l = &self.liveness;
+        let was = l.draining.swap(draining, Ordering::Relaxed);
+        if was && !draining {
+            l.usable_since.store(now.max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the endpoint is draining.
+    pub fn is_draining(&self) -> bool {
+        self.liveness.draining.load(Ordering::Relaxed)
     }
 
     /// Requests or connections on the endpoint now.

@@ -1,14 +1,17 @@
-//! A cluster: its endpoints, its picker, and the view of live load the picker reads.
+//! A cluster: its endpoints, its picker, the view of live load the picker reads, and the
+//! passive outlier detection that every tier feeds with the outcome of its attempts.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use switchyard_algo::balance::{BuildError, EndpointSpec, LoadView, Picker, Policy};
+use switchyard_algo::outlier::{self, Outcome, OutlierConfig, OutlierDetector};
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, info, warn};
 
 use super::endpoint::{ConnectFailure, Endpoint, InFlight};
 use crate::admin::metrics::{self, Registry};
@@ -31,6 +34,28 @@ pub struct Cluster {
     pub config: model::Cluster,
     endpoints: Vec<Arc<Endpoint>>,
     picker: Picker,
+    /// Passive outlier detection; `None` when `[cluster.outlier] enabled = false`.
+    outlier: Option<Mutex<OutlierDetector>>,
+    /// Below `panic_threshold` percent usable: balance over every endpoint not draining.
+    in_panic: AtomicBool,
+    panic_threshold: u32,
+}
+
+/// The algorithms crate's view of `[cluster.outlier]`.
+fn outlier_config(config: &model::Outlier) -> OutlierConfig {
+    let percent = |p: f64| p.clamp(0.0, 100.0).round() as u32;
+    OutlierConfig {
+        consecutive_5xx: config.consecutive_5xx,
+        consecutive_gateway_failures: config.consecutive_gateway_failures,
+        error_rate: config.error_rate,
+        window: config.window,
+        min_requests: u64::from(config.min_requests),
+        latency_factor: config.latency_factor,
+        base_ejection: config.base_ejection,
+        max_ejection: config.max_ejection,
+        max_ejection_percent: percent(config.max_ejection_percent),
+        panic_threshold: percent(config.panic_threshold),
+    }
 }
 
 fn policy(cluster: &model::Cluster) -> Policy {
@@ -66,8 +91,18 @@ impl Cluster {
         let endpoints = config
             .endpoints
             .iter()
-            .map(|e| Arc::new(Endpoint::new(&config.name, e, registry)))
-            .collect();
+            .map(|e| Arc::new(Endpoint::new(config, e, registry)))
+            .collect::<Vec<_>>();
+        let outlier = config
+            .outlier
+            .as_ref()
+            .map(|o| Mutex::new(OutlierDetector::new(outlier_config(o), endpoints.len())));
+        // Without outlier detection the SPEC default threshold still guards against a
+        // cluster whose active checks fail nearly everywhere.
+        let panic_threshold = config
+            .outlier
+            .as_ref()
+            .map_or(50, |o| outlier_config(o).panic_threshold);
         let name = config.name.as_str();
         registry.counter(&metrics::RETRY_BUDGET_EXHAUSTED_TOTAL, &[name]);
         registry.counter(&metrics::HEDGES_TOTAL, &[name]);
@@ -80,11 +115,114 @@ impl Cluster {
         for state in ["idle", "active"] {
             registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, state]);
         }
-        Ok(Cluster {
+        let cluster = Cluster {
             config: config.clone(),
             endpoints,
             picker,
-        })
+            outlier,
+            in_panic: AtomicBool::new(false),
+            panic_threshold,
+        };
+        cluster.refresh(clock::now());
+        Ok(cluster)
+    }
+
+    /// Recomputes panic mode and publishes every endpoint's state gauges. Runs after every
+    /// state change and once a second (ejections end and ramps finish by the clock).
+    pub fn refresh(&self, now: u64) {
+        let usable = self
+            .endpoints
+            .iter()
+            .filter(|e| e.weight > 0 && e.state_at(now).is_usable())
+            .count();
+        let weighted = self.endpoints.iter().filter(|e| e.weight > 0).count();
+        let panic = outlier::in_panic(usable, weighted, self.panic_threshold);
+        let was = self.in_panic.swap(panic, Ordering::Relaxed);
+        if panic != was {
+            if panic {
+                warn!(
+                    cluster = self.name(),
+                    usable,
+                    total = weighted,
+                    "panic mode: balancing over every endpoint not draining"
+                );
+            } else {
+                info!(
+                    cluster = self.name(),
+                    usable,
+                    total = weighted,
+                    "panic mode over"
+                );
+            }
+        }
+        for endpoint in &self.endpoints {
+            endpoint.publish_state(now);
+        }
+    }
+
+    /// Whether the cluster is in panic mode (SPEC 3.1 `panic_threshold`).
+    pub fn in_panic(&self) -> bool {
+        self.in_panic.load(Ordering::Relaxed)
+    }
+
+    /// Feeds the outcome of one attempt on endpoint `index` to passive outlier detection;
+    /// an ejection it causes takes effect for the next pick.
+    pub fn record_outcome(&self, index: usize, outcome: Outcome, now: u64) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let ejection = {
+            let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+            detector.expire(now);
+            detector.record(index, outcome, now)
+        };
+        if let Some(ejection) = ejection {
+            self.apply_ejection(ejection, now);
+        }
+    }
+
+    /// The periodic part of passive detection: expired ejections are forgotten and, with
+    /// `latency_factor`, endpoints far slower than the cluster's median are ejected.
+    pub fn check_outliers(&self, now: u64) {
+        if let Some(detector) = &self.outlier {
+            let ejections = {
+                let mut detector = detector.lock().unwrap_or_else(|p| p.into_inner());
+                detector.expire(now);
+                let latency: Vec<f64> = self
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        if e.state_at(now).is_usable() {
+                            e.latency_estimate_ns(now)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                detector.check_latency(&latency, now)
+            };
+            for ejection in ejections {
+                self.apply_ejection(ejection, now);
+            }
+        }
+        self.refresh(now);
+    }
+
+    fn apply_ejection(&self, ejection: outlier::Ejection, now: u64) {
+        let Some(endpoint) = self.endpoints.get(ejection.index) else {
+            return;
+        };
+        let reason = ejection.reason.as_str();
+        endpoint.eject(ejection.until, reason);
+        warn!(
+            cluster = self.name(),
+            endpoint = %endpoint.name,
+            reason,
+            nth = ejection.nth,
+            seconds = Duration::from_nanos(ejection.until.saturating_sub(now)).as_secs_f64(),
+            "endpoint ejected"
+        );
+        self.refresh(now);
     }
 
     /// The cluster's name.
@@ -116,12 +254,16 @@ impl Cluster {
             let started = Instant::now();
             match attempt(endpoint.address).await {
                 Ok(connection) => {
-                    endpoint.record_success(started.elapsed(), clock::now());
+                    let now = clock::now();
+                    endpoint.record_success(started.elapsed(), now);
+                    self.record_outcome(index, Outcome::Success, now);
                     return Some((connection, in_flight));
                 }
                 Err((failure, error)) => {
                     debug!(cluster = self.name(), endpoint = %endpoint.name, %error, "connect failed");
-                    endpoint.record_connect_failure(failure, clock::now());
+                    let now = clock::now();
+                    endpoint.record_connect_failure(failure, now);
+                    self.record_outcome(index, Outcome::GatewayFailure, now);
                 }
             }
             tried.push(index);
@@ -135,6 +277,7 @@ impl Cluster {
         let load = Load {
             endpoints: &self.endpoints,
             now,
+            in_panic: self.in_panic(),
         };
         let index = rng::with_rng(|rng| self.picker.pick_excluding(key, &load, rng, exclude))?;
         self.endpoints.get(index).map(|e| (index, e))
@@ -145,11 +288,16 @@ impl Cluster {
 struct Load<'a> {
     endpoints: &'a [Arc<Endpoint>],
     now: u64,
+    in_panic: bool,
 }
 
 impl LoadView for Load<'_> {
     fn is_eligible(&self, i: usize) -> bool {
-        self.endpoints[i].is_eligible()
+        self.endpoints[i].is_eligible_at(self.now, self.in_panic)
+    }
+
+    fn weight_factor(&self, i: usize) -> f64 {
+        self.endpoints[i].weight_factor(self.now)
     }
 
     fn in_flight(&self, i: usize) -> u64 {

@@ -464,6 +464,37 @@ pub enum RetryOn {
     Status(u16),
 }
 
+impl RetryOn {
+    /// The word as written in `retry.on` (and the `reason` label of `retries_total`).
+    pub fn word(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(match self {
+            RetryOn::ConnectFailure => "connect-failure",
+            RetryOn::RefusedStream => "refused-stream",
+            RetryOn::Reset => "reset",
+            RetryOn::Timeout => "timeout",
+            RetryOn::GatewayError => "gateway-error",
+            RetryOn::Any5xx => "5xx",
+            RetryOn::Status(status) => return std::borrow::Cow::Owned(status.to_string()),
+        })
+    }
+
+    /// Whether the condition is met by an upstream response with `status`.
+    pub fn matches_status(&self, status: u16) -> bool {
+        match self {
+            RetryOn::GatewayError => matches!(status, 502..=504),
+            RetryOn::Any5xx => (500..=599).contains(&status),
+            RetryOn::Status(wanted) => *wanted == status,
+            _ => false,
+        }
+    }
+
+    /// Whether the condition proves the request never reached an upstream, so it is safe
+    /// to retry whatever the method (SPEC 4).
+    pub fn never_sent(&self) -> bool {
+        matches!(self, RetryOn::ConnectFailure | RetryOn::RefusedStream)
+    }
+}
+
 /// `hedge = { after, max_extra }`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hedge {

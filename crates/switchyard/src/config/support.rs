@@ -24,18 +24,13 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listener[].tls",
     "listener[].route[].match.jwt_claims",
     "listener[].route[].max_duration",
-    "listener[].route[].retry",
     "listener[].route[].hedge",
     "listener[].route[].rate_limit",
     "listener[].route[].auth",
     "cluster[].discovery",
     "cluster[].sticky",
-    "cluster[].slow_start",
     "cluster[].drain_timeout",
-    "cluster[].retry_budget",
     "cluster[].limits.max_connections",
-    "cluster[].health",
-    "cluster[].outlier",
     "cluster[].tls",
     "global_rate_limit",
     "xdp",
@@ -53,6 +48,7 @@ pub const VALUE_RULES: &[(&str, &[&str])] = &[
         &["source-ip", "5-tuple", "path", "header:*", "cookie:*"],
     ),
     ("cluster[].protocol", &["http1", "h2"]),
+    ("cluster[].health.kind", &["tcp", "http", "grpc"]),
 ];
 
 fn admits(allowed: &[&str], word: &str) -> bool {

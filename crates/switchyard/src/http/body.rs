@@ -9,12 +9,14 @@
 //! written exactly once. hyper's own buffers and HTTP/2 flow control bound what one stream
 //! can hold, so backpressure reaches the far side unchanged.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -45,27 +47,137 @@ impl BodyProgress {
 #[error("request body larger than max_request_body ({0} bytes)")]
 pub struct BodyTooLarge(pub u64);
 
-/// A client's request body on its way upstream.
+/// A client's request body on its way upstream: the client's stream, or a replay of a
+/// body recorded during an earlier attempt.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    source: RequestSource,
     limit: Option<u64>,
     progress: Arc<BodyProgress>,
+    recorder: Option<Arc<Mutex<Replay>>>,
+}
+
+#[derive(Debug)]
+enum RequestSource {
+    Client(Incoming),
+    Replay {
+        data: VecDeque<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
+    Done,
 }
 
 impl RequestBody {
     /// Wraps `inner`, cutting it off past `limit` bytes.
     pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
         RequestBody {
-            inner: Some(inner),
+            source: RequestSource::Client(inner),
             limit,
             progress: Arc::default(),
+            recorder: None,
         }
     }
 
     /// The byte count and limit flag, readable while the body streams.
     pub fn progress(&self) -> Arc<BodyProgress> {
         Arc::clone(&self.progress)
+    }
+
+    /// Keeps a copy of the first `capacity` bytes as they stream, so a retry or a hedge
+    /// can send the body again ([`Replay::body`]); a longer body is not kept (and not
+    /// replayable).
+    pub fn record(&mut self, capacity: u64) -> Arc<Mutex<Replay>> {
+        let mut replay = Replay {
+            capacity,
+            ..Replay::default()
+        };
+        if self.is_end_stream() {
+            replay.state = ReplayState::Complete;
+        }
+        let replay = Arc::new(Mutex::new(replay));
+        self.recorder = Some(Arc::clone(&replay));
+        replay
+    }
+
+    fn keep(&self, frame: &Frame<Bytes>, last: bool) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let mut replay = recorder.lock().unwrap_or_else(|p| p.into_inner());
+        replay.keep(frame, last);
+    }
+}
+
+/// Where a recorded body stands.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ReplayState {
+    /// Still streaming, everything so far kept.
+    #[default]
+    Recording,
+    /// The whole body is kept.
+    Complete,
+    /// The body outgrew the buffer (or broke): it cannot be sent again.
+    Lost,
+}
+
+/// A bounded copy of a request body, shared between the body being sent and the attempt
+/// loop that may need to send it again.
+#[derive(Debug, Default)]
+pub struct Replay {
+    data: Vec<Bytes>,
+    trailers: Option<HeaderMap>,
+    bytes: u64,
+    capacity: u64,
+    state: ReplayState,
+}
+
+impl Replay {
+    fn keep(&mut self, frame: &Frame<Bytes>, last: bool) {
+        if self.state != ReplayState::Recording {
+            return;
+        }
+        if let Some(data) = frame.data_ref() {
+            self.bytes += data.len() as u64;
+            if self.bytes > self.capacity {
+                self.state = ReplayState::Lost;
+                self.data = Vec::new();
+                return;
+            }
+            self.data.push(data.clone());
+        } else if let Some(trailers) = frame.trailers_ref() {
+            self.trailers = Some(trailers.clone());
+        }
+        if last {
+            self.state = ReplayState::Complete;
+        }
+    }
+
+    fn end(&mut self, clean: bool) {
+        if self.state == ReplayState::Recording {
+            self.state = if clean {
+                ReplayState::Complete
+            } else {
+                ReplayState::Lost
+            };
+        }
+    }
+
+    /// Whether the body outgrew the buffer (it will never be replayable).
+    pub fn is_lost(&self) -> bool {
+        self.state == ReplayState::Lost
+    }
+
+    /// The whole body again, once it was read to its end within the buffer.
+    pub fn body(&self, progress: &Arc<BodyProgress>) -> Option<RequestBody> {
+        (self.state == ReplayState::Complete).then(|| RequestBody {
+            source: RequestSource::Replay {
+                data: self.data.iter().cloned().collect(),
+                trailers: self.trailers.clone(),
+            },
+            limit: None,
+            progress: Arc::clone(progress),
+            recorder: None,
+        })
     }
 }
 
@@ -78,8 +190,19 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
+        let inner = match &mut this.source {
+            RequestSource::Done => return Poll::Ready(None),
+            RequestSource::Replay { data, trailers } => {
+                let frame = match data.pop_front() {
+                    Some(bytes) => Some(Ok(Frame::data(bytes))),
+                    None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+                };
+                if frame.is_none() {
+                    this.source = RequestSource::Done;
+                }
+                return Poll::Ready(frame);
+            }
+            RequestSource::Client(inner) => inner,
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -92,16 +215,23 @@ impl Body for RequestBody {
                     if let Some(limit) = this.limit {
                         if total > limit {
                             this.progress.over_limit.store(true, Ordering::Relaxed);
-                            this.inner = None;
+                            this.source = RequestSource::Done;
+                            this.end_recording(false);
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
                         }
                     }
                 }
+                let last = this.is_end_stream();
+                this.keep(&frame, last);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error)))),
+            Poll::Ready(Some(Err(error))) => {
+                this.end_recording(false);
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
             Poll::Ready(None) => {
-                this.inner = None;
+                this.source = RequestSource::Done;
+                this.end_recording(true);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -109,13 +239,32 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        match &self.source {
+            RequestSource::Done => true,
+            RequestSource::Replay { data, trailers } => data.is_empty() && trailers.is_none(),
+            RequestSource::Client(inner) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match &self.source {
+            RequestSource::Done => SizeHint::with_exact(0),
+            RequestSource::Replay { data, .. } => {
+                SizeHint::with_exact(data.iter().map(|b| b.len() as u64).sum())
+            }
+            RequestSource::Client(inner) => inner.size_hint(),
+        }
+    }
+}
+
+impl RequestBody {
+    fn end_recording(&self, clean: bool) {
+        if let Some(recorder) = &self.recorder {
+            recorder
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .end(clean);
+        }
     }
 }
 
@@ -280,7 +429,6 @@ impl Body for ResponseBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-    use std::sync::Mutex;
 
     struct Record(Arc<Mutex<Vec<(bool, u64)>>>);
 

@@ -11,6 +11,7 @@ use switchyard_algo::resilience::Limits;
 
 use super::error::ShedReason;
 use super::forwarding::HeaderEdits;
+use super::retry::{Budget, RetryCounters};
 use super::router::{Router, RouterError, Split};
 use super::upstream::{EndpointPool, PoolGauges, PoolSettings};
 use crate::admin::metrics::{self, Counter, Histogram, Registry};
@@ -105,11 +106,19 @@ pub struct UpstreamCluster {
     pub limits: Limits,
     /// `shed_total`, one series per [`ShedReason`] in [`ShedReason::ALL`] order.
     shed: [Counter; 4],
+    /// The cluster's retry budget, shared by retries and hedges of every route.
+    pub retry_budget: Budget,
+    /// `retries_total`.
+    pub retries: RetryCounters,
+    /// `retry_budget_exhausted_total`.
+    pub budget_exhausted: Counter,
+    /// `hedges_total`.
+    pub hedges: Counter,
 }
 
 impl UpstreamCluster {
     /// Pools and limits for `cluster`.
-    pub fn build(cluster: &Arc<Cluster>, registry: &Registry) -> UpstreamCluster {
+    pub fn build(cluster: &Arc<Cluster>, registry: &Arc<Registry>) -> UpstreamCluster {
         let config = &cluster.config;
         let name = config.name.as_str();
         let settings = Arc::new(PoolSettings::of(config));
@@ -150,6 +159,13 @@ impl UpstreamCluster {
             ),
             shed: ShedReason::ALL
                 .map(|reason| registry.counter(&metrics::SHED_TOTAL, &[name, reason.as_str()])),
+            retry_budget: Budget::new(
+                config.retry_budget.ratio,
+                config.retry_budget.min_retries_per_second,
+            ),
+            retries: RetryCounters::new(name, registry),
+            budget_exhausted: registry.counter(&metrics::RETRY_BUDGET_EXHAUSTED_TOTAL, &[name]),
+            hedges: registry.counter(&metrics::HEDGES_TOTAL, &[name]),
         }
     }
 
@@ -165,10 +181,11 @@ impl UpstreamCluster {
         }
     }
 
-    /// Closes idle pooled connections past `pool_idle_timeout`.
+    /// Closes idle pooled connections past `pool_idle_timeout`, and all of a draining
+    /// endpoint's.
     pub fn evict_expired(&self) {
-        for pool in &self.pools {
-            pool.evict_expired();
+        for (pool, endpoint) in self.pools.iter().zip(self.cluster.endpoints()) {
+            pool.evict_expired(endpoint.is_draining());
         }
     }
 }
@@ -215,6 +232,8 @@ pub struct RouteRuntime {
     pub per_try_timeout: Duration,
     /// The retry policy.
     pub retry: model::RetryPolicy,
+    /// The route's own stricter retry budget, when its `retry` writes one.
+    pub retry_budget: Option<Budget>,
     /// Request header edits.
     pub request_headers: HeaderEdits,
     /// Response header edits.
@@ -342,6 +361,7 @@ fn compile_route(
         timeout: route.timeout,
         per_try_timeout: route.per_try_timeout,
         retry: route.retry.clone(),
+        retry_budget: Budget::of_route(&route.retry, 10),
         request_headers: HeaderEdits::new(&route.request_headers),
         response_headers: HeaderEdits::new(&route.response_headers),
         duration: registry.histogram(&metrics::REQUEST_DURATION_SECONDS, &[name]),

@@ -21,14 +21,16 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use rand::Rng;
+use switchyard_algo::outlier::Outcome;
 use switchyard_algo::resilience::{Limit, backoff};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::body::{BodyEnd, BodyProgress, Completion, RequestBody, ResponseBody};
+use super::body::{BodyEnd, BodyProgress, Completion, Replay, RequestBody, ResponseBody};
 use super::error::{ProxyError, ShedReason};
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
+use super::retry::{self, RetryAfter};
 use super::router::RequestFacts;
 use super::upgrade;
 use super::upstream::{Lease, UpstreamError};
@@ -352,12 +354,16 @@ async fn proxy(
     ))
 }
 
-/// The attempt loop: pick, send, classify; another endpoint for a request that provably
-/// never reached an upstream, while the route's attempts allow and the deadline holds.
+/// The attempt loop: pick, send, classify, and perhaps go again (SPEC 3.1, 4). A retry
+/// needs a `retry.on` word the outcome meets, attempts left, room in the cluster's (and the
+/// route's) retry budget, a jittered backoff (or the upstream's `Retry-After`) that fits
+/// the deadline, and a request that can be sent again: one that never reached an upstream,
+/// or an idempotent one whose body was kept whole in the replay buffer. A retry prefers an
+/// endpoint not tried yet. When a retry is not made the client gets the last outcome.
 async fn attempt(
     branch: &Branch,
     route: &RouteRuntime,
-    mut request: Request<RequestBody>,
+    request: Request<RequestBody>,
     key: Option<u64>,
     record: &mut Record,
 ) -> Result<Response<Incoming>, ProxyError> {
@@ -373,28 +379,75 @@ async fn attempt(
             deadline = deadline.min(started + grpc_timeout);
         }
     }
-    let mut tried = Vec::new();
-    let mut last_error = ProxyError::DestinationUnavailable;
-    let attempts = route.retry.attempts.max(1);
-    while record.attempts < attempts {
-        if record.attempts > 0 {
-            let delay = rng::with_rng(|rng| {
-                backoff(
-                    record.attempts,
-                    route.retry.backoff_base,
-                    route.retry.backoff_max,
-                    rng,
-                )
+    let policy = &route.retry;
+    let attempts = policy.attempts.max(1);
+    let mut request = request;
+    let replay = Replayable::prepare(&mut request, policy, attempts);
+    let mut unsent = Some(request);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = Last::Error(ProxyError::DestinationUnavailable);
+    let mut retry: Option<(RetryOn, Option<Duration>)> = None;
+    loop {
+        let request = if let Some((word, wait)) = retry.take() {
+            // The retry gate: attempts, budget, backoff within the deadline, a request.
+            if record.attempts >= attempts {
+                break;
+            }
+            let now = clock::now();
+            let route_refuses = route
+                .retry_budget
+                .as_ref()
+                .is_some_and(|budget| !budget.try_withdraw(now));
+            if route_refuses || !upstream.retry_budget.try_withdraw(now) {
+                upstream.budget_exhausted.inc();
+                break;
+            }
+            let delay = wait.unwrap_or_else(|| {
+                rng::with_rng(|rng| {
+                    backoff(
+                        record.attempts,
+                        policy.backoff_base,
+                        policy.backoff_max,
+                        rng,
+                    )
+                })
             });
             if Instant::now() + delay >= deadline {
                 break;
             }
-            tokio::time::sleep(delay).await;
-        }
-        let Some((index, endpoint)) = upstream.cluster.pick(key, &tried) else {
+            let again = match unsent.take() {
+                Some(request) => Some(request),
+                None => replay.as_ref().and_then(Replayable::request),
+            };
+            let Some(again) = again else {
+                break;
+            };
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            upstream.retries.count(word);
+            again
+        } else if let Some(request) = unsent.take() {
+            let now = clock::now();
+            upstream.retry_budget.deposit(now);
+            if let Some(budget) = &route.retry_budget {
+                budget.deposit(now);
+            }
+            request
+        } else {
             break;
         };
-        tried.push(index);
+        let picked = upstream.cluster.pick(key, &tried).or_else(|| {
+            (!tried.is_empty())
+                .then(|| upstream.cluster.pick(key, &[]))
+                .flatten()
+        });
+        let Some((index, endpoint)) = picked else {
+            break;
+        };
+        if !tried.contains(&index) {
+            tried.push(index);
+        }
         record.attempts += 1;
         record.endpoint = Some(Arc::clone(endpoint));
         let in_flight = endpoint.begin();
@@ -408,42 +461,152 @@ async fn attempt(
         upstream.limits.release(Limit::Pending);
         let waited = sent.elapsed();
         record.upstream_time = Some(record.upstream_time.unwrap_or_default() + waited);
+        let cluster = &upstream.cluster;
         match outcome {
             Ok(Ok((response, lease))) => {
-                endpoint.record_success(waited, clock::now());
+                let now = clock::now();
+                let status = response.status().as_u16();
+                endpoint.record_success(waited, now);
+                cluster.record_outcome(index, Outcome::from_status(status), now);
                 upstream.durations[index].observe(waited);
-                record.lease = Some(lease);
-                record.in_flight = Some(in_flight);
-                return Ok(response);
+                let word = retry::status_word(&policy.on, status)
+                    .filter(|_| replay.as_ref().is_some_and(Replayable::may_replay));
+                let wait = match retry::retry_after(status, response.headers()) {
+                    RetryAfter::Absent => Some(None),
+                    RetryAfter::Wait(delay) => Some(Some(delay)),
+                    RetryAfter::Unusable => None,
+                };
+                match (word, wait) {
+                    (Some(word), Some(wait)) if record.attempts < attempts => {
+                        last = Last::Response(response, lease, in_flight);
+                        retry = Some((word, wait));
+                    }
+                    _ => {
+                        record.lease = Some(lease);
+                        record.in_flight = Some(in_flight);
+                        return Ok(response);
+                    }
+                }
             }
             Ok(Err(failed)) => {
                 let error = failed.error;
                 debug!(cluster = upstream.name(), endpoint = %endpoint.name, ?error, "upstream attempt failed");
+                let now = clock::now();
                 match error {
                     UpstreamError::Connect(failure) => {
-                        endpoint.record_connect_failure(failure, clock::now());
+                        endpoint.record_connect_failure(failure, now);
+                        cluster.record_outcome(index, Outcome::GatewayFailure, now);
                     }
-                    UpstreamError::PoolFull => {}
-                    _ => endpoint.record_failure(clock::now()),
+                    UpstreamError::Reset => {
+                        endpoint.record_failure(now);
+                        cluster.record_outcome(index, Outcome::GatewayFailure, now);
+                    }
+                    UpstreamError::RefusedStream => endpoint.record_failure(now),
+                    UpstreamError::PoolFull | UpstreamError::RequestBody => {}
                 }
-                last_error = proxy_error_of(error, record);
-                let retry_word = match error {
+                let error_now = proxy_error_of(error, record);
+                let word = match error {
                     UpstreamError::Connect(_) | UpstreamError::PoolFull => RetryOn::ConnectFailure,
                     UpstreamError::RefusedStream => RetryOn::RefusedStream,
-                    _ => return Err(last_error),
+                    UpstreamError::Reset => RetryOn::Reset,
+                    UpstreamError::RequestBody => return Err(error_now),
                 };
-                match failed.request {
-                    Some(unsent) if route.retry.on.contains(&retry_word) => request = unsent,
-                    _ => return Err(last_error),
+                if !policy.on.contains(&word) {
+                    return Err(error_now);
                 }
+                match failed.request {
+                    Some(request) if word.never_sent() => unsent = Some(request),
+                    _ if replay.as_ref().is_some_and(Replayable::may_replay) => {}
+                    _ => return Err(error_now),
+                }
+                last = Last::Error(error_now);
+                retry = Some((word, None));
             }
             Err(_elapsed) => {
-                endpoint.record_failure(clock::now());
-                return Err(ProxyError::ResponseTimeout);
+                let now = clock::now();
+                endpoint.record_failure(now);
+                cluster.record_outcome(index, Outcome::GatewayFailure, now);
+                let overall = try_deadline >= deadline;
+                let may = policy.on.contains(&RetryOn::Timeout)
+                    && replay.as_ref().is_some_and(Replayable::may_replay);
+                if overall || !may {
+                    return Err(ProxyError::ResponseTimeout);
+                }
+                last = Last::Error(ProxyError::ResponseTimeout);
+                retry = Some((RetryOn::Timeout, None));
             }
         }
     }
-    Err(last_error)
+    match last {
+        Last::Error(error) => Err(error),
+        Last::Response(response, lease, in_flight) => {
+            record.lease = Some(lease);
+            record.in_flight = Some(in_flight);
+            Ok(response)
+        }
+    }
+}
+
+/// The outcome a retry that is not made leaves the client with.
+enum Last {
+    Error(ProxyError),
+    Response(Response<Incoming>, Lease, InFlight),
+}
+
+/// What sending a request again needs once the first copy went upstream: its head and a
+/// bounded copy of its body. Only idempotent requests under a policy with a word beyond
+/// the never-sent ones pay for it (SPEC 4).
+struct Replayable {
+    head: Request<()>,
+    body: Arc<std::sync::Mutex<Replay>>,
+    progress: Arc<BodyProgress>,
+}
+
+impl Replayable {
+    fn prepare(
+        request: &mut Request<RequestBody>,
+        policy: &crate::config::model::RetryPolicy,
+        attempts: u32,
+    ) -> Option<Replayable> {
+        let worth_it = attempts > 1
+            && policy.on.iter().any(|word| !word.never_sent())
+            && retry::is_idempotent(request.method(), request.headers());
+        if !worth_it {
+            return None;
+        }
+        let mut head = Request::new(());
+        *head.method_mut() = request.method().clone();
+        *head.uri_mut() = request.uri().clone();
+        *head.version_mut() = request.version();
+        *head.headers_mut() = request.headers().clone();
+        let progress = request.body().progress();
+        let body = request.body_mut().record(policy.buffer);
+        Some(Replayable {
+            head,
+            body,
+            progress,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Replay> {
+        self.body.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the body may still be sent again (it has not outgrown the buffer).
+    fn may_replay(&self) -> bool {
+        !self.lock().is_lost()
+    }
+
+    /// The request again, when its whole body was kept.
+    fn request(&self) -> Option<Request<RequestBody>> {
+        let body = self.lock().body(&self.progress)?;
+        let mut request = Request::new(body);
+        *request.method_mut() = self.head.method().clone();
+        *request.uri_mut() = self.head.uri().clone();
+        *request.version_mut() = self.head.version();
+        *request.headers_mut() = self.head.headers().clone();
+        Some(request)
+    }
 }
 
 fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {

@@ -425,7 +425,7 @@ fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)
 
 /// Decodes `%XX` and `+`; borrows when there is nothing to decode. A `%` not followed by
 /// two hex digits stays as written; bytes that do not form UTF-8 become U+FFFD.
-fn percent_decode(text: &str) -> Cow<'_, str> {
+pub fn percent_decode(text: &str) -> Cow<'_, str> {
     if !text.bytes().any(|b| b == b'%' || b == b'+') {
         return Cow::Borrowed(text);
     }

@@ -364,14 +364,16 @@ impl EndpointPool {
         self.freed.notify_one();
     }
 
-    /// Closes idle connections older than `pool_idle_timeout` (run periodically).
-    pub fn evict_expired(&self) {
+    /// Closes idle connections older than `pool_idle_timeout` (run periodically), or every
+    /// idle connection when `all` (the endpoint is draining). Shared HTTP/2 connections
+    /// are let go too when `all`: streams still open on them finish, new ones go elsewhere.
+    pub fn evict_expired(&self, all: bool) {
         let mut idle = self.lock_idle();
         let before = idle.len();
-        idle.retain(|c| c.is_usable(self.settings.idle_timeout));
+        idle.retain(|c| !all && c.is_usable(self.settings.idle_timeout));
         self.gauges.idle.add(-((before - idle.len()) as i64));
         drop(idle);
-        self.lock_h2().retain(|c| !c.sender.is_closed());
+        self.lock_h2().retain(|c| !all && !c.sender.is_closed());
     }
 
     fn reserve_slot(&self) -> Option<OpenSlot> {

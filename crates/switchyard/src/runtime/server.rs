@@ -92,13 +92,20 @@ pub enum StartError {
     Unsupported(String, &'static str),
 }
 
-/// Closes pooled upstream connections that outlived `pool_idle_timeout`, once a second.
-async fn evict_idle_upstream_connections(shared: Arc<Shared>) {
+/// Once a second: ends expired ejections and checks latency outliers (publishing every
+/// endpoint's state), and closes pooled upstream connections that outlived
+/// `pool_idle_timeout` or belong to a draining endpoint.
+async fn housekeeping(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for upstream in &shared.snapshot.load().upstreams {
+        let snapshot = shared.snapshot.load();
+        let now = crate::runtime::clock::now();
+        for cluster in &snapshot.clusters {
+            cluster.check_outliers(now);
+        }
+        for upstream in &snapshot.upstreams {
             upstream.evict_expired();
         }
     }
@@ -227,7 +234,12 @@ impl Server {
                 ));
             }
         }
-        tasks.spawn(evict_idle_upstream_connections(Arc::clone(&shared)));
+        tasks.spawn(housekeeping(Arc::clone(&shared)));
+        let (first_round, longest) = crate::health::spawn_checks(
+            &shared.snapshot.load().clusters,
+            &shared.registry,
+            &mut tasks,
+        );
         for (name, socket) in udp_sockets {
             let log = shared.access_log.clone();
             let shared = Arc::clone(&shared);
@@ -240,6 +252,8 @@ impl Server {
                 Arc::clone(&tracker),
             ));
         }
+        // `/ready` waits for the first round of health checks, at most one check timeout.
+        let _ = tokio::time::timeout(longest, first_round.wait()).await;
         shared.ready.store(true, Ordering::Release);
         Ok(Server {
             shared,

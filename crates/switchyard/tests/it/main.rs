@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod http;
 mod l4;
+mod resilience;
 mod support;
 mod tcp;
 mod udp;

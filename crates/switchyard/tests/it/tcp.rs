@@ -201,9 +201,22 @@ async fn a_failed_connect_moves_to_the_next_endpoint() {
     )
     .await;
     // The failed attempt and the fallback each take one round-robin turn, so with two
-    // endpoints every connection tries the dead one first and then succeeds on b1. Taking
-    // a dead endpoint out of rotation is passive health's job (outlier ejection).
-    assert_eq!(refused, 6.0);
+    // endpoints every connection tries the dead one first and then succeeds on b1, until
+    // passive detection ejects it after 5 consecutive gateway failures (SPEC default): the
+    // sixth connection no longer tries it.
+    assert_eq!(refused, 5.0);
+    let ejected = metric_of(
+        &server,
+        "switchyard_ejections_total{cluster=\"web\",endpoint=\"dead\",reason=\"gateway_failures\"}",
+    )
+    .await;
+    assert_eq!(ejected, 1.0);
+    let state = metric_of(
+        &server,
+        "switchyard_endpoint_state{cluster=\"web\",endpoint=\"dead\",state=\"ejected\"}",
+    )
+    .await;
+    assert_eq!(state, 1.0);
 }
 
 #[tokio::test]

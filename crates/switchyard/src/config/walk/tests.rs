@@ -255,10 +255,10 @@ fn the_gate_rejects_unimplemented_protocols_and_keys_at_their_line() {
         e.2,
         "not implemented yet: cluster[0].hash_key = \"jwt:sub\""
     );
-    let e = one(&format!("{CLUSTER}slow_start = \"10s\"\n"));
+    let e = one(&format!("{CLUSTER}drain_timeout = \"10s\"\n"));
     assert_eq!(
         (e.0, e.2.as_str()),
-        (4, "not implemented yet: cluster[0].slow_start")
+        (4, "not implemented yet: cluster[0].drain_timeout")
     );
 }
 
