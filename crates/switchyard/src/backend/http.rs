@@ -27,16 +27,19 @@ pub(crate) struct Shared {
     pub(crate) name_header: HeaderValue,
     /// Flips to `true` (or closes) when the backend shuts down; upgraded connections watch it.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// `--concurrency`: the worker pool real requests wait for (`None` = unlimited).
+    workers: Option<tokio::sync::Semaphore>,
 }
 
 impl Shared {
-    pub(crate) fn new(control: Control, shutdown: watch::Receiver<bool>) -> Self {
+    pub(crate) fn new(control: Control, shutdown: watch::Receiver<bool>, workers: usize) -> Self {
         let name_header = HeaderValue::from_str(control.name())
             .unwrap_or_else(|_| HeaderValue::from_static("invalid-name"));
         Self {
             control,
             name_header,
             shutdown,
+            workers: (workers > 0).then(|| tokio::sync::Semaphore::new(workers)),
         }
     }
 }
@@ -73,6 +76,12 @@ async fn traffic(shared: &Shared, conn: &ConnCtx, req: Request<Incoming>) -> Res
     let path = req.uri().path();
     let health = path == "/healthz" || (is_grpc && path == grpc::HEALTH_CHECK);
     let decision = shared.control.decide(health);
+    // Real requests take a worker for their service time (latency included); health checks
+    // are answered beside the pool, as many servers do.
+    let _worker = match (&shared.workers, health) {
+        (Some(workers), false) => workers.acquire().await.ok(),
+        _ => None,
+    };
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }

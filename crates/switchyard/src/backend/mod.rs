@@ -78,6 +78,10 @@ pub struct BackendArgs {
     /// Also serve a UDP datagram echo on the same address and port.
     #[arg(long)]
     pub udp_echo: bool,
+    /// Real requests served at once (workers); the rest wait in line, like a server with
+    /// a fixed worker pool. 0 = unlimited.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub concurrency: usize,
 }
 
 impl Default for BackendArgs {
@@ -97,6 +101,7 @@ impl Default for BackendArgs {
             seed: None,
             tcp_echo: false,
             udp_echo: false,
+            concurrency: 0,
         }
     }
 }
@@ -261,7 +266,11 @@ pub async fn spawn(args: BackendArgs) -> Result<BackendHandle, BackendError> {
     let mode = if args.tcp_echo {
         server::Mode::TcpEcho(control.clone())
     } else {
-        server::Mode::Http(Arc::new(http::Shared::new(control.clone(), rx.clone())))
+        server::Mode::Http(Arc::new(http::Shared::new(
+            control.clone(),
+            rx.clone(),
+            args.concurrency,
+        )))
     };
     let mut tasks = vec![tokio::spawn(server::accept_loop(tcp, mode, rx.clone()))];
     if let Some(udp) = udp {

@@ -3,6 +3,7 @@
 mod admin;
 mod backend;
 mod cli;
+mod collapse;
 mod config;
 mod http;
 mod l4;
