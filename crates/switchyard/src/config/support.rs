@@ -30,7 +30,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "cluster[].discovery",
     "cluster[].sticky",
     "cluster[].drain_timeout",
-    "cluster[].limits.max_connections",
     "cluster[].tls",
     "global_rate_limit",
     "xdp",

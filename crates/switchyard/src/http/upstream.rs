@@ -50,6 +50,10 @@ pub struct PoolSettings {
     pub max_requests_per_connection: u32,
     /// HTTP/2 streams per connection (`u32::MAX` = what the server allows).
     pub max_streams: u32,
+    /// Connections open to the whole cluster, shared by its endpoints' pools.
+    pub cluster_open: Arc<AtomicU32>,
+    /// `[cluster.limits] max_connections`: past it a new connection is refused at once.
+    pub cluster_max_connections: u32,
 }
 
 impl PoolSettings {
@@ -70,6 +74,8 @@ impl PoolSettings {
                 .limits
                 .max_concurrent_streams_per_connection
                 .unwrap_or(u32::MAX),
+            cluster_open: Arc::default(),
+            cluster_max_connections: cluster.limits.max_connections,
         }
     }
 }
@@ -107,18 +113,38 @@ pub struct PoolGauges {
     pub active: Gauge,
 }
 
-/// Counts an open connection against its endpoint's limit until dropped.
+/// Counts an open connection against its endpoint's and its cluster's limits until dropped.
 #[derive(Debug)]
 struct OpenSlot {
     open: Arc<AtomicU32>,
+    cluster_open: Arc<AtomicU32>,
     freed: Arc<Notify>,
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+        self.cluster_open.fetch_sub(1, Ordering::AcqRel);
         self.freed.notify_one();
     }
+}
+
+/// Why no new connection may be opened now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoSlot {
+    /// The endpoint is at `max_connections_per_endpoint`: a slot may come back soon.
+    Endpoint,
+    /// The cluster is at `max_connections`: refuse at once (a fast 503, never a queue).
+    Cluster,
+}
+
+/// Takes one unit of `counter` below `max`.
+fn take_below(counter: &AtomicU32, max: u32) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
 }
 
 #[derive(Debug)]
@@ -317,9 +343,13 @@ impl EndpointPool {
                     }
                 }
             }
-            if let Some(slot) = self.reserve_slot() {
-                let sender = self.connect_h1().await?;
-                return Ok((sender, 0, slot, false));
+            match self.reserve_slot() {
+                Ok(slot) => {
+                    let sender = self.connect_h1().await?;
+                    return Ok((sender, 0, slot, false));
+                }
+                Err(NoSlot::Cluster) => return Err(UpstreamError::PoolFull),
+                Err(NoSlot::Endpoint) => {}
             }
             // At the limit: wait for a connection to come back or close.
             if tokio::time::timeout_at(deadline, self.freed.notified())
@@ -376,17 +406,20 @@ impl EndpointPool {
         self.lock_h2().retain(|c| !all && !c.sender.is_closed());
     }
 
-    fn reserve_slot(&self) -> Option<OpenSlot> {
-        let max = self.settings.max_connections;
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| OpenSlot {
-                open: Arc::clone(&self.open),
-                freed: Arc::clone(&self.freed),
-            })
+    fn reserve_slot(&self) -> Result<OpenSlot, NoSlot> {
+        let settings = &self.settings;
+        if !take_below(&settings.cluster_open, settings.cluster_max_connections) {
+            return Err(NoSlot::Cluster);
+        }
+        if !take_below(&self.open, settings.max_connections) {
+            settings.cluster_open.fetch_sub(1, Ordering::AcqRel);
+            return Err(NoSlot::Endpoint);
+        }
+        Ok(OpenSlot {
+            open: Arc::clone(&self.open),
+            cluster_open: Arc::clone(&settings.cluster_open),
+            freed: Arc::clone(&self.freed),
+        })
     }
 
     async fn connect_tcp(&self) -> Result<TokioIo<tokio::net::TcpStream>, UpstreamError> {
@@ -474,7 +507,7 @@ impl EndpointPool {
             }
         }
         match self.reserve_slot() {
-            Some(slot) => {
+            Ok(slot) => {
                 let sender = self.connect_h2().await?;
                 let connection = Arc::new(H2Connection {
                     sender,
@@ -485,7 +518,7 @@ impl EndpointPool {
                 self.lock_h2().push(Arc::clone(&connection));
                 Ok(Self::take_stream(&connection))
             }
-            None => {
+            Err(_) => {
                 let connections = self.lock_h2();
                 connections
                     .iter()

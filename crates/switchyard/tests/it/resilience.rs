@@ -541,3 +541,35 @@ async fn load_the_retry_budget_caps_retries_when_half_the_requests_fail() {
     let upstream = (a.control().requests() + b.control().requests()) as f64;
     assert_eq!(upstream, 400.0 + retries, "attempts = requests + retries");
 }
+
+#[tokio::test]
+async fn past_the_clusters_max_connections_a_request_is_shed_at_once() {
+    let b1 = backend_with("b1", |_| {}).await;
+    let b2 = backend_with("b2", |_| {}).await;
+    let server = balancer(&web(
+        &[&b1, &b2],
+        "",
+        "  [cluster.limits]\n  max_connections = 1",
+    ))
+    .await;
+    let url = format!("http://{}/delay/1s", address(&server, "web"));
+    let busy =
+        tokio::spawn(async move { within(client().get(url).send()).await.unwrap().status() });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let url = format!("http://{}/", address(&server, "web"));
+    let response = within(client().get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        response.headers()["proxy-status"],
+        "switchyard; error=connection_limit_reached; details=\"shed\""
+    );
+    assert_eq!(busy.await.unwrap(), 200);
+    let shed = r#"switchyard_shed_total{cluster="app",reason="connections"}"#;
+    assert_eq!(metric_of(&server, shed).await, 1.0);
+}
