@@ -25,7 +25,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listener[].route[].match.jwt_claims",
     "listener[].route[].max_duration",
     "listener[].route[].hedge",
-    "listener[].route[].rate_limit",
     "listener[].route[].auth",
     "cluster[].discovery",
     "cluster[].sticky",
@@ -48,6 +47,10 @@ pub const VALUE_RULES: &[(&str, &[&str])] = &[
     ),
     ("cluster[].protocol", &["http1", "h2"]),
     ("cluster[].health.kind", &["tcp", "http", "grpc"]),
+    (
+        "listener[].route[].rate_limit.key",
+        &["source-ip", "route", "header:*"],
+    ),
 ];
 
 fn admits(allowed: &[&str], word: &str) -> bool {

@@ -62,6 +62,11 @@ pub enum ProxyError {
     ResponseTimeout,
     /// Shed by a cluster limit: 503.
     Shed(ShedReason),
+    /// A route's rate limit refused the request: 429 with `Retry-After` in whole seconds.
+    RateLimited {
+        /// Seconds until a token is available, rounded up.
+        retry_after_secs: u32,
+    },
     /// The request itself is at fault (malformed, ambiguous framing, too large, too slow).
     /// `status` is 400, 408, 413, 431 or 501; `details` names the rule that was broken.
     Request {
@@ -93,6 +98,7 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Request { status, .. } => *status,
         }
     }
@@ -108,6 +114,7 @@ impl ProxyError {
             ProxyError::ResponseIncomplete => "http_response_incomplete",
             ProxyError::ResponseTimeout => "http_response_timeout",
             ProxyError::Shed(_) => "connection_limit_reached",
+            ProxyError::RateLimited { .. } => "http_request_denied",
             ProxyError::Request { .. } => "http_request_error",
         }
     }
@@ -117,6 +124,7 @@ impl ProxyError {
         match self {
             ProxyError::Shed(ShedReason::CircuitOpen) => Some("circuit-open"),
             ProxyError::Shed(_) => Some("shed"),
+            ProxyError::RateLimited { .. } => Some("rate_limit"),
             ProxyError::Request { details, .. } => Some(details),
             _ => None,
         }
@@ -183,9 +191,11 @@ impl ProxyError {
             }
             response
         };
-        response
-            .headers_mut()
-            .insert("proxy-status", self.proxy_status());
+        let headers = response.headers_mut();
+        headers.insert("proxy-status", self.proxy_status());
+        if let ProxyError::RateLimited { retry_after_secs } = self {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         response
     }
 

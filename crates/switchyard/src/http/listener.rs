@@ -11,6 +11,7 @@ use switchyard_algo::resilience::Limits;
 
 use super::error::ShedReason;
 use super::forwarding::HeaderEdits;
+use super::rate_limit::RouteLimiter;
 use super::retry::{Budget, RetryCounters};
 use super::router::{Router, RouterError, Split};
 use super::upstream::{EndpointPool, PoolGauges, PoolSettings};
@@ -234,6 +235,8 @@ pub struct RouteRuntime {
     pub retry: model::RetryPolicy,
     /// The route's own stricter retry budget, when its `retry` writes one.
     pub retry_budget: Option<Budget>,
+    /// `rate_limit`, when the route has one.
+    pub rate_limit: Option<RouteLimiter>,
     /// Request header edits.
     pub request_headers: HeaderEdits,
     /// Response header edits.
@@ -362,6 +365,12 @@ fn compile_route(
         per_try_timeout: route.per_try_timeout,
         retry: route.retry.clone(),
         retry_budget: Budget::of_route(&route.retry, 10),
+        rate_limit: route.rate_limit.as_ref().map(|limit| {
+            RouteLimiter::new(
+                limit,
+                registry.counter(&metrics::RATE_LIMITED_TOTAL, &[name]),
+            )
+        }),
         request_headers: HeaderEdits::new(&route.request_headers),
         response_headers: HeaderEdits::new(&route.response_headers),
         duration: registry.histogram(&metrics::REQUEST_DURATION_SECONDS, &[name]),

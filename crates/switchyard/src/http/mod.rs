@@ -11,6 +11,7 @@ pub mod forwarding;
 pub mod h1_guard;
 pub mod listener;
 pub mod pipeline;
+pub mod rate_limit;
 pub mod retry;
 pub mod rewind;
 pub mod router;

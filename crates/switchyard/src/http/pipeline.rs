@@ -1,10 +1,12 @@
 //! The life of one HTTP request, and the only place that orders its phases (DESIGN 2):
 //!
 //! 1. **admit**: what the head alone decides (a declared body past `max_request_body`);
-//! 2. **route**: the first matching route, then the weighted split (no match: 404);
+//! 2. **route**: the first matching route, its rate limit (429), then the weighted split
+//!    (no match: 404);
 //! 3. **attempt**: pick an endpoint, take a pooled connection, send under the per-try and
-//!    overall deadlines; a request that provably never reached an upstream goes to another
-//!    endpoint while the route's attempts allow;
+//!    overall deadlines, feed passive health; retry per the route's policy within the
+//!    retry budget (a request that never reached an upstream, or an idempotent one whose
+//!    body is kept whole), preferring another endpoint;
 //! 4. **respond**: an upstream's response passes through with its hop-by-hop headers
 //!    stripped; a failure the proxy answers for itself goes through [`ProxyError`];
 //! 5. **log**: always, once, when the response body has ended ([`Record`]): metrics, the
@@ -263,6 +265,12 @@ async fn proxy(
         return Err(ProxyError::DestinationNotFound);
     };
     record.route = Some(Arc::clone(&route));
+    if let Some(limiter) = &route.rate_limit {
+        let key = limiter.key(client_ip, request.headers());
+        if let Err(retry_after_secs) = limiter.check(key, clock::now()) {
+            return Err(ProxyError::RateLimited { retry_after_secs });
+        }
+    }
     let split = match &route.action {
         Action::Forward(split) => split,
         Action::Redirect(redirect) => return Ok(redirect_response(&request, redirect, downstream)),

@@ -573,3 +573,33 @@ async fn past_the_clusters_max_connections_a_request_is_shed_at_once() {
     let shed = r#"switchyard_shed_total{cluster="app",reason="connections"}"#;
     assert_eq!(metric_of(&server, shed).await, 1.0);
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_per_key_independently() {
+    let b1 = backend_with("b1", |_| {}).await;
+    let route = r#"rate_limit = { key = "header:x-api-key", rate = 2, per = "10s", burst = 2 }"#;
+    let server = balancer(&web(&[&b1], route, "")).await;
+    let client = pooled();
+    let url = format!("http://{}/", address(&server, "web"));
+    let send = |key: &'static str| {
+        let request = client.get(&url).header("x-api-key", key);
+        async move { within(request.send()).await.unwrap() }
+    };
+    assert_eq!(send("alice").await.status(), 200);
+    assert_eq!(send("alice").await.status(), 200);
+    let refused = send("alice").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "5", "one token per 5 s");
+    assert_eq!(
+        refused.headers()["proxy-status"],
+        "switchyard; error=http_request_denied; details=\"rate_limit\""
+    );
+    assert_eq!(send("bob").await.status(), 200, "bob's bucket is his own");
+    assert_eq!(
+        b1.control().requests(),
+        3,
+        "a refused request never reaches an upstream"
+    );
+    let series = r#"switchyard_rate_limited_total{route="web#0"}"#;
+    assert_eq!(metric_of(&server, series).await, 1.0);
+}
