@@ -24,7 +24,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listener[].tls",
     "listener[].route[].match.jwt_claims",
     "listener[].route[].max_duration",
-    "listener[].route[].hedge",
     "listener[].route[].auth",
     "cluster[].discovery",
     "cluster[].sticky",

@@ -3,11 +3,11 @@
 //! metric handle a request touches, resolved here so the request path never looks a label
 //! set up.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use switchyard_algo::resilience::Limits;
+use switchyard_algo::resilience::{LatencyWindow, Limits};
 
 use super::error::ShedReason;
 use super::forwarding::HeaderEdits;
@@ -237,6 +237,10 @@ pub struct RouteRuntime {
     pub retry_budget: Option<Budget>,
     /// `rate_limit`, when the route has one.
     pub rate_limit: Option<RouteLimiter>,
+    /// `hedge`, when the route has one.
+    pub hedge: Option<model::Hedge>,
+    /// First-attempt time to head over the last 30 s, for `hedge.after = "pNN"`.
+    pub time_to_head: Option<Mutex<LatencyWindow>>,
     /// Request header edits.
     pub request_headers: HeaderEdits,
     /// Response header edits.
@@ -365,6 +369,12 @@ fn compile_route(
         per_try_timeout: route.per_try_timeout,
         retry: route.retry.clone(),
         retry_budget: Budget::of_route(&route.retry, 10),
+        hedge: route.hedge.clone(),
+        time_to_head: route
+            .hedge
+            .as_ref()
+            .filter(|h| matches!(h.after, model::HedgeAfter::Percentile(_)))
+            .map(|_| Mutex::new(LatencyWindow::default())),
         rate_limit: route.rate_limit.as_ref().map(|limit| {
             RouteLimiter::new(
                 limit,

@@ -28,7 +28,8 @@ use switchyard_algo::resilience::{Limit, backoff};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::body::{BodyEnd, BodyProgress, Completion, Replay, RequestBody, ResponseBody};
+use super::attempt::{self, Replayable};
+use super::body::{BodyEnd, BodyProgress, Completion, RequestBody, ResponseBody};
 use super::error::{ProxyError, ShedReason};
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
@@ -390,7 +391,7 @@ async fn attempt(
     let policy = &route.retry;
     let attempts = policy.attempts.max(1);
     let mut request = request;
-    let replay = Replayable::prepare(&mut request, policy, attempts);
+    let replay = Replayable::prepare(&mut request, policy, route.hedge.is_some());
     let mut unsent = Some(request);
     let mut tried: Vec<usize> = Vec::new();
     let mut last = Last::Error(ProxyError::DestinationUnavailable);
@@ -401,13 +402,7 @@ async fn attempt(
             if record.attempts >= attempts {
                 break;
             }
-            let now = clock::now();
-            let route_refuses = route
-                .retry_budget
-                .as_ref()
-                .is_some_and(|budget| !budget.try_withdraw(now));
-            if route_refuses || !upstream.retry_budget.try_withdraw(now) {
-                upstream.budget_exhausted.inc();
+            if !attempt::withdraw(upstream, route) {
                 break;
             }
             let delay = wait.unwrap_or_else(|| {
@@ -453,22 +448,58 @@ async fn attempt(
         let Some((index, endpoint)) = picked else {
             break;
         };
+        let endpoint = Arc::clone(endpoint);
         if !tried.contains(&index) {
             tried.push(index);
         }
+        let first_attempt = record.attempts == 0;
         record.attempts += 1;
-        record.endpoint = Some(Arc::clone(endpoint));
         let in_flight = endpoint.begin();
         if upstream.limits.try_acquire(Limit::Pending).is_err() {
             return Err(ProxyError::Shed(ShedReason::Pending));
         }
         let sent = Instant::now();
         let try_deadline = (sent + route.per_try_timeout).min(deadline);
-        let outcome =
-            tokio::time::timeout_at(try_deadline, upstream.pools[index].send(request)).await;
+        let hedge_after = if first_attempt {
+            attempt::hedge_delay(route, replay.as_ref())
+        } else {
+            None
+        };
+        let (index, endpoint, in_flight, outcome) = match (hedge_after, replay.as_ref()) {
+            (Some(after), Some(replay)) => {
+                let first = (index, endpoint, in_flight);
+                let race = attempt::race(
+                    upstream,
+                    route,
+                    first,
+                    request,
+                    replay,
+                    key,
+                    &mut tried,
+                    after,
+                    try_deadline,
+                );
+                let winner = race.await;
+                record.attempts += winner.hedges;
+                (winner.index, winner.endpoint, winner.in_flight, winner.sent)
+            }
+            _ => {
+                let pool = &upstream.pools[index];
+                let outcome = tokio::time::timeout_at(try_deadline, pool.send(request)).await;
+                (index, endpoint, in_flight, outcome)
+            }
+        };
+        let endpoint = &endpoint;
+        record.endpoint = Some(Arc::clone(endpoint));
         upstream.limits.release(Limit::Pending);
         let waited = sent.elapsed();
         record.upstream_time = Some(record.upstream_time.unwrap_or_default() + waited);
+        if let (true, Some(window), Ok(Ok(_))) = (first_attempt, &route.time_to_head, &outcome) {
+            window
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(waited, clock::now());
+        }
         let cluster = &upstream.cluster;
         match outcome {
             Ok(Ok((response, lease))) => {
@@ -559,62 +590,6 @@ async fn attempt(
 enum Last {
     Error(ProxyError),
     Response(Response<Incoming>, Lease, InFlight),
-}
-
-/// What sending a request again needs once the first copy went upstream: its head and a
-/// bounded copy of its body. Only idempotent requests under a policy with a word beyond
-/// the never-sent ones pay for it (SPEC 4).
-struct Replayable {
-    head: Request<()>,
-    body: Arc<std::sync::Mutex<Replay>>,
-    progress: Arc<BodyProgress>,
-}
-
-impl Replayable {
-    fn prepare(
-        request: &mut Request<RequestBody>,
-        policy: &crate::config::model::RetryPolicy,
-        attempts: u32,
-    ) -> Option<Replayable> {
-        let worth_it = attempts > 1
-            && policy.on.iter().any(|word| !word.never_sent())
-            && retry::is_idempotent(request.method(), request.headers());
-        if !worth_it {
-            return None;
-        }
-        let mut head = Request::new(());
-        *head.method_mut() = request.method().clone();
-        *head.uri_mut() = request.uri().clone();
-        *head.version_mut() = request.version();
-        *head.headers_mut() = request.headers().clone();
-        let progress = request.body().progress();
-        let body = request.body_mut().record(policy.buffer);
-        Some(Replayable {
-            head,
-            body,
-            progress,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Replay> {
-        self.body.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether the body may still be sent again (it has not outgrown the buffer).
-    fn may_replay(&self) -> bool {
-        !self.lock().is_lost()
-    }
-
-    /// The request again, when its whole body was kept.
-    fn request(&self) -> Option<Request<RequestBody>> {
-        let body = self.lock().body(&self.progress)?;
-        let mut request = Request::new(body);
-        *request.method_mut() = self.head.method().clone();
-        *request.uri_mut() = self.head.uri().clone();
-        *request.version_mut() = self.head.version();
-        *request.headers_mut() = self.head.headers().clone();
-        Some(request)
-    }
 }
 
 fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {

@@ -603,3 +603,43 @@ async fn rate_limits_answer_429_with_retry_after_per_key_independently() {
     let series = r#"switchyard_rate_limited_total{route="web#0"}"#;
     assert_eq!(metric_of(&server, series).await, 1.0);
 }
+
+#[tokio::test]
+async fn a_hedge_to_another_endpoint_wins_over_a_slow_first_attempt() {
+    let slow = backend_with("slow", |a| a.latency = Some(Latency::parse("2s").unwrap())).await;
+    let fast = backend_with("fast", |_| {}).await;
+    let route = r#"hedge = { after = "100ms", max_extra = 1 }"#;
+    let server = balancer(&web(
+        &[&slow, &fast],
+        route,
+        "  [cluster.outlier]\n  enabled = false",
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let seen = send_many(&server, "/", 4).await;
+    assert_eq!(seen.get(&(200, "fast".into())), Some(&4), "{seen:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let hedges = metric_of(&server, r#"switchyard_hedges_total{cluster="app"}"#).await;
+    // Every first try that went to the slow endpoint was hedged, and only those.
+    assert!(hedges >= 2.0, "{hedges}");
+    assert_eq!(hedges, slow.control().requests() as f64);
+
+    // A POST is never hedged: it waits for the slow endpoint.
+    let client = pooled();
+    let url = format!("http://{}/", address(&server, "web"));
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let response = within(client.post(&url).body("x").send()).await.unwrap();
+        names.push(response.headers()["x-backend"].to_str().unwrap().to_owned());
+    }
+    names.sort();
+    assert_eq!(names, ["fast", "slow"]);
+    assert_eq!(
+        metric_of(&server, r#"switchyard_hedges_total{cluster="app"}"#).await,
+        hedges
+    );
+}
