@@ -26,7 +26,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listener[].route[].max_duration",
     "listener[].route[].auth",
     "cluster[].discovery",
-    "cluster[].sticky",
     "cluster[].drain_timeout",
     "cluster[].tls",
     "global_rate_limit",

@@ -17,5 +17,6 @@ pub mod retry;
 pub mod rewind;
 pub mod router;
 pub mod server;
+pub mod sticky;
 pub mod upgrade;
 pub mod upstream;

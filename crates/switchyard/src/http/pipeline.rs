@@ -35,6 +35,7 @@ use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
 use super::retry::{self, RetryAfter};
 use super::router::RequestFacts;
+use super::sticky;
 use super::upgrade;
 use super::upstream::{Lease, UpstreamError};
 use crate::admin::access_log::{AccessLog, HttpLine};
@@ -336,7 +337,14 @@ async fn proxy(
     let request = Request::from_parts(parts, body);
     let request = retarget(request, target, protocol);
 
-    let mut response = match attempt(branch, &route, request, key, record).await {
+    let sticky_config = cluster_config.sticky.as_ref();
+    let sticky_sent = sticky_config
+        .and_then(|config| sticky::requested(config, request.headers()))
+        .map(str::to_owned);
+    let pinned = sticky_sent
+        .as_deref()
+        .and_then(|value| sticky::pinned(&branch.upstream.cluster, value, clock::now()));
+    let mut response = match attempt(branch, &route, request, key, pinned, record).await {
         Ok(response) => response,
         Err(error) => {
             // One place counts every shed answer, whichever limit made it.
@@ -351,6 +359,14 @@ async fn proxy(
         (switching && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut response));
     let (mut parts, incoming) = response.into_parts();
     forwarding::prepare_response(&mut parts.headers, switching);
+    if let (Some(config), Some(endpoint)) = (sticky_config, &record.endpoint) {
+        sticky::remember(
+            config,
+            sticky_sent.as_deref(),
+            &endpoint.name,
+            &mut parts.headers,
+        );
+    }
     route.response_headers.apply(&mut parts.headers);
     if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
         // The upstream connection now belongs to the tunnel, not to the pool.
@@ -374,6 +390,7 @@ async fn attempt(
     route: &RouteRuntime,
     request: Request<RequestBody>,
     key: Option<u64>,
+    mut pinned: Option<usize>,
     record: &mut Record,
 ) -> Result<Response<Incoming>, ProxyError> {
     let upstream = &branch.upstream;
@@ -440,11 +457,16 @@ async fn attempt(
         } else {
             break;
         };
-        let picked = upstream.cluster.pick(key, &tried).or_else(|| {
-            (!tried.is_empty())
-                .then(|| upstream.cluster.pick(key, &[]))
-                .flatten()
-        });
+        let sticky = pinned
+            .take()
+            .and_then(|i| upstream.cluster.endpoints().get(i).map(|e| (i, e)));
+        let picked = sticky
+            .or_else(|| upstream.cluster.pick(key, &tried))
+            .or_else(|| {
+                (!tried.is_empty())
+                    .then(|| upstream.cluster.pick(key, &[]))
+                    .flatten()
+            });
         let Some((index, endpoint)) = picked else {
             break;
         };

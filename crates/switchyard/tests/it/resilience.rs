@@ -643,3 +643,44 @@ async fn a_hedge_to_another_endpoint_wins_over_a_slow_first_attempt() {
         hedges
     );
 }
+
+#[tokio::test]
+async fn a_sticky_cookie_pins_the_client_and_falls_back_when_its_endpoint_is_gone() {
+    let b1 = backend_with("b1", |_| {}).await;
+    let b2 = backend_with("b2", |_| {}).await;
+    let cluster = "sticky = { cookie = \"sy\", ttl = \"1h\" }\nslow_start = \"0s\"";
+    let server = balancer(&web(&[&b1, &b2], "", cluster)).await;
+    let client = pooled();
+    let url = format!("http://{}/", address(&server, "web"));
+    let first = within(client.get(&url).send()).await.unwrap();
+    let pinned_to = first.headers()["x-backend"].to_str().unwrap().to_owned();
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with("sy=") && cookie.contains("Max-Age=3600"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    for _ in 0..10 {
+        let response = within(client.get(&url).header("cookie", &pair).send())
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-backend"], pinned_to.as_str());
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "already pinned"
+        );
+    }
+    // Drain the pinned endpoint: the policy picks another and the cookie moves with it.
+    let admin = server.admin_address().unwrap();
+    let drain = format!("http://{admin}/api/v1/clusters/app/endpoints/{pinned_to}/drain");
+    assert_eq!(
+        within(client.post(drain).send()).await.unwrap().status(),
+        200
+    );
+    let response = within(client.get(&url).header("cookie", &pair).send())
+        .await
+        .unwrap();
+    assert_ne!(response.headers()["x-backend"], pinned_to.as_str());
+    let moved = response.headers()["set-cookie"].to_str().unwrap();
+    assert_ne!(moved.split(';').next().unwrap(), pair);
+}
