@@ -52,6 +52,24 @@ pub(crate) fn accept_scaled(load: &dyn LoadView, i: usize, rng: &mut dyn RngCore
     s >= 1.0 || unit_f64(rng) < s
 }
 
+/// Whether a slow-starting endpoint `i` takes hashed key `key`: yes for the keys whose
+/// fixed fraction (a mix of the key, uniform in [0, 1)) lies below its factor. The hash
+/// policies cannot scale a weight without moving keys, so a ramping endpoint instead
+/// takes a growing, deterministic share of its own keys: every key it takes at factor
+/// `f` it keeps at every larger `f` (no flapping), and instances that agree on the factor
+/// agree on the pick. Keys it declines walk on as if it were not pickable.
+pub(crate) fn accepts_key(load: &dyn LoadView, i: usize, key: u64) -> bool {
+    let s = scale(load, i);
+    s >= 1.0 || key_fraction(key) < s
+}
+
+/// A key's fixed fraction in [0, 1), decorrelated from the slot or ring position the key
+/// hashed to (a different mix of the same 64 bits).
+fn key_fraction(key: u64) -> f64 {
+    let mixed = key.rotate_left(29).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The configured weights, and the pickability test built on them.
 #[derive(Clone, Debug)]
 pub(crate) struct Weights(Box<[u32]>);

@@ -17,7 +17,7 @@
 
 use rand::RngCore;
 
-use super::eligible::Weights;
+use super::eligible::{Weights, accepts_key};
 use super::{BuildError, EndpointSpec, LoadView, P2cEwma};
 use crate::hash::{MAGLEV_OFFSET_SEED, MAGLEV_SKIP_SEED, hash_seeded};
 
@@ -198,19 +198,27 @@ impl MaglevPicker {
 
     /// The pickable endpoint for `key` (see the type's documentation for the probe).
     pub(crate) fn lookup(&self, key: u64, load: &dyn LoadView) -> Option<usize> {
+        // Slow-starting owners decline part of their keys; if every pickable endpoint
+        // declines, the plain walk decides (a pick is never refused while one is pickable).
+        self.walk(key, load, &|i| self.takes(load, i, key))
+            .or_else(|| self.walk(key, load, &|i| self.weights.pickable(load, i)))
+    }
+
+    /// The walk from `key`'s position to the first endpoint `takes` accepts.
+    fn walk(&self, key: u64, load: &dyn LoadView, takes: &dyn Fn(usize) -> bool) -> Option<usize> {
         let table = self.table.as_ref()?;
         let slots = table.slots();
         let m = slots.len();
         let slot = table.slot_of(key);
         let owner = slots[slot];
-        if self.weights.pickable(load, owner as usize) {
+        if takes(owner as usize) {
             return Some(owner as usize);
         }
         let mut refused = owner;
         for k in 1..=MAX_PROBE.min(m - 1) {
             let i = slots[(slot + k) % m];
             if i != refused {
-                if self.weights.pickable(load, i as usize) {
+                if takes(i as usize) {
                     return Some(i as usize);
                 }
                 refused = i;
@@ -220,7 +228,12 @@ impl MaglevPicker {
         let start = self.rank[owner as usize] as usize;
         (1..=n)
             .map(|k| self.by_name[(start + k) % n] as usize)
-            .find(|&i| self.weights.pickable(load, i))
+            .find(|&i| takes(i))
+    }
+
+    /// Whether endpoint `i` takes `key` now: pickable, and past its slow-start share.
+    fn takes(&self, load: &dyn LoadView, i: usize, key: u64) -> bool {
+        self.weights.pickable(load, i) && accepts_key(load, i, key)
     }
 
     /// The keyed lookup, or p2c-ewma for a request without a key.
@@ -335,5 +348,39 @@ mod tests {
         }
         load.eligible[5] = false;
         assert_eq!(p.lookup(7, &load), None);
+    }
+
+    #[test]
+    fn a_slow_starting_owner_takes_a_growing_share_of_its_keys_and_keeps_them() {
+        let picker = MaglevPicker::new(&eps(&[1, 1, 1, 1]), 65_537).unwrap();
+        let mut load = StaticLoad::uniform(4);
+        let owned_by_0: Vec<u64> = (0..40_000u64)
+            .map(|k| k.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .filter(|&k| picker.lookup(k, &load) == Some(0))
+            .collect();
+        let taken = |load: &StaticLoad| -> Vec<bool> {
+            owned_by_0
+                .iter()
+                .map(|&k| picker.lookup(k, load) == Some(0))
+                .collect()
+        };
+        load.factor[0] = 0.25;
+        let quarter = taken(&load);
+        load.factor[0] = 0.5;
+        let half = taken(&load);
+        let share = |v: &[bool]| v.iter().filter(|t| **t).count() as f64 / v.len() as f64;
+        assert!((share(&quarter) - 0.25).abs() < 0.03, "{}", share(&quarter));
+        assert!((share(&half) - 0.5).abs() < 0.03, "{}", share(&half));
+        assert!(
+            quarter.iter().zip(&half).all(|(q, h)| !q || *h),
+            "a key taken at 25% is kept at 50%"
+        );
+        // Keys it declines go where they would go without it; other owners' keys never move.
+        load.factor[0] = 1.0;
+        let others: Vec<u64> = (0..10_000u64)
+            .filter(|&k| picker.lookup(k, &load) != Some(0))
+            .collect();
+        load.factor[0] = 0.1;
+        assert!(others.iter().all(|&k| picker.lookup(k, &load) != Some(0)));
     }
 }

@@ -82,7 +82,9 @@ pub trait LoadView {
 
     /// The slow-start multiplier of endpoint `index`'s weight, in (0, 1]
     /// ([`crate::health::slow_start_factor`]). Values are clamped to `[0.01, 1]` (NaN reads
-    /// as 0.01). Hash policies ignore it for keyed picks, since scaling would move keys.
+    /// as 0.01). Hash policies apply it per key: a slow-starting owner takes only the keys
+    /// whose fixed fraction lies below its factor, so its share grows without keys
+    /// flapping (the key-less fallback scales like p2c-ewma).
     fn weight_factor(&self, index: usize) -> f64 {
         let _ = index;
         1.0

@@ -11,7 +11,7 @@
 
 use rand::RngCore;
 
-use super::eligible::Weights;
+use super::eligible::{Weights, accepts_key};
 use super::{EndpointSpec, LoadView, P2cEwma};
 use crate::hash::ring_vnode_key;
 
@@ -115,6 +115,14 @@ impl RingHash {
 
     /// The first pickable endpoint at or after `key` on the ring.
     pub(crate) fn lookup(&self, key: u64, load: &dyn LoadView) -> Option<usize> {
+        // Slow-starting owners decline part of their keys; if every pickable endpoint
+        // declines, the plain walk decides (a pick is never refused while one is pickable).
+        self.walk(key, load, &|i| self.takes(load, i, key))
+            .or_else(|| self.walk(key, load, &|i| self.weights.pickable(load, i)))
+    }
+
+    /// The walk from `key`'s position to the first endpoint `takes` accepts.
+    fn walk(&self, key: u64, load: &dyn LoadView, takes: &dyn Fn(usize) -> bool) -> Option<usize> {
         let start = self.position(key)?;
         let len = self.ring.len();
         let mut last_refused = u32::MAX;
@@ -123,12 +131,17 @@ impl RingHash {
             if idx == last_refused {
                 continue;
             }
-            if self.weights.pickable(load, idx as usize) {
+            if takes(idx as usize) {
                 return Some(idx as usize);
             }
             last_refused = idx;
         }
         None
+    }
+
+    /// Whether endpoint `i` takes `key` now: pickable, and past its slow-start share.
+    fn takes(&self, load: &dyn LoadView, i: usize, key: u64) -> bool {
+        self.weights.pickable(load, i) && accepts_key(load, i, key)
     }
 
     /// The keyed lookup, or p2c-ewma for a request without a key.
