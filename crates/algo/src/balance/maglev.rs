@@ -200,12 +200,12 @@ impl MaglevPicker {
     pub(crate) fn lookup(&self, key: u64, load: &dyn LoadView) -> Option<usize> {
         // Slow-starting owners decline part of their keys; if every pickable endpoint
         // declines, the plain walk decides (a pick is never refused while one is pickable).
-        self.walk(key, load, &|i| self.takes(load, i, key))
-            .or_else(|| self.walk(key, load, &|i| self.weights.pickable(load, i)))
+        self.walk(key, &|i| self.takes(load, i, key))
+            .or_else(|| self.walk(key, &|i| self.weights.pickable(load, i)))
     }
 
     /// The walk from `key`'s position to the first endpoint `takes` accepts.
-    fn walk(&self, key: u64, load: &dyn LoadView, takes: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn walk(&self, key: u64, takes: &dyn Fn(usize) -> bool) -> Option<usize> {
         let table = self.table.as_ref()?;
         let slots = table.slots();
         let m = slots.len();

@@ -117,12 +117,12 @@ impl RingHash {
     pub(crate) fn lookup(&self, key: u64, load: &dyn LoadView) -> Option<usize> {
         // Slow-starting owners decline part of their keys; if every pickable endpoint
         // declines, the plain walk decides (a pick is never refused while one is pickable).
-        self.walk(key, load, &|i| self.takes(load, i, key))
-            .or_else(|| self.walk(key, load, &|i| self.weights.pickable(load, i)))
+        self.walk(key, &|i| self.takes(load, i, key))
+            .or_else(|| self.walk(key, &|i| self.weights.pickable(load, i)))
     }
 
     /// The walk from `key`'s position to the first endpoint `takes` accepts.
-    fn walk(&self, key: u64, load: &dyn LoadView, takes: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn walk(&self, key: u64, takes: &dyn Fn(usize) -> bool) -> Option<usize> {
         let start = self.position(key)?;
         let len = self.ring.len();
         let mut last_refused = u32::MAX;
