@@ -22,9 +22,7 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listener[].request_body_timeout",
     "listener[].min_request_body_rate",
     "listener[].tls",
-    "listener[].route[].match.jwt_claims",
     "listener[].route[].max_duration",
-    "listener[].route[].auth",
     "cluster[].discovery",
     "cluster[].drain_timeout",
     "cluster[].tls",
@@ -41,13 +39,20 @@ pub const VALUE_RULES: &[(&str, &[&str])] = &[
     ),
     (
         "cluster[].hash_key",
-        &["source-ip", "5-tuple", "path", "header:*", "cookie:*"],
+        &[
+            "source-ip",
+            "5-tuple",
+            "path",
+            "header:*",
+            "cookie:*",
+            "jwt:*",
+        ],
     ),
     ("cluster[].protocol", &["http1", "h2"]),
     ("cluster[].health.kind", &["tcp", "http", "grpc"]),
     (
         "listener[].route[].rate_limit.key",
-        &["source-ip", "route", "header:*"],
+        &["source-ip", "route", "header:*", "jwt:*"],
     ),
 ];
 

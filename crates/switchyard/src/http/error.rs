@@ -62,6 +62,13 @@ pub enum ProxyError {
     ResponseTimeout,
     /// Shed by a cluster limit: 503.
     Shed(ShedReason),
+    /// A route's `auth.jwt` found no valid token: 401 with `WWW-Authenticate`.
+    Unauthorized {
+        /// Whether a token was sent (then `error="invalid_token"` is added).
+        token_sent: bool,
+    },
+    /// A valid token whose claims fail the route's claim match: 403.
+    Forbidden,
     /// A route's rate limit refused the request: 429 with `Retry-After` in whole seconds.
     RateLimited {
         /// Seconds until a token is available, rounded up.
@@ -99,6 +106,8 @@ impl ProxyError {
             }
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::Request { status, .. } => *status,
         }
     }
@@ -114,7 +123,9 @@ impl ProxyError {
             ProxyError::ResponseIncomplete => "http_response_incomplete",
             ProxyError::ResponseTimeout => "http_response_timeout",
             ProxyError::Shed(_) => "connection_limit_reached",
-            ProxyError::RateLimited { .. } => "http_request_denied",
+            ProxyError::RateLimited { .. }
+            | ProxyError::Unauthorized { .. }
+            | ProxyError::Forbidden => "http_request_denied",
             ProxyError::Request { .. } => "http_request_error",
         }
     }
@@ -125,6 +136,7 @@ impl ProxyError {
             ProxyError::Shed(ShedReason::CircuitOpen) => Some("circuit-open"),
             ProxyError::Shed(_) => Some("shed"),
             ProxyError::RateLimited { .. } => Some("rate_limit"),
+            ProxyError::Unauthorized { .. } | ProxyError::Forbidden => Some("jwt"),
             ProxyError::Request { details, .. } => Some(details),
             _ => None,
         }
@@ -193,8 +205,22 @@ impl ProxyError {
         };
         let headers = response.headers_mut();
         headers.insert("proxy-status", self.proxy_status());
-        if let ProxyError::RateLimited { retry_after_secs } = self {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        match self {
+            ProxyError::RateLimited { retry_after_secs } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ProxyError::Unauthorized { token_sent } => {
+                let challenge = if *token_sent {
+                    "Bearer realm=\"switchyard\", error=\"invalid_token\""
+                } else {
+                    "Bearer realm=\"switchyard\""
+                };
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            _ => {}
         }
         response
     }

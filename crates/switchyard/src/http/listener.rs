@@ -11,6 +11,7 @@ use switchyard_algo::resilience::{LatencyWindow, Limits};
 
 use super::error::ShedReason;
 use super::forwarding::HeaderEdits;
+use super::jwt::{JwksError, JwtVerifier};
 use super::rate_limit::RouteLimiter;
 use super::retry::{Budget, RetryCounters};
 use super::router::{Router, RouterError, Split};
@@ -42,6 +43,17 @@ pub enum HttpListenerError {
         /// What failed.
         #[source]
         source: RouterError,
+    },
+    /// A route's `auth.jwt` key set could not be loaded.
+    #[error("listener {listener:?}: route {route:?}: {source}")]
+    Jwks {
+        /// The listener.
+        listener: String,
+        /// The route.
+        route: String,
+        /// What failed.
+        #[source]
+        source: JwksError,
     },
 }
 
@@ -237,6 +249,8 @@ pub struct RouteRuntime {
     pub retry_budget: Option<Budget>,
     /// `rate_limit`, when the route has one.
     pub rate_limit: Option<RouteLimiter>,
+    /// Index into the listener's `verifiers` of the route's `auth.jwt`.
+    pub auth: Option<usize>,
     /// `hedge`, when the route has one.
     pub hedge: Option<model::Hedge>,
     /// First-attempt time to head over the last 30 s, for `hedge.after = "pNN"`.
@@ -262,6 +276,8 @@ pub struct HttpListenerRuntime {
     pub config: model::Listener,
     /// Routes in file order.
     pub router: Router<Arc<RouteRuntime>>,
+    /// The distinct `auth.jwt` verifiers of the routes.
+    pub verifiers: Vec<Arc<JwtVerifier>>,
     /// `requests_total` for requests no route matched.
     pub unrouted: RequestCounters,
     /// `connections_active`.
@@ -283,8 +299,26 @@ impl HttpListenerRuntime {
     ) -> Result<HttpListenerRuntime, HttpListenerError> {
         let listener = config.name.as_str();
         let mut routes = Vec::with_capacity(config.routes.len());
+        let mut verifiers: Vec<Arc<JwtVerifier>> = Vec::new();
         for route in &config.routes {
-            let runtime = compile_route(listener, route, upstreams, registry)?;
+            let mut runtime = compile_route(listener, route, upstreams, registry)?;
+            if let Some(auth) = &route.auth {
+                let index = match verifiers.iter().position(|v| v.serves(&auth.jwt)) {
+                    Some(index) => index,
+                    None => {
+                        let verifier = JwtVerifier::load(&auth.jwt).map_err(|source| {
+                            HttpListenerError::Jwks {
+                                listener: listener.to_owned(),
+                                route: route.name.clone(),
+                                source,
+                            }
+                        })?;
+                        verifiers.push(Arc::new(verifier));
+                        verifiers.len() - 1
+                    }
+                };
+                runtime.auth = Some(index);
+            }
             routes.push((&route.matcher, Arc::new(runtime)));
         }
         let router = Router::build(routes).map_err(|source| HttpListenerError::Router {
@@ -295,6 +329,7 @@ impl HttpListenerRuntime {
             name: config.name.clone(),
             config: config.clone(),
             router,
+            verifiers,
             unrouted: RequestCounters::new(registry, listener, "", ""),
             active: registry.gauge(&metrics::CONNECTIONS_ACTIVE, &[listener]),
             accepted: registry.counter(&metrics::CONNECTIONS_TOTAL, &[listener]),
@@ -369,6 +404,7 @@ fn compile_route(
         per_try_timeout: route.per_try_timeout,
         retry: route.retry.clone(),
         retry_budget: Budget::of_route(&route.retry, 10),
+        auth: None,
         hedge: route.hedge.clone(),
         time_to_head: route
             .hedge

@@ -12,6 +12,7 @@
 //! 5. **log**: always, once, when the response body has ended ([`Record`]): metrics, the
 //!    upstream connection back to its pool, the access-log line.
 
+use std::cell::OnceCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,16 +33,18 @@ use super::attempt::{self, Replayable};
 use super::body::{BodyEnd, BodyProgress, Completion, RequestBody, ResponseBody};
 use super::error::{ProxyError, ShedReason};
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
+use super::jwt;
 use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
 use super::retry::{self, RetryAfter};
-use super::router::RequestFacts;
+use super::router::{ClaimsSource, RequestFacts};
 use super::sticky;
 use super::upgrade;
 use super::upstream::{Lease, UpstreamError};
 use crate::admin::access_log::{AccessLog, HttpLine};
 use crate::cluster::{Endpoint, InFlight, request_key};
-use crate::config::model::{RetryOn, UpstreamProtocol};
+use crate::config::model::{HashKey, RetryOn, UpstreamProtocol};
 use crate::runtime::{clock, rng};
+use switchyard_algo::hash::key_for_bytes;
 
 /// What every request of one client connection shares.
 #[derive(Debug)]
@@ -252,23 +255,45 @@ async fn proxy(
         }
     }
 
-    // route
-    let route = {
+    // route (JWT verification, when a route asks for it, is part of matching)
+    let (route, claims) = {
+        let verified = RequestClaims::new(listener, request.headers());
         let facts = RequestFacts {
             method: request.method(),
             authority: authority_of(&request),
             path: request.uri().path(),
             query: request.uri().query(),
             headers: request.headers(),
+            claims: Some(&verified),
         };
-        listener.router.find(&facts).cloned()
-    };
-    let Some(route) = route else {
-        return Err(ProxyError::DestinationNotFound);
+        let Some(index) = listener.router.find_index(&facts) else {
+            return Err(match listener.router.jwt_refusal(&facts) {
+                Some(index) if verified.claims(index).is_some() => ProxyError::Forbidden,
+                Some(_) => ProxyError::Unauthorized {
+                    token_sent: jwt::bearer(request.headers()).is_some(),
+                },
+                None => ProxyError::DestinationNotFound,
+            });
+        };
+        let Some(route) = listener.router.get(index).cloned() else {
+            return Err(ProxyError::DestinationNotFound);
+        };
+        let claims = match route.auth {
+            Some(_) => match verified.claims(index) {
+                Some(claims) => Some(claims.clone()),
+                None => {
+                    return Err(ProxyError::Unauthorized {
+                        token_sent: jwt::bearer(request.headers()).is_some(),
+                    });
+                }
+            },
+            None => None,
+        };
+        (route, claims)
     };
     record.route = Some(Arc::clone(&route));
     if let Some(limiter) = &route.rate_limit {
-        let key = limiter.key(client_ip, request.headers());
+        let key = limiter.key(client_ip, request.headers(), claims.as_ref());
         if let Err(retry_after_secs) = limiter.check(key, clock::now()) {
             return Err(ProxyError::RateLimited { retry_after_secs });
         }
@@ -295,16 +320,20 @@ async fn proxy(
     let mut request = Request::from_parts(parts, ());
     // Only the hash policies read a key; the others are not charged for hashing one.
     let cluster_config = &branch.upstream.cluster.config;
-    let key = if cluster_config.balance.is_hash() {
-        request_key(
-            &cluster_config.hash_key,
+    let key = match &cluster_config.hash_key {
+        _ if !cluster_config.balance.is_hash() => None,
+        // A verified claim (SPEC: the raw value bytes); no verified token, no key.
+        HashKey::Jwt(claim) => claims
+            .as_ref()
+            .and_then(|c| jwt::claim_text(c, claim))
+            .map(|value| key_for_bytes(value.as_bytes())),
+        hash_key => request_key(
+            hash_key,
             record.client,
             downstream.local,
             request.headers(),
             request.uri().path(),
-        )
-    } else {
-        None
+        ),
     };
     let request_id = forwarding::ensure_request_id(request.headers_mut(), || {
         forwarding::format_request_id(rng::with_rng(|rng| rng.random()))
@@ -631,6 +660,50 @@ fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {
                 ProxyError::bad_request("request body incomplete")
             }
         }
+    }
+}
+
+/// The request's token as each of the listener's verifiers sees it, verified at most once
+/// per verifier and only when a route asks.
+#[derive(Debug)]
+struct RequestClaims<'a> {
+    listener: &'a HttpListenerRuntime,
+    headers: &'a HeaderMap,
+    verdicts: Vec<OnceCell<Option<jwt::Claims>>>,
+}
+
+impl<'a> RequestClaims<'a> {
+    fn new(listener: &'a HttpListenerRuntime, headers: &'a HeaderMap) -> Self {
+        RequestClaims {
+            listener,
+            headers,
+            verdicts: (0..listener.verifiers.len())
+                .map(|_| OnceCell::new())
+                .collect(),
+        }
+    }
+}
+
+impl ClaimsSource for RequestClaims<'_> {
+    fn claims(&self, route: usize) -> Option<&jwt::Claims> {
+        let verifier = self.listener.router.get(route)?.auth?;
+        self.verdicts
+            .get(verifier)?
+            .get_or_init(|| {
+                let verified = self
+                    .listener
+                    .verifiers
+                    .get(verifier)?
+                    .verify_request(self.headers);
+                match verified {
+                    Ok(claims) => Some(claims),
+                    Err(error) => {
+                        debug!(%error, "jwt refused");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use http::HeaderMap;
 use switchyard_algo::resilience::TokenBucket;
 
+use super::jwt::{Claims, claim_text};
 use crate::admin::metrics::Counter;
 use crate::config::model::{RateLimit, RateLimitKey};
 
@@ -57,8 +58,8 @@ impl RouteLimiter {
         }
     }
 
-    /// The bucket key of a request.
-    pub fn key(&self, client: IpAddr, headers: &HeaderMap) -> Vec<u8> {
+    /// The bucket key of a request (`jwt:claim` reads the route's verified claims).
+    pub fn key(&self, client: IpAddr, headers: &HeaderMap, claims: Option<&Claims>) -> Vec<u8> {
         match &self.config.key {
             RateLimitKey::SourceIp => match client {
                 IpAddr::V4(v4) => v4.octets().to_vec(),
@@ -68,7 +69,11 @@ impl RouteLimiter {
                 .get(name.as_str())
                 .map(|v| v.as_bytes().to_vec())
                 .unwrap_or_default(),
-            RateLimitKey::Route | RateLimitKey::Jwt(_) => Vec::new(),
+            RateLimitKey::Jwt(claim) => claims
+                .and_then(|c| claim_text(c, claim))
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+            RateLimitKey::Route => Vec::new(),
         }
     }
 
@@ -166,18 +171,22 @@ mod tests {
         headers.insert("x-api-key", "k1".parse().unwrap());
         let ip: IpAddr = "10.1.2.3".parse().unwrap();
         assert_eq!(
-            limiter(RateLimitKey::SourceIp, 1).key(ip, &headers),
+            limiter(RateLimitKey::SourceIp, 1).key(ip, &headers, None),
             [10, 1, 2, 3]
         );
         assert_eq!(
-            limiter(RateLimitKey::Header("x-api-key".into()), 1).key(ip, &headers),
+            limiter(RateLimitKey::Header("x-api-key".into()), 1).key(ip, &headers, None),
             b"k1"
         );
         assert!(
             limiter(RateLimitKey::Header("x-other".into()), 1)
-                .key(ip, &headers)
+                .key(ip, &headers, None)
                 .is_empty()
         );
-        assert!(limiter(RateLimitKey::Route, 1).key(ip, &headers).is_empty());
+        assert!(
+            limiter(RateLimitKey::Route, 1)
+                .key(ip, &headers, None)
+                .is_empty()
+        );
     }
 }

@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use http::{HeaderMap, HeaderName, Method};
 use regex::{Regex, RegexBuilder};
 
+use super::jwt::{Claims, claim_text};
+
 use crate::config::model::{PathMatch, RouteMatch, ValueMatch};
 
 /// The same compiled-size bound validation checked the regexes against.
@@ -39,6 +41,17 @@ pub struct RequestFacts<'a> {
     pub query: Option<&'a str>,
     /// The request headers.
     pub headers: &'a HeaderMap,
+    /// Verified JWT claims for the routes that match on `jwt_claims` (none: such routes
+    /// match nothing).
+    pub claims: Option<&'a dyn ClaimsSource>,
+}
+
+/// Where the router gets a route's verified JWT claims: the route's own `auth.jwt` verifies
+/// the request's token (lazily, once per verifier and request).
+pub trait ClaimsSource: std::fmt::Debug {
+    /// The claims of the request's token as route `route` (file order) verifies them;
+    /// `None` when there is no token, it is invalid, or the route has no `auth.jwt`.
+    fn claims(&self, route: usize) -> Option<&Claims>;
 }
 
 /// A route that could not be compiled (validation already rejects these; kept typed so a
@@ -71,9 +84,8 @@ pub enum RouterError {
 /// Regex matchers (`path_regex`, `/.../` values) are applied with `is_match` as written:
 /// anchor them with `^`/`$` for a whole-value match.
 ///
-/// `jwt_claims` cannot be matched yet (no verified token exists at routing time): a route
-/// with a non-empty `jwt_claims` matches no request for now. JWT verification will feed
-/// verified claims in and lift this.
+/// `jwt_claims` match verified claims only ([`ClaimsSource`]): a request without a valid
+/// token matches no route that has them.
 #[derive(Debug)]
 pub struct Router<T> {
     routes: Vec<(CompiledRoute, T)>,
@@ -175,8 +187,26 @@ impl<T> Router<T> {
             .find(|&index| {
                 self.routes
                     .get(index)
-                    .is_some_and(|(route, _)| route.matches(request))
+                    .is_some_and(|(route, _)| route.matches(index, request))
             })
+    }
+
+    /// The first route (file order) that matches `request` on everything but its
+    /// `jwt_claims`: when no route matched, the one whose `auth.jwt` answers 401 or 403.
+    pub fn jwt_refusal(&self, request: &RequestFacts<'_>) -> Option<usize> {
+        self.candidates(request.authority)
+            .iter()
+            .copied()
+            .find(|&index| {
+                self.routes.get(index).is_some_and(|(route, _)| {
+                    !route.jwt_claims.is_empty() && route.matches_without_claims(request)
+                })
+            })
+    }
+
+    /// The value attached to route `index` (file order).
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.routes.get(index).map(|(_, target)| target)
     }
 
     /// The number of routes.
@@ -257,8 +287,8 @@ fn normalise_host(authority: &str) -> &str {
 /// One route's matchers other than the host (which the index has already applied).
 #[derive(Debug)]
 struct CompiledRoute {
-    /// `jwt_claims` cannot be verified yet, so such a route matches nothing.
-    needs_jwt: bool,
+    /// Matched against verified claims only.
+    jwt_claims: Vec<(String, ValueMatcher)>,
     methods: Vec<String>,
     path: Option<PathMatcher>,
     headers: Vec<(HeaderName, ValueMatcher)>,
@@ -346,7 +376,7 @@ impl CompiledRoute {
                 .collect::<Result<Vec<_>, RouterError>>()
         };
         Ok(CompiledRoute {
-            needs_jwt: !matcher.jwt_claims.is_empty(),
+            jwt_claims: named(&matcher.jwt_claims)?,
             methods: matcher.methods.clone(),
             path,
             headers,
@@ -355,11 +385,24 @@ impl CompiledRoute {
         })
     }
 
-    /// Whether every matcher holds, cheapest first.
-    fn matches(&self, request: &RequestFacts<'_>) -> bool {
-        if self.needs_jwt {
+    /// Whether every matcher holds, cheapest first; the claims (a signature check) last.
+    fn matches(&self, index: usize, request: &RequestFacts<'_>) -> bool {
+        if !self.matches_without_claims(request) {
             return false;
         }
+        if self.jwt_claims.is_empty() {
+            return true;
+        }
+        let Some(claims) = request.claims.and_then(|source| source.claims(index)) else {
+            return false;
+        };
+        self.jwt_claims.iter().all(|(name, matcher)| {
+            claim_text(claims, name).is_some_and(|value| matcher.matches(&value))
+        })
+    }
+
+    /// Whether every matcher but `jwt_claims` holds.
+    fn matches_without_claims(&self, request: &RequestFacts<'_>) -> bool {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == request.method.as_str()) {
             return false;
         }
@@ -582,6 +625,7 @@ mod tests {
                 path: &self.path,
                 query: self.query.as_deref(),
                 headers: &self.headers,
+                claims: None,
             }
         }
     }
@@ -874,15 +918,40 @@ mod tests {
         assert_eq!(percent_decode("%FF"), "\u{FFFD}");
     }
 
+    #[derive(Debug)]
+    struct Verified(Option<Claims>);
+
+    impl ClaimsSource for Verified {
+        fn claims(&self, _route: usize) -> Option<&Claims> {
+            self.0.as_ref()
+        }
+    }
+
     #[test]
-    fn a_route_with_jwt_claims_matches_no_request_until_verification_exists() {
+    fn jwt_claims_match_verified_claims_only() {
         let jwt = RouteMatch {
-            jwt_claims: vec![("tier".into(), ValueMatch::Exact("gold".into()))],
+            jwt_claims: vec![
+                ("tier".into(), ValueMatch::Exact("gold".into())),
+                ("level".into(), ValueMatch::Regex("^[5-9]$".into())),
+            ],
             ..RouteMatch::default()
         };
         let r = router(&[jwt, RouteMatch::default()]);
-        let request = Request::host("a").header("authorization", "Bearer x.y.z");
-        assert_eq!(pick(&r, &request), Some(1));
+        let request = Request::host("a");
+        assert_eq!(
+            pick(&r, &request),
+            Some(1),
+            "no claims: the route is skipped"
+        );
+        let claims = |v: serde_json::Value| Verified(v.as_object().cloned());
+        let gold = claims(serde_json::json!({"tier": "gold", "level": 7}));
+        let mut facts = request.facts();
+        facts.claims = Some(&gold);
+        assert_eq!(r.find_index(&facts), Some(0));
+        let silver = claims(serde_json::json!({"tier": "silver", "level": 7}));
+        facts.claims = Some(&silver);
+        assert_eq!(r.find_index(&facts), Some(1));
+        assert_eq!(r.jwt_refusal(&facts), Some(0));
     }
 
     #[test]

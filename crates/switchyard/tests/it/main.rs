@@ -6,6 +6,7 @@ mod cli;
 mod collapse;
 mod config;
 mod http;
+mod jwt;
 mod l4;
 mod resilience;
 mod support;

@@ -247,14 +247,9 @@ fn cluster_and_routes_are_mutually_exclusive_on_a_listener() {
 
 #[test]
 fn the_gate_rejects_unimplemented_protocols_and_keys_at_their_line() {
-    let e = one(&format!(
-        "{CLUSTER}balance = \"maglev\"\nhash_key = \"jwt:sub\"\n"
-    ));
+    let e = one(&format!("{CLUSTER}[cluster.health]\nkind = \"tls\"\n"));
     assert_eq!(e.0, 5);
-    assert_eq!(
-        e.2,
-        "not implemented yet: cluster[0].hash_key = \"jwt:sub\""
-    );
+    assert_eq!(e.2, "not implemented yet: cluster[0].health.kind = \"tls\"");
     let e = one(&format!("{CLUSTER}drain_timeout = \"10s\"\n"));
     assert_eq!(
         (e.0, e.2.as_str()),
