@@ -26,7 +26,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "cluster[].discovery",
     "cluster[].drain_timeout",
     "cluster[].tls",
-    "global_rate_limit",
     "xdp",
 ];
 

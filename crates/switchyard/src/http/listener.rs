@@ -11,6 +11,7 @@ use switchyard_algo::resilience::{LatencyWindow, Limits};
 
 use super::error::ShedReason;
 use super::forwarding::HeaderEdits;
+use super::global_limit::GlobalLimiter;
 use super::jwt::{JwksError, JwtVerifier};
 use super::rate_limit::RouteLimiter;
 use super::retry::{Budget, RetryCounters};
@@ -249,6 +250,8 @@ pub struct RouteRuntime {
     pub retry_budget: Option<Budget>,
     /// `rate_limit`, when the route has one.
     pub rate_limit: Option<RouteLimiter>,
+    /// The fleet-wide store the route's rate limit uses first, with `[global_rate_limit]`.
+    pub global_limit: Option<Arc<GlobalLimiter>>,
     /// Index into the listener's `verifiers` of the route's `auth.jwt`.
     pub auth: Option<usize>,
     /// `hedge`, when the route has one.
@@ -295,6 +298,7 @@ impl HttpListenerRuntime {
     pub fn build(
         config: &model::Listener,
         upstreams: &[Arc<UpstreamCluster>],
+        global_limit: Option<&Arc<GlobalLimiter>>,
         registry: &Arc<Registry>,
     ) -> Result<HttpListenerRuntime, HttpListenerError> {
         let listener = config.name.as_str();
@@ -302,6 +306,9 @@ impl HttpListenerRuntime {
         let mut verifiers: Vec<Arc<JwtVerifier>> = Vec::new();
         for route in &config.routes {
             let mut runtime = compile_route(listener, route, upstreams, registry)?;
+            if runtime.rate_limit.is_some() {
+                runtime.global_limit = global_limit.cloned();
+            }
             if let Some(auth) = &route.auth {
                 let index = match verifiers.iter().position(|v| v.serves(&auth.jwt)) {
                     Some(index) => index,
@@ -405,6 +412,7 @@ fn compile_route(
         retry: route.retry.clone(),
         retry_budget: Budget::of_route(&route.retry, 10),
         auth: None,
+        global_limit: None,
         hedge: route.hedge.clone(),
         time_to_head: route
             .hedge

@@ -9,6 +9,7 @@ pub mod attempt;
 pub mod body;
 pub mod error;
 pub mod forwarding;
+pub mod global_limit;
 pub mod h1_guard;
 pub mod jwt;
 pub mod listener;

@@ -294,7 +294,21 @@ async fn proxy(
     record.route = Some(Arc::clone(&route));
     if let Some(limiter) = &route.rate_limit {
         let key = limiter.key(client_ip, request.headers(), claims.as_ref());
-        if let Err(retry_after_secs) = limiter.check(key, clock::now()) {
+        let shared = match &route.global_limit {
+            Some(global) => global.take(&route.name, &key, limiter.config()).await.ok(),
+            None => None,
+        };
+        let verdict = match shared {
+            Some(verdict) => {
+                if verdict.is_err() {
+                    limiter.denied.inc();
+                }
+                verdict
+            }
+            // No fleet store, or it could not answer in time: this instance's bucket.
+            None => limiter.check(key, clock::now()),
+        };
+        if let Err(retry_after_secs) = verdict {
             return Err(ProxyError::RateLimited { retry_after_secs });
         }
     }

@@ -58,6 +58,11 @@ impl RouteLimiter {
         }
     }
 
+    /// The configured limit.
+    pub fn config(&self) -> &RateLimit {
+        &self.config
+    }
+
     /// The bucket key of a request (`jwt:claim` reads the route's verified claims).
     pub fn key(&self, client: IpAddr, headers: &HeaderMap, claims: Option<&Claims>) -> Vec<u8> {
         match &self.config.key {

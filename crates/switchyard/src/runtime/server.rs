@@ -235,6 +235,9 @@ impl Server {
             }
         }
         tasks.spawn(housekeeping(Arc::clone(&shared)));
+        if let Some(global) = &shared.snapshot.load().global_limit {
+            tasks.spawn(Arc::clone(global).maintain());
+        }
         let (first_round, longest) = crate::health::spawn_checks(
             &shared.snapshot.load().clusters,
             &shared.registry,

@@ -10,6 +10,7 @@ use crate::admin::metrics::{self, Registry};
 use crate::cluster::{Cluster, ClusterBuildError};
 use crate::config::Config;
 use crate::config::model::Protocol;
+use crate::http::global_limit::GlobalLimiter;
 use crate::http::listener::{HttpListenerError, HttpListenerRuntime, UpstreamCluster};
 use crate::listener::destination::UnknownCluster;
 use crate::listener::tcp::TcpListenerRuntime;
@@ -44,6 +45,8 @@ pub struct Snapshot {
     pub upstreams: Vec<Arc<UpstreamCluster>>,
     /// HTTP listeners in configuration order.
     pub http_listeners: Vec<Arc<HttpListenerRuntime>>,
+    /// The fleet-wide rate-limit store, with `[global_rate_limit]`.
+    pub global_limit: Option<Arc<GlobalLimiter>>,
 }
 
 impl Snapshot {
@@ -66,6 +69,13 @@ impl Snapshot {
             .filter(|l| l.protocol == Protocol::Udp)
             .map(|l| UdpListenerRuntime::build(l, &clusters, registry).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        // Created with the snapshot; the server keeps its connection open.
+        let global_limit = config.global_rate_limit.as_ref().map(|global| {
+            GlobalLimiter::new(
+                &global.redis,
+                registry.counter(&metrics::RATE_LIMIT_BACKEND_ERRORS_TOTAL, &[]),
+            )
+        });
         let upstreams: Vec<Arc<UpstreamCluster>> = clusters
             .iter()
             .map(|c| Arc::new(UpstreamCluster::build(c, registry)))
@@ -74,7 +84,10 @@ impl Snapshot {
             .listeners
             .iter()
             .filter(|l| l.protocol.is_http())
-            .map(|l| HttpListenerRuntime::build(l, &upstreams, registry).map(Arc::new))
+            .map(|l| {
+                HttpListenerRuntime::build(l, &upstreams, global_limit.as_ref(), registry)
+                    .map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         for result in ["success", "failure"] {
             registry.counter(&metrics::CONFIG_RELOADS_TOTAL, &[result]);
@@ -86,6 +99,7 @@ impl Snapshot {
             udp_listeners,
             upstreams,
             http_listeners,
+            global_limit,
         })
     }
 

@@ -126,7 +126,6 @@ fn every_spec_key_is_accepted_by_the_walker_and_only_gated() {
         "not implemented yet: listener[0].tls",
         "not implemented yet: cluster[1].discovery",
         "not implemented yet: xdp",
-        "not implemented yet: global_rate_limit",
         "not implemented yet: runtime.upgrade_socket",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");

@@ -684,3 +684,49 @@ async fn a_sticky_cookie_pins_the_client_and_falls_back_when_its_endpoint_is_gon
     let moved = response.headers()["set-cookie"].to_str().unwrap();
     assert_ne!(moved.split(';').next().unwrap(), pair);
 }
+
+#[tokio::test]
+async fn a_redis_backed_limit_is_shared_by_two_instances_and_falls_back_when_redis_dies() {
+    let mut redis = RedisServer::start().await;
+    let b1 = backend_with("b1", |_| {}).await;
+    let route = r#"rate_limit = { key = "route", rate = 3, per = "1m", burst = 3 }"#;
+    let toml = format!(
+        "{}\n[global_rate_limit]\nredis = \"{}\"\n",
+        web(&[&b1], route, ""),
+        redis.url
+    );
+    let a = balancer(&toml).await;
+    let b = balancer(&toml).await;
+    // Both connect in the background at start.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = pooled();
+    let status = |server: &Server| {
+        let url = format!("http://{}/", address(server, "web"));
+        let request = client.get(url);
+        async move { within(request.send()).await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(&a).await, 200);
+    assert_eq!(status(&a).await, 200);
+    assert_eq!(status(&b).await, 200);
+    assert_eq!(
+        status(&b).await,
+        429,
+        "the fleet's bucket of 3 is spent (local buckets would allow 6)"
+    );
+    let errors = "switchyard_rate_limit_backend_errors_total";
+    assert_eq!(metric_of(&a, errors).await, 0.0);
+
+    redis.stop();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        status(&a).await,
+        200,
+        "the local bucket decides while redis is down"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(metric_of(&a, errors).await >= 1.0);
+}

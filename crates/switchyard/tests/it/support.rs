@@ -129,3 +129,51 @@ pub(crate) async fn read_when_written(path: &Path) -> String {
     let _ = std::fs::remove_file(path);
     text
 }
+
+/// A `redis-server` of the test's own on a free loopback port, stopped (by PID) on drop.
+pub(crate) struct RedisServer {
+    child: std::process::Child,
+    /// `redis://127.0.0.1:PORT`.
+    pub(crate) url: String,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it accepts connections. Panics when `redis-server` is not
+    /// installed (`.ci/run` installs it).
+    pub(crate) async fn start() -> RedisServer {
+        let port = dead_address().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server; .ci/run does)");
+        let server = RedisServer {
+            child,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    /// Stops it now (SIGKILL to its PID) and waits for it to exit.
+    pub(crate) fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
