@@ -730,3 +730,27 @@ async fn a_redis_backed_limit_is_shared_by_two_instances_and_falls_back_when_red
     );
     assert!(metric_of(&a, errors).await >= 1.0);
 }
+
+#[tokio::test]
+async fn an_error_rate_over_the_window_ejects_once_the_volume_is_there() {
+    let b1 = backend_with("b1", |_| {}).await;
+    let b2 = backend_with("b2", |_| {}).await;
+    // Every other answer fails: never five in a row, but 50% over the window.
+    let flaky = backend_with("flaky", |a| a.error_rate = 0.5).await;
+    let outlier = "  [cluster.outlier]\n  consecutive_5xx = 0\n  consecutive_gateway_failures = 0\n  error_rate = 0.3\n  min_requests = 10\n  window = \"30s\"";
+    let server = balancer(&web(&[&b1, &b2, &flaky], "", outlier)).await;
+    let seen = send_many(&server, "/", 90).await;
+    let flaky_answers: usize = seen
+        .iter()
+        .filter(|((_, backend), _)| backend == "flaky")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        (10..30).contains(&flaky_answers),
+        "ejected once min_requests was reached: {seen:?}"
+    );
+    assert_eq!(endpoint_json(&server, "flaky").await["state"], "ejected");
+    let series =
+        r#"switchyard_ejections_total{cluster="app",endpoint="flaky",reason="error_rate"}"#;
+    assert_eq!(metric_of(&server, series).await, 1.0);
+}
