@@ -62,15 +62,7 @@ fn config(backends: &[BackendHandle], defended: bool) -> String {
         )
     };
     format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
   [[listener.route]]
   match = {{ path_prefix = "/" }}
   cluster = "fleet"

@@ -24,25 +24,6 @@ fn h2_client() -> reqwest::Client {
         .unwrap()
 }
 
-fn keepalive_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(LIMIT)
-        .build()
-        .unwrap()
-}
-
-/// The admin API, no access log, and the start of listener `web` (HTTP on any port).
-const WEB: &str = r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http""#;
-
 fn one_cluster(endpoints: &str, extra: &str) -> String {
     format!(
         r#"{WEB}

@@ -75,15 +75,7 @@ async fn tokens_are_verified_401_without_one_403_when_claims_fail() {
         jwks.display()
     );
     let toml = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
   [[listener.route]]
   name = "gold"
   match = {{ path_prefix = "/gold", jwt_claims = {{ tier = "gold" }} }}

@@ -20,15 +20,7 @@ fn web(backends: &[&BackendHandle], route: &str, cluster: &str) -> String {
     let addresses: Vec<_> = backends.iter().map(|b| b.local_addr()).collect();
     let names: Vec<&str> = backends.iter().map(|b| b.name()).collect();
     format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
   [[listener.route]]
   match = {{ path_prefix = "/" }}
   cluster = "app"
@@ -43,17 +35,9 @@ endpoints = {endpoints}
     )
 }
 
-fn pooled() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(LIMIT)
-        .build()
-        .unwrap()
-}
-
 /// Sends `n` GETs to `path`; (status, x-backend) counts.
 async fn send_many(server: &Server, path: &str, n: usize) -> HashMap<(u16, String), usize> {
-    let client = pooled();
+    let client = keepalive_client();
     let url = format!("http://{}{path}", address(server, "web"));
     let mut seen = HashMap::new();
     for _ in 0..n {
@@ -103,6 +87,17 @@ async fn backend_with(name: &str, change: impl FnOnce(&mut BackendArgs)) -> Back
     args.seed = Some(7);
     change(&mut args);
     backend(args).await
+}
+
+/// Passive detection off, so a test sees the retry policy alone.
+const NO_OUTLIER: &str = "  [cluster.outlier]\n  enabled = false";
+
+/// Sends `n` GETs and asserts every one was answered by the endpoint `fast` within `limit`.
+async fn all_answered_by_fast(server: &Server, n: usize, limit: Duration) {
+    let started = std::time::Instant::now();
+    let seen = send_many(server, "/", n).await;
+    assert_eq!(seen.get(&(200, "fast".into())), Some(&n), "{seen:?}");
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
 }
 
 const FAST_CHECKS: &str = r#"
@@ -377,12 +372,7 @@ const RETRY_GATEWAY: &str = r#"retry = { attempts = 3, on = ["gateway-error", "r
 async fn idempotent_requests_are_retried_on_another_endpoint_and_a_post_never_is() {
     let failing = backend_with("failing", |a| a.error_rate = 1.0).await;
     let good = backend_with("good", |_| {}).await;
-    let server = balancer(&web(
-        &[&failing, &good],
-        RETRY_GATEWAY,
-        "  [cluster.outlier]\n  enabled = false",
-    ))
-    .await;
+    let server = balancer(&web(&[&failing, &good], RETRY_GATEWAY, NO_OUTLIER)).await;
     let seen = send_many(&server, "/", 20).await;
     assert_eq!(seen.get(&(200, "good".into())), Some(&20), "{seen:?}");
     let retries = metric_of(
@@ -398,7 +388,7 @@ async fn idempotent_requests_are_retried_on_another_endpoint_and_a_post_never_is
     assert!(retries >= 1.0);
 
     failing.control().reset_counters();
-    let client = pooled();
+    let client = keepalive_client();
     let url = format!("http://{}/", address(&server, "web"));
     let mut answered_503 = 0;
     for _ in 0..20 {
@@ -437,13 +427,8 @@ async fn retry_after_is_honoured_when_it_fits_and_the_retry_abandoned_when_not()
     let b1 = backend_with("b1", |_| {}).await;
     let b2 = backend_with("b2", |_| {}).await;
     let route = format!("timeout = \"2s\"\n{RETRY_GATEWAY}");
-    let server = balancer(&web(
-        &[&b1, &b2],
-        &route,
-        "  [cluster.outlier]\n  enabled = false",
-    ))
-    .await;
-    let client = pooled();
+    let server = balancer(&web(&[&b1, &b2], &route, NO_OUTLIER)).await;
+    let client = keepalive_client();
     let web = address(&server, "web");
     let attempts = || b1.control().requests() + b2.control().requests();
 
@@ -490,20 +475,8 @@ async fn a_per_try_timeout_moves_an_idempotent_request_to_another_endpoint() {
     let fast = backend_with("fast", |_| {}).await;
     let route = r#"per_try_timeout = "200ms"
 retry = { attempts = 2, on = ["timeout"], backoff_base = "1ms", backoff_max = "2ms" }"#;
-    let server = balancer(&web(
-        &[&slow, &fast],
-        route,
-        "  [cluster.outlier]\n  enabled = false",
-    ))
-    .await;
-    let started = std::time::Instant::now();
-    let seen = send_many(&server, "/", 4).await;
-    assert_eq!(seen.get(&(200, "fast".into())), Some(&4), "{seen:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    let server = balancer(&web(&[&slow, &fast], route, NO_OUTLIER)).await;
+    all_answered_by_fast(&server, 4, Duration::from_secs(2)).await;
     let retries = metric_of(
         &server,
         r#"switchyard_retries_total{cluster="app",reason="timeout"}"#,
@@ -579,7 +552,7 @@ async fn rate_limits_answer_429_with_retry_after_per_key_independently() {
     let b1 = backend_with("b1", |_| {}).await;
     let route = r#"rate_limit = { key = "header:x-api-key", rate = 2, per = "10s", burst = 2 }"#;
     let server = balancer(&web(&[&b1], route, "")).await;
-    let client = pooled();
+    let client = keepalive_client();
     let url = format!("http://{}/", address(&server, "web"));
     let send = |key: &'static str| {
         let request = client.get(&url).header("x-api-key", key);
@@ -609,27 +582,15 @@ async fn a_hedge_to_another_endpoint_wins_over_a_slow_first_attempt() {
     let slow = backend_with("slow", |a| a.latency = Some(Latency::parse("2s").unwrap())).await;
     let fast = backend_with("fast", |_| {}).await;
     let route = r#"hedge = { after = "100ms", max_extra = 1 }"#;
-    let server = balancer(&web(
-        &[&slow, &fast],
-        route,
-        "  [cluster.outlier]\n  enabled = false",
-    ))
-    .await;
-    let started = std::time::Instant::now();
-    let seen = send_many(&server, "/", 4).await;
-    assert_eq!(seen.get(&(200, "fast".into())), Some(&4), "{seen:?}");
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "{:?}",
-        started.elapsed()
-    );
+    let server = balancer(&web(&[&slow, &fast], route, NO_OUTLIER)).await;
+    all_answered_by_fast(&server, 4, Duration::from_millis(1500)).await;
     let hedges = metric_of(&server, r#"switchyard_hedges_total{cluster="app"}"#).await;
     // Every first try that went to the slow endpoint was hedged, and only those.
     assert!(hedges >= 2.0, "{hedges}");
     assert_eq!(hedges, slow.control().requests() as f64);
 
     // A POST is never hedged: it waits for the slow endpoint.
-    let client = pooled();
+    let client = keepalive_client();
     let url = format!("http://{}/", address(&server, "web"));
     let mut names = Vec::new();
     for _ in 0..2 {
@@ -650,7 +611,7 @@ async fn a_sticky_cookie_pins_the_client_and_falls_back_when_its_endpoint_is_gon
     let b2 = backend_with("b2", |_| {}).await;
     let cluster = "sticky = { cookie = \"sy\", ttl = \"1h\" }\nslow_start = \"0s\"";
     let server = balancer(&web(&[&b1, &b2], "", cluster)).await;
-    let client = pooled();
+    let client = keepalive_client();
     let url = format!("http://{}/", address(&server, "web"));
     let first = within(client.get(&url).send()).await.unwrap();
     let pinned_to = first.headers()["x-backend"].to_str().unwrap().to_owned();
@@ -699,7 +660,7 @@ async fn a_redis_backed_limit_is_shared_by_two_instances_and_falls_back_when_red
     let b = balancer(&toml).await;
     // Both connect in the background at start.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let client = pooled();
+    let client = keepalive_client();
     let status = |server: &Server| {
         let url = format!("http://{}/", address(server, "web"));
         let request = client.get(url);

@@ -85,6 +85,27 @@ pub(crate) async fn admin_get(server: &Server, path: &str) -> (u16, String) {
     (status, within(response.text()).await.expect("admin body"))
 }
 
+/// The admin API, no access log, and the start of listener `web` (HTTP on any port): the
+/// preamble of most L7 test configurations.
+pub(crate) const WEB: &str = r#"
+[admin]
+listen = "127.0.0.1:0"
+[access_log]
+enabled = false
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http""#;
+
+/// A client that keeps connections alive between requests.
+pub(crate) fn keepalive_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(LIMIT)
+        .build()
+        .unwrap()
+}
+
 /// A client that opens a new connection for every request.
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
