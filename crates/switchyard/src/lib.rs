@@ -11,3 +11,4 @@ pub mod demo;
 pub mod http;
 pub mod listener;
 pub mod runtime;
+pub mod tls;

@@ -21,7 +21,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin.token_file",
     "listener[].request_body_timeout",
     "listener[].min_request_body_rate",
-    "listener[].tls",
     "listener[].route[].match.jwt_claims",
     "listener[].route[].max_duration",
     "listener[].route[].retry",
@@ -36,7 +35,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "cluster[].limits.max_connections",
     "cluster[].health",
     "cluster[].outlier",
-    "cluster[].tls",
     "global_rate_limit",
     "xdp",
 ];
@@ -46,13 +44,13 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
 pub const VALUE_RULES: &[(&str, &[&str])] = &[
     (
         "listener[].protocol",
-        &["tcp", "udp", "tls-passthrough", "http"],
+        &["tcp", "udp", "tls-passthrough", "http", "https"],
     ),
     (
         "cluster[].hash_key",
         &["source-ip", "5-tuple", "path", "header:*", "cookie:*"],
     ),
-    ("cluster[].protocol", &["http1", "h2"]),
+    ("cluster[].protocol", &["http1", "h2", "auto"]),
 ];
 
 fn admits(allowed: &[&str], word: &str) -> bool {

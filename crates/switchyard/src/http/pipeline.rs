@@ -36,6 +36,8 @@ use crate::admin::access_log::{AccessLog, HttpLine};
 use crate::cluster::{Endpoint, InFlight, request_key};
 use crate::config::model::{RetryOn, UpstreamProtocol};
 use crate::runtime::{clock, rng};
+use crate::tls::acceptor::TlsInfo;
+use crate::tls::upstream::TlsFailure;
 
 /// What every request of one client connection shares.
 #[derive(Debug)]
@@ -52,6 +54,8 @@ pub struct Downstream {
     pub log: AccessLog,
     /// `[access_log] include_query`.
     pub include_query: bool,
+    /// What the TLS handshake negotiated (https listeners).
+    pub tls: Option<TlsInfo>,
 }
 
 /// Serves one request; never fails (every failure is a response).
@@ -205,9 +209,9 @@ impl Completion for Record {
             upstream_duration_ms: self.upstream_time.map(|t| t.as_secs_f64() * 1e3),
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             client: self.client.to_string(),
-            tls_version: None,
-            tls_cipher: None,
-            sni: None,
+            tls_version: self.downstream.tls.as_ref().map(|t| t.version),
+            tls_cipher: self.downstream.tls.as_ref().map(|t| t.cipher),
+            sni: self.downstream.tls.as_ref().and_then(|t| t.sni.as_deref()),
             grpc_status,
         });
     }
@@ -312,6 +316,13 @@ async fn proxy(
             listener_addr: downstream.local,
         },
     );
+    if let Some(tls) = &downstream.tls {
+        let forward = listener.tls.as_ref().is_some_and(|t| t.forward_client_cert);
+        forwarding::set_client_cert(
+            request.headers_mut(),
+            tls.client.as_ref().filter(|_| forward),
+        );
+    }
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(request.headers_mut(), upgrade);
     }
@@ -453,6 +464,8 @@ fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {
         UpstreamError::Connect(_) => ProxyError::ConnectionRefused,
         UpstreamError::PoolFull => ProxyError::Shed(ShedReason::Connections),
         UpstreamError::RefusedStream | UpstreamError::Reset => ProxyError::ConnectionTerminated,
+        UpstreamError::Tls(TlsFailure::Certificate) => ProxyError::TlsCertificateError,
+        UpstreamError::Tls(TlsFailure::Protocol) => ProxyError::TlsProtocolError,
         UpstreamError::RequestBody => {
             if record.request_body.as_ref().is_some_and(|p| p.over_limit()) {
                 ProxyError::Request {

@@ -537,6 +537,18 @@ impl Walker<'_> {
         }
     }
 
+    /// Checks that the key file `key` is the private key of the certificate in `cert`
+    /// (both already read as PEM), reporting at the key.
+    fn key_pair(&mut self, cert: &Path, key: &Path, span: &Range<usize>, field: &str) -> bool {
+        match crate::tls::certs::load_pair(cert, key) {
+            Ok(_) => true,
+            Err(error) => {
+                self.err(span, field, error.to_string());
+                false
+            }
+        }
+    }
+
     /// Reads a referenced file (capped at 16 MiB), or records why it cannot be.
     fn read(&mut self, path: &Path, span: &Range<usize>, field: &str) -> Option<Vec<u8>> {
         use std::io::Read;
