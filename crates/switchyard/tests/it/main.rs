@@ -8,4 +8,5 @@ mod http;
 mod l4;
 mod support;
 mod tcp;
+mod tls;
 mod udp;
