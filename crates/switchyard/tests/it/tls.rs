@@ -1076,3 +1076,53 @@ endpoints = ["127.0.0.1:1"]
     assert_eq!(listed[1].1, "listener[0].tls.certificates[1].cert");
     assert!(listed[1].2.contains("cannot read"), "{errors}");
 }
+
+#[test]
+fn tls_check_refuses_a_reencrypting_cluster_behind_an_l4_listener() {
+    let dir = scratch("check-l4");
+    let ca = write_pem(&dir, "ca.pem", &Ca::new("l4 ca").pem());
+    let text = format!(
+        r#"[[listener]]
+name = "raw"
+listen = "127.0.0.1:0"
+protocol = "tcp"
+cluster = "app"
+[[cluster]]
+name = "app"
+endpoints = ["127.0.0.1:1"]
+  [cluster.tls]
+  ca = "{ca}"
+"#
+    );
+    let errors = switchyard::config::load_str(&text, Path::new("l4.toml")).unwrap_err();
+    assert_eq!(errors.errors().len(), 1, "{errors}");
+    assert!(errors.to_string().contains("re-encrypts"), "{errors}");
+}
+
+#[tokio::test]
+async fn tls_a_client_that_never_says_hello_is_closed_after_header_read_timeout() {
+    let dir = scratch("silent");
+    let ca = Ca::new("silent ca");
+    let leaf = ca.server(&["q.test"], "q");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "q"));
+    let config = https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    )
+    .replace(
+        "protocol = \"https\"",
+        "protocol = \"https\"\nheader_read_timeout = \"300ms\"",
+    );
+    let server = balancer(&config).await;
+    let mut stream = TcpStream::connect(address(&server, "web")).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_closed(&mut stream, "silent TLS client").await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let timeouts = series(
+        "tls_handshake_errors_total",
+        "listener=\"web\",reason=\"timeout\"",
+    );
+    assert_eq!(metric_of(&server, &timeouts).await, 1.0);
+}

@@ -645,6 +645,17 @@ impl Walker<'_> {
                         Some("use hash_key = \"source-ip\" or \"5-tuple\"".into()),
                     );
                 }
+                Some(c) if r.l4 && c.tls.is_some() => {
+                    self.err_hint(
+                        &r.span,
+                        &r.path,
+                        format!(
+                            "cluster {:?} re-encrypts ([cluster.tls]), which only HTTP listeners do; a tcp/udp/tls-passthrough listener relays bytes as they are",
+                            r.name
+                        ),
+                        Some("use a cluster without [cluster.tls] here".into()),
+                    );
+                }
                 Some(_) => {}
             }
         }
