@@ -13,3 +13,4 @@ pub mod health;
 pub mod http;
 pub mod listener;
 pub mod runtime;
+pub mod tls;

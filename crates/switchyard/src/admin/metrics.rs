@@ -116,6 +116,8 @@ families! {
         "Failed downstream TLS handshakes.";
     TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS = "tls_certificate_expiry_timestamp_seconds", Gauge, ["listener", "name"],
         "Expiry (Unix time) of each served certificate.";
+    TLS_CERTIFICATE_RELOADS_TOTAL = "tls_certificate_reloads_total", Counter, ["listener", "result"],
+        "Certificate files re-read after a change or SIGHUP, by result (extension; a failure keeps the certificates in service).";
     HEALTH_CHECKS_TOTAL = "health_checks_total", Counter, ["cluster", "result"],
         "Active health checks, by result.";
     UPSTREAM_POOL_CONNECTIONS = "upstream_pool_connections", Gauge, ["cluster", "state"],

@@ -21,11 +21,9 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "admin.token_file",
     "listener[].request_body_timeout",
     "listener[].min_request_body_rate",
-    "listener[].tls",
     "listener[].route[].max_duration",
     "cluster[].discovery",
     "cluster[].drain_timeout",
-    "cluster[].tls",
     "xdp",
 ];
 
@@ -34,7 +32,7 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
 pub const VALUE_RULES: &[(&str, &[&str])] = &[
     (
         "listener[].protocol",
-        &["tcp", "udp", "tls-passthrough", "http"],
+        &["tcp", "udp", "tls-passthrough", "http", "https"],
     ),
     (
         "cluster[].hash_key",
@@ -47,7 +45,7 @@ pub const VALUE_RULES: &[(&str, &[&str])] = &[
             "jwt:*",
         ],
     ),
-    ("cluster[].protocol", &["http1", "h2"]),
+    ("cluster[].protocol", &["http1", "h2", "auto"]),
     ("cluster[].health.kind", &["tcp", "http", "grpc"]),
     (
         "listener[].route[].rate_limit.key",

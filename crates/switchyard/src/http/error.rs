@@ -60,6 +60,10 @@ pub enum ProxyError {
     ResponseIncomplete,
     /// No response head within `per_try_timeout` / `timeout`: 504.
     ResponseTimeout,
+    /// The upstream's certificate was refused, or it refused ours: 502.
+    TlsCertificateError,
+    /// The TLS handshake with the upstream failed otherwise: 502.
+    TlsProtocolError,
     /// Shed by a cluster limit: 503.
     Shed(ShedReason),
     /// A route's `auth.jwt` found no valid token: 401 with `WWW-Authenticate`.
@@ -101,9 +105,10 @@ impl ProxyError {
             | ProxyError::ConnectionRefused
             | ProxyError::ConnectionTimeout
             | ProxyError::Shed(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::ConnectionTerminated | ProxyError::ResponseIncomplete => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::ConnectionTerminated
+            | ProxyError::ResponseIncomplete
+            | ProxyError::TlsCertificateError
+            | ProxyError::TlsProtocolError => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
@@ -122,6 +127,8 @@ impl ProxyError {
             ProxyError::ConnectionTerminated => "connection_terminated",
             ProxyError::ResponseIncomplete => "http_response_incomplete",
             ProxyError::ResponseTimeout => "http_response_timeout",
+            ProxyError::TlsCertificateError => "tls_certificate_error",
+            ProxyError::TlsProtocolError => "tls_protocol_error",
             ProxyError::Shed(_) => "connection_limit_reached",
             ProxyError::RateLimited { .. }
             | ProxyError::Unauthorized { .. }
@@ -286,6 +293,13 @@ mod tests {
                 14,
             ),
             (ProxyError::ResponseTimeout, 504, "http_response_timeout", 4),
+            (
+                ProxyError::TlsCertificateError,
+                502,
+                "tls_certificate_error",
+                14,
+            ),
+            (ProxyError::TlsProtocolError, 502, "tls_protocol_error", 14),
             (
                 ProxyError::Shed(ShedReason::Pending),
                 503,

@@ -21,6 +21,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
 use crate::config::model::{Cidr, HeaderOps};
+use crate::tls::acceptor::ClientIdentity;
 
 /// `X-Forwarded-For`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -36,6 +37,12 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 /// Client-certificate headers Switchyard sets itself (`forward_client_cert`); a client
 /// must never supply them.
 const CLIENT_CERT_PREFIX: &str = "x-client-cert-";
+
+/// The verified client certificate's subject (`forward_client_cert`).
+const X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+
+/// The verified client certificate's subject alternative names (`forward_client_cert`).
+const X_CLIENT_CERT_SAN: HeaderName = HeaderName::from_static("x-client-cert-san");
 
 /// The longest inbound `X-Request-Id` kept.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -247,6 +254,22 @@ fn comma_tokens<'h>(headers: &'h HeaderMap, name: &HeaderName) -> impl Iterator<
         .flat_map(|value| value.split(','))
         .map(str::trim)
         .filter(|token| !token.is_empty())
+}
+
+/// On a TLS listener, where Switchyard itself saw the client's certificate: drops every
+/// inbound `x-client-cert-*` (whoever sent it) and sets `x-client-cert-subject` and
+/// `x-client-cert-san` from `client` (`forward_client_cert` with a verified certificate).
+pub fn set_client_cert(headers: &mut HeaderMap, client: Option<&ClientIdentity>) {
+    remove_client_cert_headers(headers);
+    let Some(client) = client else { return };
+    for (name, value) in [
+        (X_CLIENT_CERT_SUBJECT, &client.subject),
+        (X_CLIENT_CERT_SAN, &client.san),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
 }
 
 fn remove_client_cert_headers(headers: &mut HeaderMap) {

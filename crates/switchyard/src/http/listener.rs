@@ -22,6 +22,8 @@ use crate::cluster::Cluster;
 use crate::config::model::{self, Cidr, RouteAction, Target};
 use crate::listener::rejections::Rejections;
 use crate::listener::relay::ByteCounters;
+use crate::tls::acceptor::{TlsListener, TlsSetupError};
+use crate::tls::upstream::UpstreamTls;
 
 /// A snapshot could not compile an HTTP listener (validation rules these out).
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,24 @@ pub enum HttpListenerError {
         route: String,
         /// The cluster.
         cluster: String,
+    },
+    /// The listener's TLS settings could not be loaded.
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        /// The listener.
+        listener: String,
+        /// What failed.
+        #[source]
+        source: TlsSetupError,
+    },
+    /// A cluster's upstream TLS settings could not be loaded.
+    #[error("cluster {cluster:?}: [cluster.tls]: {source}")]
+    ClusterTls {
+        /// The cluster.
+        cluster: String,
+        /// What failed.
+        #[source]
+        source: TlsSetupError,
     },
     /// A route's matcher did not compile.
     #[error("listener {listener:?}: {source}")]
@@ -131,11 +151,23 @@ pub struct UpstreamCluster {
 }
 
 impl UpstreamCluster {
-    /// Pools and limits for `cluster`.
-    pub fn build(cluster: &Arc<Cluster>, registry: &Arc<Registry>) -> UpstreamCluster {
+    /// Pools and limits for `cluster` (and its TLS client, with `[cluster.tls]`).
+    pub fn build(
+        cluster: &Arc<Cluster>,
+        registry: &Arc<Registry>,
+    ) -> Result<UpstreamCluster, HttpListenerError> {
         let config = &cluster.config;
         let name = config.name.as_str();
-        let settings = Arc::new(PoolSettings::of(config));
+        let tls = match &config.tls {
+            Some(tls) => Some(Arc::new(UpstreamTls::build(tls, config.protocol).map_err(
+                |source| HttpListenerError::ClusterTls {
+                    cluster: name.to_owned(),
+                    source,
+                },
+            )?)),
+            None => None,
+        };
+        let settings = Arc::new(PoolSettings::of(config, tls));
         let gauges = PoolGauges {
             idle: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "idle"]),
             active: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "active"]),
@@ -162,7 +194,7 @@ impl UpstreamCluster {
             })
             .collect();
         let limits = &config.limits;
-        UpstreamCluster {
+        Ok(UpstreamCluster {
             cluster: Arc::clone(cluster),
             pools,
             durations,
@@ -180,7 +212,7 @@ impl UpstreamCluster {
             retries: RetryCounters::new(name, registry),
             budget_exhausted: registry.counter(&metrics::RETRY_BUDGET_EXHAUSTED_TOTAL, &[name]),
             hedges: registry.counter(&metrics::HEDGES_TOTAL, &[name]),
-        }
+        })
     }
 
     /// The cluster's name.
@@ -291,6 +323,8 @@ pub struct HttpListenerRuntime {
     pub rejected: Rejections,
     /// `bytes_total`.
     pub bytes: ByteCounters,
+    /// TLS termination (https listeners).
+    pub tls: Option<Arc<TlsListener>>,
 }
 
 impl HttpListenerRuntime {
@@ -332,7 +366,19 @@ impl HttpListenerRuntime {
             listener: listener.to_owned(),
             source,
         })?;
+        let tls = match &config.tls {
+            Some(tls) if config.protocol == model::Protocol::Https => Some(Arc::new(
+                TlsListener::build(listener, tls, registry).map_err(|source| {
+                    HttpListenerError::Tls {
+                        listener: listener.to_owned(),
+                        source,
+                    }
+                })?,
+            )),
+            _ => None,
+        };
         Ok(HttpListenerRuntime {
+            tls,
             name: config.name.clone(),
             config: config.clone(),
             router,

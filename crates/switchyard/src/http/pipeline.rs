@@ -44,6 +44,8 @@ use crate::admin::access_log::{AccessLog, HttpLine};
 use crate::cluster::{Endpoint, InFlight, request_key};
 use crate::config::model::{HashKey, RetryOn, UpstreamProtocol};
 use crate::runtime::{clock, rng};
+use crate::tls::acceptor::TlsInfo;
+use crate::tls::upstream::TlsFailure;
 use switchyard_algo::hash::key_for_bytes;
 
 /// What every request of one client connection shares.
@@ -61,6 +63,8 @@ pub struct Downstream {
     pub log: AccessLog,
     /// `[access_log] include_query`.
     pub include_query: bool,
+    /// What the TLS handshake negotiated (https listeners).
+    pub tls: Option<TlsInfo>,
 }
 
 /// Serves one request; never fails (every failure is a response).
@@ -214,9 +218,9 @@ impl Completion for Record {
             upstream_duration_ms: self.upstream_time.map(|t| t.as_secs_f64() * 1e3),
             request_id: self.request_id.as_ref().and_then(|v| v.to_str().ok()),
             client: self.client.to_string(),
-            tls_version: None,
-            tls_cipher: None,
-            sni: None,
+            tls_version: self.downstream.tls.as_ref().map(|t| t.version),
+            tls_cipher: self.downstream.tls.as_ref().map(|t| t.cipher),
+            sni: self.downstream.tls.as_ref().and_then(|t| t.sni.as_deref()),
             grpc_status,
         });
     }
@@ -367,6 +371,13 @@ async fn proxy(
             listener_addr: downstream.local,
         },
     );
+    if let Some(tls) = &downstream.tls {
+        let forward = listener.tls.as_ref().is_some_and(|t| t.forward_client_cert);
+        forwarding::set_client_cert(
+            request.headers_mut(),
+            tls.client.as_ref().filter(|_| forward),
+        );
+    }
     if let Some(upgrade) = &upgrade {
         upgrade::restore_request_headers(request.headers_mut(), upgrade);
     }
@@ -601,7 +612,7 @@ async fn attempt(
                         endpoint.record_connect_failure(failure, now);
                         cluster.record_outcome(index, Outcome::GatewayFailure, now);
                     }
-                    UpstreamError::Reset => {
+                    UpstreamError::Reset | UpstreamError::Tls(_) => {
                         endpoint.record_failure(now);
                         cluster.record_outcome(index, Outcome::GatewayFailure, now);
                     }
@@ -613,7 +624,8 @@ async fn attempt(
                     UpstreamError::Connect(_) | UpstreamError::PoolFull => RetryOn::ConnectFailure,
                     UpstreamError::RefusedStream => RetryOn::RefusedStream,
                     UpstreamError::Reset => RetryOn::Reset,
-                    UpstreamError::RequestBody => return Err(error_now),
+                    // A TLS failure is the upstream's configuration, not a passing fault.
+                    UpstreamError::RequestBody | UpstreamError::Tls(_) => return Err(error_now),
                 };
                 if !policy.on.contains(&word) {
                     return Err(error_now);
@@ -664,6 +676,8 @@ fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {
         UpstreamError::Connect(_) => ProxyError::ConnectionRefused,
         UpstreamError::PoolFull => ProxyError::Shed(ShedReason::Connections),
         UpstreamError::RefusedStream | UpstreamError::Reset => ProxyError::ConnectionTerminated,
+        UpstreamError::Tls(TlsFailure::Certificate) => ProxyError::TlsCertificateError,
+        UpstreamError::Tls(TlsFailure::Protocol) => ProxyError::TlsProtocolError,
         UpstreamError::RequestBody => {
             if record.request_body.as_ref().is_some_and(|p| p.over_limit()) {
                 ProxyError::Request {

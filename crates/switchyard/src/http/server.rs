@@ -4,8 +4,11 @@
 //! hygiene, `max_header_bytes`, `header_read_timeout`, `idle_timeout`); HTTP/2 connections
 //! get the listener's stream and window limits and hyper's rapid-reset bound.
 //!
-//! The connection code is generic over the stream, so the TLS listener can hand a
-//! decrypted stream to the same [`serve_stream`].
+//! An https listener reads the ClientHello first (with the L4 tier's parser, under the
+//! same `header_read_timeout` as the whole handshake), so a client speaking plain HTTP to
+//! it gets a short 400 and a log line instead of a hang, then hands the TLS handshake to
+//! [`crate::tls::acceptor`] and the decrypted stream, HTTP/1.1 or h2 as ALPN chose, to
+//! the same connection code as cleartext.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,10 +18,12 @@ use bytes::BytesMut;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpListener;
-use tracing::debug;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tracing::{debug, info};
 
+use super::error::ProxyError;
 use super::h1_guard::{GuardConfig, H1Guard, HeadLimits, Rejection};
 use super::listener::HttpListenerRuntime;
 use super::pipeline::{self, Downstream};
@@ -26,7 +31,7 @@ use super::rewind::Rewind;
 use crate::admin::access_log::AccessLog;
 use crate::listener::accept::{self, Admission, Admits, Admitted};
 use crate::listener::per_ip::PerIpCounts;
-use crate::listener::prelude::{self, Expect};
+use crate::listener::prelude::{self, Expect, PreludeError};
 use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
 
 /// The HTTP/2 client connection preface.
@@ -102,10 +107,12 @@ async fn serve_tcp(
         per_ip,
     } = admitted;
     let _ = stream.set_nodelay(true);
-    let (client, replay) = if runtime.config.proxy_protocol {
+    let started = Instant::now();
+    let tls = runtime.tls.clone();
+    let (client, replay) = if runtime.config.proxy_protocol || tls.is_some() {
         let expect = Expect {
-            proxy_protocol: true,
-            client_hello: false,
+            proxy_protocol: runtime.config.proxy_protocol,
+            client_hello: tls.is_some(),
         };
         match prelude::read(
             &mut stream,
@@ -119,7 +126,11 @@ async fn serve_tcp(
             Ok(prelude) => (prelude.client, prelude.replay),
             Err(error) => {
                 runtime.rejected.count(error.reason());
-                debug!(listener = %runtime.name, %peer, %error, "connection refused");
+                if let Some(tls) = &tls {
+                    refuse_before_handshake(&runtime.name, tls, &mut stream, peer, &error).await;
+                } else {
+                    debug!(listener = %runtime.name, %peer, %error, "connection refused");
+                }
                 return;
             }
         }
@@ -131,15 +142,79 @@ async fn serve_tcp(
         runtime.rejected.count("per_ip");
         return;
     };
+    let Some(tls) = tls else {
+        let downstream = Arc::new(Downstream {
+            listener: runtime,
+            peer: client,
+            local,
+            scheme: "http",
+            log: log.log,
+            include_query: log.include_query,
+            tls: None,
+        });
+        serve_cleartext(downstream, stream, replay, shutdown).await;
+        return;
+    };
+    let deadline = started + runtime.config.header_read_timeout;
+    let stream = Rewind::new(bytes::Bytes::from(replay), stream);
+    let (stream, info) = match tls.handshake(stream, deadline).await {
+        Ok(done) => done,
+        Err(error) => {
+            let reason = if error.reason() == "timeout" {
+                "slow_head"
+            } else {
+                "tls"
+            };
+            runtime.rejected.count(reason);
+            debug!(listener = %runtime.name, %client, %error, reason = error.reason(), "TLS handshake failed");
+            return;
+        }
+    };
+    let h2 = info.h2;
     let downstream = Arc::new(Downstream {
         listener: runtime,
         peer: client,
         local,
-        scheme: "http",
+        scheme: "https",
         log: log.log,
         include_query: log.include_query,
+        tls: Some(info),
     });
-    serve_cleartext(downstream, stream, replay, shutdown).await;
+    serve_stream(downstream, stream, h2, shutdown).await;
+}
+
+/// An https connection that never began a TLS handshake: counted, logged, and a client
+/// that spoke plain HTTP is told so in a 400 before the close.
+async fn refuse_before_handshake(
+    listener: &str,
+    tls: &crate::tls::acceptor::TlsListener,
+    stream: &mut TcpStream,
+    peer: std::net::SocketAddr,
+    error: &PreludeError,
+) {
+    match error {
+        PreludeError::NotTls(why) => {
+            tls.count_error("not_tls");
+            info!(listener, %peer, why, "not a TLS handshake on an https listener (plain HTTP?); answered 400 and closed");
+            let answer = ProxyError::bad_request("plain HTTP sent to an HTTPS port").to_h1_bytes();
+            let write = async {
+                stream.write_all(&answer).await?;
+                stream.shutdown().await
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), write).await;
+        }
+        PreludeError::Timeout(_) => {
+            tls.count_error("timeout");
+            debug!(listener, %peer, %error, "no ClientHello in time");
+        }
+        PreludeError::Closed(_) | PreludeError::Io(_) => {
+            tls.count_error("eof");
+            debug!(listener, %peer, %error, "closed before the TLS handshake");
+        }
+        PreludeError::ProxyProtocol(_) => {
+            debug!(listener, %peer, %error, "connection refused");
+        }
+    }
 }
 
 /// Tells HTTP/1.1 from h2c by the preface and serves the connection.

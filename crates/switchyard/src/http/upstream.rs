@@ -8,12 +8,16 @@
 //! `connect_timeout` for one, then is shed), `max_requests_per_connection` (recycling) and
 //! `pool_idle_timeout` / `pool_max_idle_per_endpoint`.
 //!
+//! With `[cluster.tls]` every connection is opened through [`UpstreamTls::connect`]; for
+//! `protocol = "auto"` the first connection's ALPN answer decides whether the pool runs
+//! HTTP/2 or HTTP/1.1 connections, and that choice is kept for the pool's life.
+//!
 //! A request that could not be written because a pooled connection turned out closed is
 //! handed back untouched ([`SendError::request`]) so the caller can send it again on a
 //! fresh connection, whatever its method (SPEC 3.1).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,6 +34,14 @@ use crate::admin::metrics::Gauge;
 use crate::cluster::connect;
 use crate::cluster::endpoint::ConnectFailure;
 use crate::config::model::{self, UpstreamProtocol};
+use crate::tls::upstream::{TlsConnectError, TlsFailure, UpstreamStream, UpstreamTls};
+
+/// [`EndpointPool::learned`]: no connection has answered ALPN yet.
+const LEARNED_NOTHING: u8 = 0;
+/// [`EndpointPool::learned`]: the upstream chose HTTP/1.1.
+const LEARNED_H1: u8 = 1;
+/// [`EndpointPool::learned`]: the upstream chose HTTP/2.
+const LEARNED_H2: u8 = 2;
 
 /// How one cluster's pools behave.
 #[derive(Debug, Clone)]
@@ -54,11 +66,13 @@ pub struct PoolSettings {
     pub cluster_open: Arc<AtomicU32>,
     /// `[cluster.limits] max_connections`: past it a new connection is refused at once.
     pub cluster_max_connections: u32,
+    /// Re-encryption (`[cluster.tls]`).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl PoolSettings {
     /// The settings a cluster's configuration asks for.
-    pub fn of(cluster: &model::Cluster) -> PoolSettings {
+    pub fn of(cluster: &model::Cluster, tls: Option<Arc<UpstreamTls>>) -> PoolSettings {
         PoolSettings {
             protocol: cluster.protocol,
             connect_timeout: cluster.connect_timeout,
@@ -76,6 +90,7 @@ impl PoolSettings {
                 .unwrap_or(u32::MAX),
             cluster_open: Arc::default(),
             cluster_max_connections: cluster.limits.max_connections,
+            tls,
         }
     }
 }
@@ -93,6 +108,8 @@ pub enum UpstreamError {
     Reset,
     /// The request body failed (client went away, or `max_request_body` passed).
     RequestBody,
+    /// The TLS handshake failed, or the upstream refused our certificate.
+    Tls(TlsFailure),
 }
 
 /// A failed send; `request` is the request back when it was never written.
@@ -246,6 +263,8 @@ pub struct EndpointPool {
     open: Arc<AtomicU32>,
     freed: Arc<Notify>,
     gauges: PoolGauges,
+    /// `protocol = "auto"`: what ALPN chose (`LEARNED_*`).
+    learned: AtomicU8,
 }
 
 impl EndpointPool {
@@ -259,6 +278,7 @@ impl EndpointPool {
             open: Arc::new(AtomicU32::new(0)),
             freed: Arc::new(Notify::new()),
             gauges,
+            learned: AtomicU8::new(LEARNED_NOTHING),
         }
     }
 
@@ -269,8 +289,48 @@ impl EndpointPool {
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         match self.settings.protocol {
             UpstreamProtocol::H2 => self.send_h2(request).await,
-            UpstreamProtocol::Http1 | UpstreamProtocol::Auto => self.send_h1(request).await,
+            UpstreamProtocol::Http1 => self.send_h1(request).await,
+            UpstreamProtocol::Auto => match self.learned.load(Ordering::Acquire) {
+                LEARNED_H2 => self.send_h2(request).await,
+                LEARNED_H1 => self.send_h1(request).await,
+                _ => match self.learn().await {
+                    Ok(true) => self.send_h2(request).await,
+                    Ok(false) => self.send_h1(request).await,
+                    Err(error) => Err(SendError {
+                        error,
+                        request: Some(request),
+                    }),
+                },
+            },
         }
+    }
+
+    /// `protocol = "auto"` before any connection: opens one, keeps what ALPN chose, and
+    /// pools the connection (as idle HTTP/1.1 or as a shared HTTP/2 connection). Says
+    /// whether HTTP/2 was chosen.
+    async fn learn(&self) -> Result<bool, UpstreamError> {
+        let slot = self.reserve_slot().map_err(|_| UpstreamError::PoolFull)?;
+        let (io, h2) = self.connect_io().await?;
+        let learned = if h2 { LEARNED_H2 } else { LEARNED_H1 };
+        self.learned.store(learned, Ordering::Release);
+        if h2 {
+            let sender = Self::handshake_h2(io).await?;
+            self.lock_h2().push(Arc::new(H2Connection {
+                sender,
+                streams: AtomicU32::new(0),
+                served: AtomicU32::new(0),
+                _slot: slot,
+            }));
+        } else {
+            let sender = Self::handshake_h1(io).await?;
+            self.put_back(IdleH1 {
+                sender,
+                since: Instant::now(),
+                served: 0,
+                slot,
+            });
+        }
+        Ok(h2)
     }
 
     async fn send_h1(
@@ -422,15 +482,36 @@ impl EndpointPool {
         })
     }
 
-    async fn connect_tcp(&self) -> Result<TokioIo<tokio::net::TcpStream>, UpstreamError> {
+    /// A new connection (TLS with `[cluster.tls]`), and whether ALPN chose HTTP/2.
+    async fn connect_io(&self) -> Result<(TokioIo<UpstreamStream>, bool), UpstreamError> {
+        let settings = &self.settings;
+        if let Some(tls) = &settings.tls {
+            return match tls
+                .connect(
+                    self.address,
+                    settings.connect_timeout,
+                    settings.tcp_keepalive,
+                )
+                .await
+            {
+                Ok((stream, h2)) => Ok((TokioIo::new(UpstreamStream::Tls(Box::new(stream))), h2)),
+                Err(error) => {
+                    debug!(endpoint = %self.address, %error, "upstream TLS connect failed");
+                    Err(match error {
+                        TlsConnectError::Connect(failure, _) => UpstreamError::Connect(failure),
+                        TlsConnectError::Tls(failure, _) => UpstreamError::Tls(failure),
+                    })
+                }
+            };
+        }
         match connect::tcp(
             self.address,
-            self.settings.connect_timeout,
-            self.settings.tcp_keepalive,
+            settings.connect_timeout,
+            settings.tcp_keepalive,
         )
         .await
         {
-            Ok(stream) => Ok(TokioIo::new(stream)),
+            Ok(stream) => Ok((TokioIo::new(UpstreamStream::Plain(stream)), false)),
             Err((failure, error)) => {
                 debug!(endpoint = %self.address, %error, "upstream connect failed");
                 Err(UpstreamError::Connect(failure))
@@ -439,7 +520,13 @@ impl EndpointPool {
     }
 
     async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect_tcp().await?;
+        let (io, _) = self.connect_io().await?;
+        Self::handshake_h1(io).await
+    }
+
+    async fn handshake_h1(
+        io: TokioIo<UpstreamStream>,
+    ) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
         let (sender, connection) = http1::Builder::new()
             .handshake(io)
             .await
@@ -536,7 +623,13 @@ impl EndpointPool {
     }
 
     async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
-        let io = self.connect_tcp().await?;
+        let (io, _) = self.connect_io().await?;
+        Self::handshake_h2(io).await
+    }
+
+    async fn handshake_h2(
+        io: TokioIo<UpstreamStream>,
+    ) -> Result<http2::SendRequest<RequestBody>, UpstreamError> {
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive_interval(None)
@@ -576,6 +669,9 @@ fn classify(error: &hyper::Error) -> UpstreamError {
             return UpstreamError::RequestBody;
         }
         source = current.source();
+    }
+    if let Some(failure) = crate::tls::upstream::failure_of(error) {
+        return UpstreamError::Tls(failure);
     }
     if error.is_user() || error.is_body_write_aborted() {
         return UpstreamError::RequestBody;

@@ -150,22 +150,16 @@ impl Server {
                     udp_sockets.push((listener.name.clone(), socket));
                     address
                 }
-                Protocol::Tcp | Protocol::TlsPassthrough | Protocol::Http => {
+                Protocol::Tcp | Protocol::TlsPassthrough | Protocol::Http | Protocol::Https => {
                     let sockets = bind::tcp_group(&listener.name, listener.listen, accept_loops)?;
                     let address = local(sockets[0].local_addr())?;
                     let group = (listener.name.clone(), sockets);
-                    if listener.protocol == Protocol::Http {
+                    if listener.protocol.is_http() {
                         http_sockets.push(group);
                     } else {
                         tcp_sockets.push(group);
                     }
                     address
-                }
-                Protocol::Https => {
-                    return Err(StartError::Unsupported(
-                        listener.name.clone(),
-                        listener.protocol.as_str(),
-                    ));
                 }
             };
             listeners.push(BoundListener {
@@ -243,6 +237,11 @@ impl Server {
             &shared.registry,
             &mut tasks,
         );
+        for listener in &shared.snapshot.load().http_listeners {
+            if let Some(tls) = &listener.tls {
+                tasks.spawn(Arc::clone(tls).watch());
+            }
+        }
         for (name, socket) in udp_sockets {
             let log = shared.access_log.clone();
             let shared = Arc::clone(&shared);

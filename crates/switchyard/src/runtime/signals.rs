@@ -1,8 +1,9 @@
 //! Waiting for the signals that end a `run`.
 //!
 //! SIGTERM and SIGINT start the shutdown sequence. SIGHUP is caught so that it never kills
-//! the process by default action; configuration reload arrives with a later issue, and
-//! until then a SIGHUP is logged and changes nothing.
+//! the process by default action; it makes every https listener re-read its certificate
+//! files at once (configuration reload arrives with a later issue; the rest of the
+//! configuration is unchanged).
 //!
 //! Handlers are installed by [`Signals::install`] *before* any socket is announced: a
 //! supervisor that sends SIGTERM as soon as it sees the `listening` line must get a drain,
@@ -35,7 +36,10 @@ impl Signals {
             tokio::select! {
                 _ = self.term.recv() => return,
                 _ = self.int.recv() => return,
-                _ = self.hup.recv() => warn!("SIGHUP: configuration reload is not supported by this build; configuration unchanged"),
+                _ = self.hup.recv() => {
+                    crate::tls::acceptor::reload_all();
+                    warn!("SIGHUP: TLS certificates re-read; configuration reload is not supported by this build, the rest of the configuration is unchanged");
+                }
             }
         }
     }

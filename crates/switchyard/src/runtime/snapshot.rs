@@ -78,8 +78,8 @@ impl Snapshot {
         });
         let upstreams: Vec<Arc<UpstreamCluster>> = clusters
             .iter()
-            .map(|c| Arc::new(UpstreamCluster::build(c, registry)))
-            .collect();
+            .map(|c| UpstreamCluster::build(c, registry).map(Arc::new))
+            .collect::<Result<_, _>>()?;
         let http_listeners = config
             .listeners
             .iter()

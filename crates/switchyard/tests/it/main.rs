@@ -11,4 +11,5 @@ mod l4;
 mod resilience;
 mod support;
 mod tcp;
+mod tls;
 mod udp;

@@ -749,6 +749,15 @@ fn walk_tls(w: &mut Walker<'_>, t: &Node<'_, '_>) -> ClusterTls {
             format!("{key} needs {missing} as well"),
         );
     }
+    if let (Some(cert), Some(key)) = (&client_cert, &client_key) {
+        let span = t
+            .get("client_key")
+            .map(toml::Spanned::span)
+            .unwrap_or_default();
+        if !w.key_pair(cert, key, &span, &t.sub("client_key")) {
+            client_key = None;
+        }
+    }
     let alpn = alpn_list(w, t);
     ClusterTls {
         sni,

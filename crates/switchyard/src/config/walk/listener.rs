@@ -515,8 +515,10 @@ fn walk_tls(w: &mut Walker<'_>, t: &Node<'_, '_>) -> ListenerTls {
             let key = w
                 .file_path(&c, "key")
                 .filter(|(p, span)| w.pem_key(p, span, &c.sub("key")));
-            if let (Some((cert, _)), Some((key, _))) = (cert, key) {
-                certificates.push(CertificatePair { cert, key });
+            if let (Some((cert, _)), Some((key, key_span))) = (cert, key) {
+                if w.key_pair(&cert, &key, &key_span, &c.sub("key")) {
+                    certificates.push(CertificatePair { cert, key });
+                }
             }
         }
     }

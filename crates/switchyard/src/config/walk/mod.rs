@@ -537,6 +537,18 @@ impl Walker<'_> {
         }
     }
 
+    /// Checks that the key file `key` is the private key of the certificate in `cert`
+    /// (both already read as PEM), reporting at the key.
+    fn key_pair(&mut self, cert: &Path, key: &Path, span: &Range<usize>, field: &str) -> bool {
+        match crate::tls::certs::load_pair(cert, key) {
+            Ok(_) => true,
+            Err(error) => {
+                self.err(span, field, error.to_string());
+                false
+            }
+        }
+    }
+
     /// Reads a referenced file (capped at 16 MiB), or records why it cannot be.
     fn read(&mut self, path: &Path, span: &Range<usize>, field: &str) -> Option<Vec<u8>> {
         use std::io::Read;
@@ -631,6 +643,17 @@ impl Walker<'_> {
                             r.name
                         ),
                         Some("use hash_key = \"source-ip\" or \"5-tuple\"".into()),
+                    );
+                }
+                Some(c) if r.l4 && c.tls.is_some() => {
+                    self.err_hint(
+                        &r.span,
+                        &r.path,
+                        format!(
+                            "cluster {:?} re-encrypts ([cluster.tls]), which only HTTP listeners do; a tcp/udp/tls-passthrough listener relays bytes as they are",
+                            r.name
+                        ),
+                        Some("use a cluster without [cluster.tls] here".into()),
                     );
                 }
                 Some(_) => {}

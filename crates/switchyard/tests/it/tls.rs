@@ -1,0 +1,1128 @@
+//! TLS over real sockets: termination (SNI, ALPN, versions, resumption, mTLS, plain HTTP on
+//! a TLS port), re-encryption to TLS upstreams (trusted, untrusted, wrong name, mTLS, ALPN),
+//! and certificates swapped on disk under traffic. Clients are tokio-rustls + hyper, so a
+//! test can see what the handshake negotiated; certificates are generated here with rcgen.
+
+#![allow(clippy::unwrap_used)]
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SignatureAlgorithm,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+// ---------------------------------------------------------------------------------------
+// certificates
+
+/// A folder of its own for one test's files.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-tls-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+struct Leaf {
+    cert: String,
+    key: String,
+    der: CertificateDer<'static>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        Ca {
+            issuer: CertifiedIssuer::self_signed(params, key).unwrap(),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn leaf_with(
+        &self,
+        names: &[&str],
+        cn: &str,
+        alg: &'static SignatureAlgorithm,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Leaf {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        params.not_after = rcgen::date_time_ymd(2035, 1, 2);
+        let key = KeyPair::generate_for(alg).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    fn server(&self, names: &[&str], cn: &str) -> Leaf {
+        self.leaf_with(
+            names,
+            cn,
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    fn client(&self, cn: &str, uri: &str) -> Leaf {
+        let mut leaf_names = vec![uri];
+        leaf_names.retain(|s| !s.is_empty());
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Clients");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.subject_alt_names = leaf_names
+            .iter()
+            .map(|u| rcgen::SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+}
+
+impl Leaf {
+    /// Writes `name.pem` and `name.key` into `dir`; returns the `{ cert, key }` item.
+    fn write(&self, dir: &Path, name: &str) -> String {
+        let (cert, key) = self.paths(dir, name);
+        std::fs::write(&cert, &self.cert).unwrap();
+        std::fs::write(&key, &self.key).unwrap();
+        format!(
+            "{{ cert = \"{}\", key = \"{}\" }}",
+            cert.display(),
+            key.display()
+        )
+    }
+
+    fn paths(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        )
+    }
+
+    fn chain(&self) -> Vec<CertificateDer<'static>> {
+        vec![self.der.clone()]
+    }
+
+    fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::from_pem_slice(self.key.as_bytes()).unwrap()
+    }
+}
+
+fn write_pem(dir: &Path, name: &str, pem: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap();
+    path.display().to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// clients
+
+/// Accepts any server certificate (signatures still checked): for tests that look at
+/// which certificate was served, including to clients that send no SNI.
+#[derive(Debug)]
+struct AcceptAny;
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = switchyard::tls::provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = switchyard::tls::provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        switchyard::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Versions {
+    Any,
+    Only12,
+}
+
+struct ClientSpec<'a> {
+    /// PEM trust anchors; `None` accepts any certificate.
+    roots: Option<&'a [String]>,
+    alpn: &'a [&'a str],
+    versions: Versions,
+    identity: Option<&'a Leaf>,
+}
+
+impl Default for ClientSpec<'_> {
+    fn default() -> Self {
+        ClientSpec {
+            roots: None,
+            alpn: &["h2", "http/1.1"],
+            versions: Versions::Any,
+            identity: None,
+        }
+    }
+}
+
+fn client_config(spec: &ClientSpec<'_>) -> Arc<ClientConfig> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match spec.versions {
+        Versions::Any => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        Versions::Only12 => &[&rustls::version::TLS12],
+    };
+    let builder = ClientConfig::builder_with_provider(switchyard::tls::provider())
+        .with_protocol_versions(versions)
+        .unwrap();
+    let builder = match spec.roots {
+        Some(pems) => {
+            let mut roots = RootCertStore::empty();
+            for pem in pems {
+                for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots.add(cert.unwrap()).unwrap();
+                }
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny)),
+    };
+    let mut config = match spec.identity {
+        Some(leaf) => builder
+            .with_client_auth_cert(leaf.chain(), leaf.private_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = spec.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
+/// What one request over a fresh TLS connection saw.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    body: String,
+    version: http::Version,
+    resumed: bool,
+    tls_version: Option<rustls::ProtocolVersion>,
+    peer: Option<CertificateDer<'static>>,
+}
+
+/// GET `path` on a new TLS connection to `address` with `sni` (an IP sends no SNI).
+async fn get(
+    address: SocketAddr,
+    config: &Arc<ClientConfig>,
+    sni: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (_, connection) = tls.get_ref();
+    let h2 = connection.alpn_protocol() == Some(b"h2");
+    let resumed = connection.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let tls_version = connection.protocol_version();
+    let peer = connection
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.clone().into_owned());
+    let host = if sni.parse::<std::net::IpAddr>().is_ok() {
+        "localhost"
+    } else {
+        sni
+    };
+    let mut request = http::Request::builder();
+    if h2 {
+        request = request.uri(format!("https://{host}{path}"));
+    } else {
+        request = request.uri(path).header("host", host);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).unwrap();
+    let io = TokioIo::new(tls);
+    let response = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        sender.send_request(request).await
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        sender.send_request(request).await
+    }
+    .map_err(|e| format!("request: {e}"))?;
+    let status = response.status().as_u16();
+    let version = response.version();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        version,
+        resumed,
+        tls_version,
+        peer,
+    })
+}
+
+async fn get_ok(address: SocketAddr, config: &Arc<ClientConfig>, sni: &str, path: &str) -> Answer {
+    let answer = within(get(address, config, sni, path, &[])).await.unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer
+}
+
+// ---------------------------------------------------------------------------------------
+// balancers and upstreams
+
+/// A balancer with one https listener `web` (`tls` is the `[listener.tls]` body) in front
+/// of one cluster `app`.
+fn https_config(tls: &str, endpoints: &str, access_log: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[access_log]
+{access_log}
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "https"
+cluster = "app"
+  [listener.tls]
+  {tls}
+[[cluster]]
+name = "app"
+endpoints = {endpoints}
+"#
+    )
+}
+
+fn one_endpoint(address: SocketAddr) -> String {
+    endpoints(&[address], &["b1"])
+}
+
+/// A TLS server in front of `backend`: terminates with `leaf` (offering `alpn`, asking for
+/// client certificates from `client_ca` when given) and relays the bytes.
+async fn tls_upstream(
+    backend: SocketAddr,
+    leaf: &Leaf,
+    alpn: &[&str],
+    client_ca: Option<&Ca>,
+) -> SocketAddr {
+    let provider = switchyard::tls::provider();
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            roots.add(ca.issuer.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(leaf.chain(), leaf.private_key())
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    address
+}
+
+/// A cleartext listener `web` in front of cluster `app` re-encrypting to `upstream`.
+fn reencrypt_config(upstream: SocketAddr, protocol: &str, tls: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[access_log]
+enabled = false
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http"
+cluster = "app"
+[[cluster]]
+name = "app"
+protocol = "{protocol}"
+endpoints = {endpoints}
+  [cluster.tls]
+  {tls}
+"#,
+        endpoints = one_endpoint(upstream)
+    )
+}
+
+async fn echo_json(server: &switchyard::runtime::Server) -> (u16, String, serde_json::Value) {
+    let url = format!("http://{}/seen", address(server, "web"));
+    let response = within(client().get(url).send()).await.unwrap();
+    let status = response.status().as_u16();
+    let proxy_status = response
+        .headers()
+        .get("proxy-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = within(response.text()).await.unwrap();
+    let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+    (status, proxy_status, json)
+}
+
+fn series(name: &str, labels: &str) -> String {
+    format!("switchyard_{name}{{{labels}}}")
+}
+
+// ---------------------------------------------------------------------------------------
+// termination
+
+#[tokio::test]
+async fn tls_sni_chooses_each_certificates_own_names_and_the_first_is_the_default() {
+    let dir = scratch("sni");
+    let ca = Ca::new("sni ca");
+    let first = ca.server(&["a.test", "*.wild.test"], "first");
+    let second = ca.server(&["b.test", "exact.wild.test"], "second");
+    let rsa = ca.leaf_with(
+        &["rsa.test"],
+        "rsa",
+        &rcgen::PKCS_RSA_SHA256,
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let backends = http_backends(1).await;
+    let tls = format!(
+        "certificates = [{}, {}, {}]",
+        first.write(&dir, "first"),
+        second.write(&dir, "second"),
+        rsa.write(&dir, "rsa")
+    );
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let web = address(&server, "web");
+    let roots = [ca.pem()];
+    let verified = client_config(&ClientSpec {
+        roots: Some(&roots),
+        ..ClientSpec::default()
+    });
+    for (sni, expected) in [
+        ("a.test", &first),
+        ("b.test", &second),
+        ("x.wild.test", &first),
+        ("exact.wild.test", &second),
+        ("rsa.test", &rsa),
+    ] {
+        let answer = get_ok(web, &verified, sni, "/").await;
+        assert_eq!(answer.peer.as_ref(), Some(&expected.der), "{sni}");
+    }
+    // No SNI (an IP address) and an unknown name get the first certificate.
+    let any = client_config(&ClientSpec::default());
+    for sni in ["127.0.0.1", "unknown.test", "deep.x.wild.test"] {
+        let answer = get_ok(web, &any, sni, "/").await;
+        assert_eq!(answer.peer.as_ref(), Some(&first.der), "{sni}");
+    }
+    // Every served certificate's expiry is exported, labelled by its first name.
+    let rsa_expiry = metric_of(
+        &server,
+        &series(
+            "tls_certificate_expiry_timestamp_seconds",
+            "listener=\"web\",name=\"rsa.test\"",
+        ),
+    )
+    .await;
+    assert_eq!(rsa_expiry, 2_051_308_800.0); // 2035-01-02T00:00:00Z
+}
+
+#[tokio::test]
+async fn tls_alpn_gives_h2_or_http1_and_no_alpn_means_http1() {
+    let dir = scratch("alpn");
+    let ca = Ca::new("alpn ca");
+    let leaf = ca.server(&["web.test"], "web");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "web"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let web = address(&server, "web");
+    let roots = [ca.pem()];
+    for (alpn, version) in [
+        (&["h2", "http/1.1"][..], http::Version::HTTP_2),
+        (&["http/1.1"][..], http::Version::HTTP_11),
+        (&[][..], http::Version::HTTP_11),
+    ] {
+        let config = client_config(&ClientSpec {
+            roots: Some(&roots),
+            alpn,
+            ..ClientSpec::default()
+        });
+        let answer = get_ok(web, &config, "web.test", "/seen").await;
+        assert_eq!(answer.version, version, "{alpn:?}");
+        let echo: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    }
+    // A client offering only protocols the listener does not speak is refused.
+    let config = client_config(&ClientSpec {
+        roots: Some(&roots),
+        alpn: &["spdy/3"],
+        ..ClientSpec::default()
+    });
+    assert!(
+        within(get(web, &config, "web.test", "/", &[]))
+            .await
+            .is_err()
+    );
+    let refused = metric_of(
+        &server,
+        &series(
+            "tls_handshake_errors_total",
+            "listener=\"web\",reason=\"alpn\"",
+        ),
+    )
+    .await;
+    assert_eq!(refused, 1.0);
+}
+
+#[tokio::test]
+async fn tls_min_version_13_refuses_a_tls12_client_and_12_accepts_it() {
+    let dir = scratch("versions");
+    let ca = Ca::new("versions ca");
+    let leaf = ca.server(&["v.test"], "v");
+    let backends = http_backends(1).await;
+    let item = leaf.write(&dir, "v");
+    let roots = [ca.pem()];
+    let tls12 = client_config(&ClientSpec {
+        roots: Some(&roots),
+        versions: Versions::Only12,
+        ..ClientSpec::default()
+    });
+    let any = client_config(&ClientSpec {
+        roots: Some(&roots),
+        ..ClientSpec::default()
+    });
+    for (min, tls12_ok) in [("1.3", false), ("1.2", true)] {
+        let tls = format!("certificates = [{item}]\n  min_version = \"{min}\"");
+        let server = balancer(&https_config(
+            &tls,
+            &one_endpoint(backends[0].local_addr()),
+            "enabled = false",
+        ))
+        .await;
+        let web = address(&server, "web");
+        let old = within(get(web, &tls12, "v.test", "/", &[])).await;
+        assert_eq!(old.is_ok(), tls12_ok, "min {min}: {old:?}");
+        if let Ok(answer) = old {
+            assert_eq!(answer.tls_version, Some(rustls::ProtocolVersion::TLSv1_2));
+        }
+        let new = get_ok(web, &any, "v.test", "/").await;
+        assert_eq!(new.tls_version, Some(rustls::ProtocolVersion::TLSv1_3));
+        let refused = metric_of(
+            &server,
+            &series(
+                "tls_handshake_errors_total",
+                "listener=\"web\",reason=\"incompatible\"",
+            ),
+        )
+        .await;
+        assert_eq!(refused, if tls12_ok { 0.0 } else { 1.0 }, "min {min}");
+    }
+}
+
+#[tokio::test]
+async fn tls_second_connection_resumes_and_is_counted() {
+    let dir = scratch("resume");
+    let ca = Ca::new("resume ca");
+    let leaf = ca.server(&["r.test"], "r");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "r"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let web = address(&server, "web");
+    let roots = [ca.pem()];
+    for versions in [Versions::Any, Versions::Only12] {
+        // One config per version: its session store carries the ticket / session id.
+        let config = client_config(&ClientSpec {
+            roots: Some(&roots),
+            versions,
+            ..ClientSpec::default()
+        });
+        let first = get_ok(web, &config, "r.test", "/").await;
+        assert!(!first.resumed);
+        let second = get_ok(web, &config, "r.test", "/").await;
+        assert!(second.resumed, "the second connection resumes");
+    }
+    let full = series("tls_handshakes_total", "listener=\"web\",resumed=\"false\"");
+    let resumed = series("tls_handshakes_total", "listener=\"web\",resumed=\"true\"");
+    assert_eq!(metric_of(&server, &full).await, 2.0);
+    assert_eq!(metric_of(&server, &resumed).await, 2.0);
+}
+
+#[tokio::test]
+async fn tls_port_answers_plain_http_with_400_and_counts_it() {
+    let dir = scratch("plain");
+    let ca = Ca::new("plain ca");
+    let leaf = ca.server(&["p.test"], "p");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "p"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let mut stream = TcpStream::connect(address(&server, "web")).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: p.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    within(stream.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("plain HTTP"), "{answer}");
+    let rejected = series(
+        "connections_rejected_total",
+        "listener=\"web\",reason=\"tls\"",
+    );
+    assert_eq!(metric_of(&server, &rejected).await, 1.0);
+    let not_tls = series(
+        "tls_handshake_errors_total",
+        "listener=\"web\",reason=\"not_tls\"",
+    );
+    assert_eq!(metric_of(&server, &not_tls).await, 1.0);
+}
+
+#[tokio::test]
+async fn tls_mtls_accepts_a_client_of_client_ca_forwards_its_identity_and_refuses_others() {
+    let dir = scratch("mtls");
+    let ca = Ca::new("server ca");
+    let clients = Ca::new("clients ca");
+    let strangers = Ca::new("strangers ca");
+    let leaf = ca.server(&["m.test"], "m");
+    let backends = http_backends(1).await;
+    let log = dir.join("access.log");
+    let tls = format!(
+        "certificates = [{}]\n  client_ca = \"{}\"\n  forward_client_cert = true",
+        leaf.write(&dir, "m"),
+        write_pem(&dir, "clients.pem", &clients.pem())
+    );
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        &format!("path = \"{}\"", log.display()),
+    ))
+    .await;
+    let web = address(&server, "web");
+    let roots = [ca.pem()];
+    let alice = clients.client("alice", "spiffe://test/alice");
+    let with_cert = client_config(&ClientSpec {
+        roots: Some(&roots),
+        identity: Some(&alice),
+        alpn: &["http/1.1"],
+        ..ClientSpec::default()
+    });
+    let answer = within(get(
+        web,
+        &with_cert,
+        "m.test",
+        "/seen",
+        &[("x-client-cert-subject", "CN=forged")],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(answer.status, 200);
+    let echo: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(
+        echo["headers"]["x-client-cert-subject"],
+        "CN=alice,O=Clients"
+    );
+    assert_eq!(
+        echo["headers"]["x-client-cert-san"],
+        "URI:spiffe://test/alice"
+    );
+    let line = read_when_written(&log).await;
+    let line: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
+    assert_eq!(line["tls_version"], "TLSv1.3");
+    assert_eq!(line["sni"], "m.test");
+    assert!(
+        line["tls_cipher"].as_str().unwrap().starts_with("TLS13_"),
+        "{line}"
+    );
+
+    for identity in [None, Some(strangers.client("mallory", ""))] {
+        let config = client_config(&ClientSpec {
+            roots: Some(&roots),
+            identity: identity.as_ref(),
+            ..ClientSpec::default()
+        });
+        // TLS 1.3: the client's handshake ends before the server has judged its
+        // certificate, so the refusal (an alert) arrives at the first read.
+        let refused = within(get(web, &config, "m.test", "/", &[])).await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    let errors = series(
+        "tls_handshake_errors_total",
+        "listener=\"web\",reason=\"client_certificate\"",
+    );
+    assert_eq!(metric_of(&server, &errors).await, 2.0);
+}
+
+#[tokio::test]
+async fn tls_client_cert_headers_are_stripped_without_forward_client_cert() {
+    let dir = scratch("strip");
+    let ca = Ca::new("strip ca");
+    let leaf = ca.server(&["s.test"], "s");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "s"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let roots = [ca.pem()];
+    let config = client_config(&ClientSpec {
+        roots: Some(&roots),
+        ..ClientSpec::default()
+    });
+    let answer = within(get(
+        address(&server, "web"),
+        &config,
+        "s.test",
+        "/seen",
+        &[
+            ("x-client-cert-subject", "CN=forged"),
+            ("x-client-cert-san", "DNS:forged"),
+        ],
+    ))
+    .await
+    .unwrap();
+    let echo: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert!(
+        echo["headers"].get("x-client-cert-subject").is_none(),
+        "{echo}"
+    );
+    assert!(echo["headers"].get("x-client-cert-san").is_none(), "{echo}");
+}
+
+// ---------------------------------------------------------------------------------------
+// re-encryption
+
+#[tokio::test]
+async fn tls_reencrypts_to_a_trusted_upstream_and_refuses_untrusted_and_wrong_name_ones() {
+    let dir = scratch("reencrypt");
+    let internal = Ca::new("internal ca");
+    let other = Ca::new("other ca");
+    let backends = http_backends(1).await;
+    let upstream = tls_upstream(
+        backends[0].local_addr(),
+        &internal.server(&["api.internal"], "api"),
+        &["http/1.1"],
+        None,
+    )
+    .await;
+    let internal_ca = write_pem(&dir, "internal.pem", &internal.pem());
+    let other_ca = write_pem(&dir, "other.pem", &other.pem());
+    let trusted = balancer(&reencrypt_config(
+        upstream,
+        "http1",
+        &format!("sni = \"api.internal\"\n  ca = \"{internal_ca}\""),
+    ))
+    .await;
+    let (status, _, echo) = echo_json(&trusted).await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["name"], "b1");
+    for tls in [
+        format!("sni = \"api.internal\"\n  ca = \"{other_ca}\""),
+        format!("sni = \"wrong.internal\"\n  ca = \"{internal_ca}\""),
+    ] {
+        let server = balancer(&reencrypt_config(upstream, "http1", &tls)).await;
+        let (status, proxy_status, _) = echo_json(&server).await;
+        assert_eq!(status, 502, "{tls}");
+        assert!(
+            proxy_status.contains("error=tls_certificate_error"),
+            "{tls}: {proxy_status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tls_reencrypts_with_a_client_certificate_to_an_mtls_upstream() {
+    let dir = scratch("upstream-mtls");
+    let internal = Ca::new("internal ca");
+    let lbs = Ca::new("lb ca");
+    let backends = http_backends(1).await;
+    let upstream = tls_upstream(
+        backends[0].local_addr(),
+        &internal.server(&["api.internal"], "api"),
+        &["http/1.1"],
+        Some(&lbs),
+    )
+    .await;
+    let ca = write_pem(&dir, "internal.pem", &internal.pem());
+    let lb = lbs.client("lb", "");
+    let item = lb.write(&dir, "lb");
+    let _ = item;
+    let (cert, key) = lb.paths(&dir, "lb");
+    let with_cert = balancer(&reencrypt_config(
+        upstream,
+        "http1",
+        &format!(
+            "sni = \"api.internal\"\n  ca = \"{ca}\"\n  client_cert = \"{}\"\n  client_key = \"{}\"",
+            cert.display(),
+            key.display()
+        ),
+    ))
+    .await;
+    let (status, _, echo) = echo_json(&with_cert).await;
+    assert_eq!(status, 200, "{echo}");
+    let without = balancer(&reencrypt_config(
+        upstream,
+        "http1",
+        &format!("sni = \"api.internal\"\n  ca = \"{ca}\""),
+    ))
+    .await;
+    let (status, proxy_status, _) = echo_json(&without).await;
+    assert_eq!(status, 502);
+    assert!(
+        proxy_status.contains("error=tls_certificate_error"),
+        "{proxy_status}"
+    );
+}
+
+#[tokio::test]
+async fn tls_cluster_protocol_auto_follows_the_upstreams_alpn_choice() {
+    let dir = scratch("auto");
+    let internal = Ca::new("internal ca");
+    let backends = http_backends(1).await;
+    let leaf = internal.server(&["api.internal"], "api");
+    let ca = write_pem(&dir, "internal.pem", &internal.pem());
+    for (alpn, version) in [(&["h2"][..], "HTTP/2.0"), (&["http/1.1"][..], "HTTP/1.1")] {
+        let upstream = tls_upstream(backends[0].local_addr(), &leaf, alpn, None).await;
+        let server = balancer(&reencrypt_config(
+            upstream,
+            "auto",
+            &format!("sni = \"api.internal\"\n  ca = \"{ca}\""),
+        ))
+        .await;
+        for _ in 0..3 {
+            let (status, _, echo) = echo_json(&server).await;
+            assert_eq!(status, 200);
+            assert_eq!(echo["version"], version, "{alpn:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// certificate reload
+
+#[tokio::test]
+async fn tls_certificate_files_swapped_under_traffic_fail_no_request_and_a_broken_file_keeps_the_old()
+ {
+    let dir = scratch("swap");
+    let ca = Ca::new("swap ca");
+    let old = ca.server(&["swap.test"], "old");
+    let new = ca.server(&["swap.test", "new.swap.test"], "new");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", old.write(&dir, "live"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let web = address(&server, "web");
+    let roots = [ca.pem()];
+    let mut spec_config = (*client_config(&ClientSpec {
+        roots: Some(&roots),
+        ..ClientSpec::default()
+    }))
+    .clone();
+    // Every request a full handshake, so each one shows the certificate in service.
+    spec_config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(spec_config);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served_new = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let traffic = {
+        let (stop, failures, served_new, total) = (
+            Arc::clone(&stop),
+            Arc::clone(&failures),
+            Arc::clone(&served_new),
+            Arc::clone(&total),
+        );
+        let config = Arc::clone(&config);
+        let new_der = new.der.clone();
+        tokio::spawn(async move {
+            // Bounded: at most 2,000 requests.
+            for _ in 0..2000 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                match tokio::time::timeout(LIMIT, get(web, &config, "swap.test", "/", &[])).await {
+                    Ok(Ok(answer)) if answer.status == 200 => {
+                        if answer.peer.as_ref() == Some(&new_der) {
+                            served_new.fetch_add(1, Ordering::AcqRel);
+                        }
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+                total.fetch_add(1, Ordering::AcqRel);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Replace each file by a rename, the way deployment tools do.
+    let (cert, key) = old.paths(&dir, "live");
+    std::fs::write(dir.join("next.key"), &new.key).unwrap();
+    std::fs::write(dir.join("next.pem"), &new.cert).unwrap();
+    std::fs::rename(dir.join("next.key"), &key).unwrap();
+    std::fs::rename(dir.join("next.pem"), &cert).unwrap();
+    for _ in 0..60 {
+        if served_new.load(Ordering::Acquire) >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Release);
+    within(traffic).await.unwrap();
+    assert!(
+        served_new.load(Ordering::Acquire) >= 10,
+        "the new certificate is served"
+    );
+    assert_eq!(
+        failures.load(Ordering::Acquire),
+        0,
+        "of {} requests",
+        total.load(Ordering::Acquire)
+    );
+    let reloads_ok = series(
+        "tls_certificate_reloads_total",
+        "listener=\"web\",result=\"success\"",
+    );
+    assert!(metric_of(&server, &reloads_ok).await >= 1.0);
+
+    // A broken file: the failure is counted, the certificate in service stays.
+    std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+    let reloads_failed = series(
+        "tls_certificate_reloads_total",
+        "listener=\"web\",result=\"failure\"",
+    );
+    let mut failed = 0.0;
+    for _ in 0..40 {
+        failed = metric_of(&server, &reloads_failed).await;
+        if failed >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failed >= 1.0, "the broken file is counted");
+    let answer = get_ok(web, &config, "swap.test", "/").await;
+    assert_eq!(answer.peer.as_ref(), Some(&new.der));
+}
+
+// ---------------------------------------------------------------------------------------
+// configuration
+
+#[test]
+fn tls_check_reports_a_key_that_is_not_the_certificates_with_its_field() {
+    let dir = scratch("check");
+    let ca = Ca::new("check ca");
+    let one = ca.server(&["one.test"], "one");
+    let two = ca.server(&["two.test"], "two");
+    let (cert, _) = one.paths(&dir, "one");
+    one.write(&dir, "one");
+    let (_, key) = two.paths(&dir, "two");
+    two.write(&dir, "two");
+    let text = format!(
+        r#"[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "https"
+cluster = "app"
+  [listener.tls]
+  certificates = [{{ cert = "{}", key = "{}" }}, {{ cert = "{}/missing.pem", key = "{}" }}]
+[[cluster]]
+name = "app"
+endpoints = ["127.0.0.1:1"]
+"#,
+        cert.display(),
+        key.display(),
+        dir.display(),
+        key.display()
+    );
+    let errors = switchyard::config::load_str(&text, Path::new("tls.toml")).unwrap_err();
+    let listed: Vec<(usize, String, String)> = errors
+        .errors()
+        .iter()
+        .map(|e| (e.line, e.path.clone(), e.message.clone()))
+        .collect();
+    assert_eq!(listed.len(), 2, "{errors}");
+    assert_eq!(listed[0].0, 7);
+    assert_eq!(listed[0].1, "listener[0].tls.certificates[0].key");
+    assert!(listed[0].2.contains("does not match"), "{errors}");
+    assert_eq!(listed[1].1, "listener[0].tls.certificates[1].cert");
+    assert!(listed[1].2.contains("cannot read"), "{errors}");
+}
+
+#[test]
+fn tls_check_refuses_a_reencrypting_cluster_behind_an_l4_listener() {
+    let dir = scratch("check-l4");
+    let ca = write_pem(&dir, "ca.pem", &Ca::new("l4 ca").pem());
+    let text = format!(
+        r#"[[listener]]
+name = "raw"
+listen = "127.0.0.1:0"
+protocol = "tcp"
+cluster = "app"
+[[cluster]]
+name = "app"
+endpoints = ["127.0.0.1:1"]
+  [cluster.tls]
+  ca = "{ca}"
+"#
+    );
+    let errors = switchyard::config::load_str(&text, Path::new("l4.toml")).unwrap_err();
+    assert_eq!(errors.errors().len(), 1, "{errors}");
+    assert!(errors.to_string().contains("re-encrypts"), "{errors}");
+}
+
+#[tokio::test]
+async fn tls_a_client_that_never_says_hello_is_closed_after_header_read_timeout() {
+    let dir = scratch("silent");
+    let ca = Ca::new("silent ca");
+    let leaf = ca.server(&["q.test"], "q");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "q"));
+    let config = https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    )
+    .replace(
+        "protocol = \"https\"",
+        "protocol = \"https\"\nheader_read_timeout = \"300ms\"",
+    );
+    let server = balancer(&config).await;
+    let mut stream = TcpStream::connect(address(&server, "web")).await.unwrap();
+    let started = std::time::Instant::now();
+    assert_closed(&mut stream, "silent TLS client").await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let timeouts = series(
+        "tls_handshake_errors_total",
+        "listener=\"web\",reason=\"timeout\"",
+    );
+    assert_eq!(metric_of(&server, &timeouts).await, 1.0);
+}
