@@ -46,7 +46,6 @@ pub const VALUE_RULES: &[(&str, &[&str])] = &[
         ],
     ),
     ("cluster[].protocol", &["http1", "h2", "auto"]),
-    ("cluster[].health.kind", &["tcp", "http", "grpc"]),
     (
         "listener[].route[].rate_limit.key",
         &["source-ip", "route", "header:*", "jwt:*"],

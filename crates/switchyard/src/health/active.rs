@@ -20,6 +20,7 @@ use super::probe::{self, ProbeSpec};
 use crate::admin::metrics::{self, Counter, Registry};
 use crate::cluster::Cluster;
 use crate::runtime::{clock, rng};
+use crate::tls::upstream::UpstreamTls;
 
 /// Counts the endpoints whose first check has not finished, so `/ready` can wait for the
 /// first round (SPEC 5).
@@ -48,17 +49,18 @@ impl FirstRound {
     }
 }
 
-/// Spawns the checks of every cluster in `clusters` that has `[cluster.health]` onto
+/// Spawns the checks of every cluster in `clusters` (with its `[cluster.tls]` client, if
+/// any: checks then run over TLS) that has `[cluster.health]` onto
 /// `tasks`. Returns the first-round tracker and the longest check timeout (how long the
 /// first round may take at most).
 pub fn spawn_checks(
-    clusters: &[Arc<Cluster>],
+    clusters: &[(Arc<Cluster>, Option<Arc<UpstreamTls>>)],
     registry: &Registry,
     tasks: &mut JoinSet<()>,
 ) -> (Arc<FirstRound>, Duration) {
     let first_round = Arc::new(FirstRound::default());
     let mut longest = Duration::ZERO;
-    for cluster in clusters {
+    for (cluster, tls) in clusters {
         let Some(health) = &cluster.config.health else {
             continue;
         };
@@ -67,6 +69,7 @@ pub fn spawn_checks(
             health,
             cluster.config.protocol,
             cluster.config.connect_timeout,
+            tls.clone(),
         ));
         let name = cluster.name();
         let results = Arc::new(Results {

@@ -1,5 +1,6 @@
-//! One active health check against one endpoint: connect (tcp), a GET whose status and
-//! body are judged (http), or `grpc.health.v1.Health/Check` (grpc). Every probe is bounded
+//! One active health check against one endpoint: connect (tcp), a TLS handshake (tls), a
+//! GET whose status and body are judged (http), or `grpc.health.v1.Health/Check` (grpc);
+//! with `[cluster.tls]` every kind connects through the pools' own TLS connector. Every probe is bounded
 //! by the check's `timeout` as a whole, reads at most [`MAX_BODY`] bytes of an answer, and
 //! uses its own connection (closed afterwards), so a probe never borrows a pooled
 //! connection that real traffic is waiting for.
@@ -15,11 +16,12 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use regex::Regex;
-use tokio::net::TcpStream;
+use std::sync::Arc;
 
 use crate::cluster::connect;
 use crate::config::model::{Health, HealthKind, StatusRange, UpstreamProtocol, ValueMatch};
 use crate::grpc_wire;
+use crate::tls::upstream::UpstreamTls;
 
 /// The most of a health answer's body that is read.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -61,11 +63,19 @@ pub struct ProbeSpec {
     pub connect_timeout: Duration,
     /// `expect_body` as a regex, when written `/.../`.
     body_regex: Option<Regex>,
+    /// The cluster's re-encryption client: every check kind then connects over TLS, and
+    /// `kind = "tls"` passes on a completed handshake.
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl ProbeSpec {
     /// Compiles the probe of a cluster.
-    pub fn new(health: &Health, protocol: UpstreamProtocol, connect_timeout: Duration) -> Self {
+    pub fn new(
+        health: &Health,
+        protocol: UpstreamProtocol,
+        connect_timeout: Duration,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
         let body_regex = match &health.expect_body {
             Some(ValueMatch::Regex(pattern)) => Regex::new(pattern).ok(),
             _ => None,
@@ -75,6 +85,7 @@ impl ProbeSpec {
             protocol,
             connect_timeout,
             body_regex,
+            tls,
         }
     }
 
@@ -108,14 +119,37 @@ pub async fn check(spec: &ProbeSpec, address: SocketAddr) -> Result<(), ProbeFai
 }
 
 async fn check_unbounded(spec: &ProbeSpec, address: SocketAddr) -> Result<(), ProbeFailure> {
-    let stream = connect::tcp(address, spec.connect_timeout.min(spec.health.timeout), None)
+    let connect_timeout = spec.connect_timeout.min(spec.health.timeout);
+    let Some(tls) = &spec.tls else {
+        let stream = connect::tcp(address, connect_timeout, None)
+            .await
+            .map_err(|(_, error)| ProbeFailure::Connect(error))?;
+        return speak(spec, address, stream, spec.protocol == UpstreamProtocol::H2).await;
+    };
+    // The same connector the pools use, so a check fails exactly when traffic would.
+    let (stream, h2) = tls
+        .connect(address, spec.health.timeout, None)
         .await
-        .map_err(|(_, error)| ProbeFailure::Connect(error))?;
+        .map_err(|error| ProbeFailure::Connect(error.to_string()))?;
+    speak(spec, address, stream, h2).await
+}
+
+/// The check's exchange over an open connection (plain or TLS).
+async fn speak<IO>(
+    spec: &ProbeSpec,
+    address: SocketAddr,
+    io: IO,
+    h2: bool,
+) -> Result<(), ProbeFailure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     match spec.health.kind {
         HealthKind::Tcp => Ok(()),
-        HealthKind::Http => http_check(spec, address, stream).await,
-        HealthKind::Grpc => grpc_check(spec, address, stream).await,
+        HealthKind::Tls if spec.tls.is_some() => Ok(()),
         HealthKind::Tls => Err(ProbeFailure::Unsupported(HealthKind::Tls)),
+        HealthKind::Http => http_check(spec, address, io, h2).await,
+        HealthKind::Grpc => grpc_check(spec, address, io).await,
     }
 }
 
@@ -123,12 +157,15 @@ fn exchange(error: impl std::fmt::Display) -> ProbeFailure {
     ProbeFailure::Exchange(error.to_string())
 }
 
-async fn http_check(
+async fn http_check<IO>(
     spec: &ProbeSpec,
     address: SocketAddr,
-    stream: TcpStream,
-) -> Result<(), ProbeFailure> {
-    let h2 = spec.protocol == UpstreamProtocol::H2;
+    stream: IO,
+    h2: bool,
+) -> Result<(), ProbeFailure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let request = probe_request(Method::GET, address, &spec.health.path, h2, Bytes::new())?;
     let response = send(stream, request, h2).await?;
     let status = response.status().as_u16();
@@ -144,11 +181,14 @@ async fn http_check(
     Ok(())
 }
 
-async fn grpc_check(
+async fn grpc_check<IO>(
     spec: &ProbeSpec,
     address: SocketAddr,
-    stream: TcpStream,
-) -> Result<(), ProbeFailure> {
+    stream: IO,
+) -> Result<(), ProbeFailure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let message = grpc_wire::frame(&grpc_wire::health_request(&spec.health.service));
     let mut request = probe_request(
         Method::POST,
@@ -224,11 +264,14 @@ fn probe_request(
     Ok(request)
 }
 
-async fn send(
-    stream: TcpStream,
+async fn send<IO>(
+    stream: IO,
     request: Request<Full<Bytes>>,
     h2: bool,
-) -> Result<http::Response<Incoming>, ProbeFailure> {
+) -> Result<http::Response<Incoming>, ProbeFailure>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     if h2 {
         let (mut sender, connection) = http2::handshake(TokioExecutor::new(), io)
@@ -282,7 +325,12 @@ mod tests {
             service: String::new(),
             jitter_percent: 10.0,
         };
-        ProbeSpec::new(&health, UpstreamProtocol::Http1, Duration::from_secs(1))
+        ProbeSpec::new(
+            &health,
+            UpstreamProtocol::Http1,
+            Duration::from_secs(1),
+            None,
+        )
     }
 
     #[test]

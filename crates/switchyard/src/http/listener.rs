@@ -148,6 +148,8 @@ pub struct UpstreamCluster {
     pub budget_exhausted: Counter,
     /// `hedges_total`.
     pub hedges: Counter,
+    /// The re-encryption client (`[cluster.tls]`), shared by the pools and the health checks.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl UpstreamCluster {
@@ -167,7 +169,7 @@ impl UpstreamCluster {
             )?)),
             None => None,
         };
-        let settings = Arc::new(PoolSettings::of(config, tls));
+        let settings = Arc::new(PoolSettings::of(config, tls.clone()));
         let gauges = PoolGauges {
             idle: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "idle"]),
             active: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "active"]),
@@ -196,6 +198,7 @@ impl UpstreamCluster {
         let limits = &config.limits;
         Ok(UpstreamCluster {
             cluster: Arc::clone(cluster),
+            tls,
             pools,
             durations,
             limits: Limits::new(

@@ -232,11 +232,15 @@ impl Server {
         if let Some(global) = &shared.snapshot.load().global_limit {
             tasks.spawn(Arc::clone(global).maintain());
         }
-        let (first_round, longest) = crate::health::spawn_checks(
-            &shared.snapshot.load().clusters,
-            &shared.registry,
-            &mut tasks,
-        );
+        let checked: Vec<_> = shared
+            .snapshot
+            .load()
+            .upstreams
+            .iter()
+            .map(|u| (Arc::clone(&u.cluster), u.tls.clone()))
+            .collect();
+        let (first_round, longest) =
+            crate::health::spawn_checks(&checked, &shared.registry, &mut tasks);
         for listener in &shared.snapshot.load().http_listeners {
             if let Some(tls) = &listener.tls {
                 tasks.spawn(Arc::clone(tls).watch());

@@ -1126,3 +1126,49 @@ async fn tls_a_client_that_never_says_hello_is_closed_after_header_read_timeout(
     );
     assert_eq!(metric_of(&server, &timeouts).await, 1.0);
 }
+
+#[tokio::test]
+async fn tls_health_checks_use_the_clusters_connector_tls_and_http_kinds() {
+    let dir = scratch("health");
+    let internal = Ca::new("internal ca");
+    let other = Ca::new("other ca");
+    let backends = http_backends(1).await;
+    let upstream = tls_upstream(
+        backends[0].local_addr(),
+        &internal.server(&["api.internal"], "api"),
+        &["http/1.1"],
+        None,
+    )
+    .await;
+    let internal_ca = write_pem(&dir, "internal.pem", &internal.pem());
+    let other_ca = write_pem(&dir, "other.pem", &other.pem());
+    let state = |server: &switchyard::runtime::Server| {
+        let server_json = server.shared().snapshot.load();
+        let cluster = server_json.cluster("app").unwrap();
+        let endpoint = &cluster.endpoints()[0];
+        (endpoint.state().as_str(), endpoint.is_checked_healthy())
+    };
+    for kind in ["tls", "http"] {
+        let checks = format!(
+            "sni = \"api.internal\"\n  ca = \"{internal_ca}\"\n  [cluster.health]\n  kind = \"{kind}\"\n  interval = \"100ms\"\n  timeout = \"1s\""
+        );
+        let server = balancer(&reencrypt_config(upstream, "http1", &checks)).await;
+        assert_eq!(
+            state(&server),
+            ("healthy", true),
+            "kind {kind}: the first round admits it"
+        );
+        let passes = metric_of(
+            &server,
+            &series("health_checks_total", "cluster=\"app\",result=\"pass\""),
+        )
+        .await;
+        assert!(passes >= 1.0, "{kind}: {passes}");
+    }
+    // An upstream whose certificate the cluster does not trust fails its TLS check.
+    let checks = format!(
+        "sni = \"api.internal\"\n  ca = \"{other_ca}\"\n  [cluster.health]\n  kind = \"tls\"\n  interval = \"100ms\"\n  timeout = \"1s\""
+    );
+    let server = balancer(&reencrypt_config(upstream, "http1", &checks)).await;
+    assert_eq!(state(&server), ("unhealthy", false));
+}

@@ -213,7 +213,9 @@ fn walk_cluster(w: &mut Walker<'_>, n: &Node<'_, '_>, defaults: &Defaults) -> Cl
         None => Some(Duration::from_secs(60)),
     };
     let retry_budget = walk_retry_budget(w, n);
-    let health = w.table(n, "health").map(|h| walk_health(w, &h));
+    let health = w
+        .table(n, "health")
+        .map(|h| walk_health(w, &h, n.has("tls")));
     let outlier = walk_outlier(w, n);
     let limits = walk_limits(w, n);
     let tls = w.table(n, "tls").map(|t| walk_tls(w, &t));
@@ -462,7 +464,7 @@ fn walk_retry_budget(w: &mut Walker<'_>, n: &Node<'_, '_>) -> RetryBudget {
     b
 }
 
-fn walk_health(w: &mut Walker<'_>, h: &Node<'_, '_>) -> Health {
+fn walk_health(w: &mut Walker<'_>, h: &Node<'_, '_>, has_tls: bool) -> Health {
     w.keys(
         h,
         &[
@@ -484,7 +486,18 @@ fn walk_health(w: &mut Walker<'_>, h: &Node<'_, '_>) -> Health {
     let kind = match w.word(h, "kind", &["tcp", "http", "grpc", "tls"]) {
         Some("tcp") => HealthKind::Tcp,
         Some("grpc") => HealthKind::Grpc,
-        Some("tls") => HealthKind::Tls,
+        Some("tls") => {
+            if !has_tls {
+                let span = h.get("kind").map(toml::Spanned::span).unwrap_or_default();
+                w.err_hint(
+                    &span,
+                    &h.sub("kind"),
+                    "kind = \"tls\" checks the handshake of [cluster.tls], which this cluster lacks",
+                    Some("add [cluster.tls], or use kind = \"tcp\"".into()),
+                );
+            }
+            HealthKind::Tls
+        }
         _ => HealthKind::Http,
     };
     let path = match w.string(h, "path") {

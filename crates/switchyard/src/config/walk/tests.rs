@@ -247,14 +247,18 @@ fn cluster_and_routes_are_mutually_exclusive_on_a_listener() {
 
 #[test]
 fn the_gate_rejects_unimplemented_protocols_and_keys_at_their_line() {
-    let e = one(&format!("{CLUSTER}[cluster.health]\nkind = \"tls\"\n"));
-    assert_eq!(e.0, 5);
-    assert_eq!(e.2, "not implemented yet: cluster[0].health.kind = \"tls\"");
     let e = one(&format!("{CLUSTER}drain_timeout = \"10s\"\n"));
     assert_eq!(
         (e.0, e.2.as_str()),
         (4, "not implemented yet: cluster[0].drain_timeout")
     );
+}
+
+#[test]
+fn a_tls_health_check_needs_the_clusters_tls() {
+    let e = one(&format!("{CLUSTER}[cluster.health]\nkind = \"tls\"\n"));
+    assert_eq!((e.0, e.1.as_str()), (5, "cluster[0].health.kind"));
+    assert!(e.2.contains("which this cluster lacks"), "{}", e.2);
 }
 
 #[test]
