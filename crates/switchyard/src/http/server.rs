@@ -217,7 +217,12 @@ async fn refuse_before_handshake(
     }
 }
 
-/// Tells HTTP/1.1 from h2c by the preface and serves the connection.
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Tells HTTP/1.1 from h2c by the preface and serves the connection. A TLS ClientHello on
+/// this cleartext port is refused at its first byte (logged, `reason="tls"`) rather than
+/// left to time out as a malformed head.
 async fn serve_cleartext<S>(
     downstream: Arc<Downstream>,
     mut stream: S,
@@ -243,6 +248,11 @@ async fn serve_cleartext<S>(
         }
     })
     .await;
+    if seen.first() == Some(&TLS_HANDSHAKE_RECORD) {
+        downstream.listener.rejected.count("tls");
+        info!(listener = %downstream.listener.name, client = %downstream.peer, "TLS handshake on a cleartext http listener; closed");
+        return;
+    }
     let h2 = match detected {
         Ok(Ok(h2)) => h2,
         Ok(Err::<bool, std::io::Error>(_)) => return,

@@ -869,8 +869,7 @@ async fn tls_reencrypts_with_a_client_certificate_to_an_mtls_upstream() {
     .await;
     let ca = write_pem(&dir, "internal.pem", &internal.pem());
     let lb = lbs.client("lb", "");
-    let item = lb.write(&dir, "lb");
-    let _ = item;
+    lb.write(&dir, "lb");
     let (cert, key) = lb.paths(&dir, "lb");
     let with_cert = balancer(&reencrypt_config(
         upstream,
@@ -1171,4 +1170,40 @@ async fn tls_health_checks_use_the_clusters_connector_tls_and_http_kinds() {
     );
     let server = balancer(&reencrypt_config(upstream, "http1", &checks)).await;
     assert_eq!(state(&server), ("unhealthy", false));
+}
+
+#[tokio::test]
+async fn tls_a_handshake_on_a_cleartext_http_port_is_closed_at_once_and_counted() {
+    let backends = http_backends(1).await;
+    let text = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[access_log]
+enabled = false
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http"
+cluster = "app"
+[[cluster]]
+name = "app"
+endpoints = {}
+"#,
+        one_endpoint(backends[0].local_addr())
+    );
+    let server = balancer(&text).await;
+    let config = client_config(&ClientSpec::default());
+    let started = std::time::Instant::now();
+    let refused = within(get(address(&server, "web"), &config, "web.test", "/", &[])).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not left to time out"
+    );
+    let rejected = series(
+        "connections_rejected_total",
+        "listener=\"web\",reason=\"tls\"",
+    );
+    assert_eq!(metric_of(&server, &rejected).await, 1.0);
 }
