@@ -123,6 +123,9 @@ pub struct UpstreamCluster {
     pub durations: Vec<Histogram>,
     /// `max_connections` / `max_pending_requests` / `max_requests`.
     pub limits: Limits,
+    /// The cluster's TLS client (`[cluster.tls]`): what its pools connect with, and what a
+    /// `kind = "tls"` health check must connect with too.
+    pub tls: Option<Arc<UpstreamTls>>,
     /// `shed_total`, one series per [`ShedReason`] in [`ShedReason::ALL`] order.
     shed: [Counter; 4],
 }
@@ -144,7 +147,7 @@ impl UpstreamCluster {
             )?)),
             None => None,
         };
-        let settings = Arc::new(PoolSettings::of(config, tls));
+        let settings = Arc::new(PoolSettings::of(config, tls.clone()));
         let gauges = PoolGauges {
             idle: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "idle"]),
             active: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "active"]),
@@ -172,6 +175,7 @@ impl UpstreamCluster {
             .collect();
         let limits = &config.limits;
         Ok(UpstreamCluster {
+            tls,
             cluster: Arc::clone(cluster),
             pools,
             durations,
