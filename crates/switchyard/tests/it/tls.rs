@@ -1266,3 +1266,67 @@ async fn tls_openssl_and_curl_clients_get_modern_tls_only() {
         assert_eq!(negotiated, served, "openssl {flags:?}:\n{out}");
     }
 }
+
+#[tokio::test]
+async fn tls_sighup_rereads_certificates_the_file_watch_could_not_see() {
+    let dir = scratch("sighup");
+    let ca = Ca::new("sighup ca");
+    let old = ca.server(&["h.test"], "old");
+    // A replacement of exactly the same sizes, written back with the old modification
+    // time: invisible to the watcher, so only the explicit re-read (SIGHUP) can find it.
+    let mut new = ca.server(&["h.test"], "new");
+    for _ in 0..200 {
+        if new.cert.len() == old.cert.len() && new.key.len() == old.key.len() {
+            break;
+        }
+        new = ca.server(&["h.test"], "new");
+    }
+    assert_eq!(
+        (new.cert.len(), new.key.len()),
+        (old.cert.len(), old.key.len())
+    );
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", old.write(&dir, "h"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let web = address(&server, "web");
+    let mut config = (*client_config(&ClientSpec::default())).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(config);
+    let (cert, key) = old.paths(&dir, "h");
+    let mtimes: Vec<std::time::SystemTime> = [&cert, &key]
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    for (path, text, mtime) in [(&key, &new.key, mtimes[1]), (&cert, &new.cert, mtimes[0])] {
+        std::fs::write(path, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let unseen = get_ok(web, &config, "h.test", "/").await;
+    assert_eq!(
+        unseen.peer.as_ref(),
+        Some(&old.der),
+        "the watcher cannot see it"
+    );
+    // What SIGHUP does in `switchyard run`.
+    switchyard::tls::acceptor::reload_all();
+    let mut served = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        served = get_ok(web, &config, "h.test", "/").await.peer;
+        if served.as_ref() == Some(&new.der) {
+            break;
+        }
+    }
+    assert_eq!(served.as_ref(), Some(&new.der), "re-read on SIGHUP");
+}
