@@ -138,6 +138,9 @@ pub struct UpstreamCluster {
     pub durations: Vec<Histogram>,
     /// `max_connections` / `max_pending_requests` / `max_requests`.
     pub limits: Limits,
+    /// The cluster's TLS client (`[cluster.tls]`): what its pools connect with, and what a
+    /// `kind = "tls"` health check must connect with too.
+    pub tls: Option<Arc<UpstreamTls>>,
     /// `shed_total`, one series per [`ShedReason`] in [`ShedReason::ALL`] order.
     shed: [Counter; 4],
     /// The cluster's retry budget, shared by retries and hedges of every route.
@@ -148,8 +151,6 @@ pub struct UpstreamCluster {
     pub budget_exhausted: Counter,
     /// `hedges_total`.
     pub hedges: Counter,
-    /// The re-encryption client (`[cluster.tls]`), shared by the pools and the health checks.
-    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl UpstreamCluster {

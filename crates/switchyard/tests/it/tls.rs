@@ -1207,3 +1207,172 @@ endpoints = {}
     );
     assert_eq!(metric_of(&server, &rejected).await, 1.0);
 }
+
+/// Runs `program args` (bounded by its own timeout flags), or `None` when not installed.
+async fn run_tool(
+    program: &'static str,
+    args: Vec<String>,
+    stdin: &'static [u8],
+) -> Option<(bool, String)> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(program)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin);
+        }
+        let output = child.wait_with_output().ok()?;
+        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+        Some((output.status.success(), text))
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn tls_openssl_and_curl_clients_get_modern_tls_only() {
+    let dir = scratch("openssl");
+    let ca = Ca::new("openssl ca");
+    let leaf = ca.server(&["o.test"], "o");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "o"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let web = address(&server, "web").to_string();
+    let ca_file = write_pem(&dir, "ca.pem", &ca.pem());
+    let url = format!("https://o.test:{}/", address(&server, "web").port());
+    let resolve = format!("o.test:{}:127.0.0.1", address(&server, "web").port());
+    for (version, expected) in [("--http1.1", "200 1.1"), ("--http2", "200 2")] {
+        let args = [
+            "-s",
+            "--max-time",
+            "5",
+            "--cacert",
+            &ca_file,
+            "--resolve",
+            &resolve,
+            version,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+            &url,
+        ];
+        let Some((_, out)) = run_tool("curl", args.map(String::from).to_vec(), b"").await else {
+            eprintln!("curl not installed: skipped");
+            break;
+        };
+        assert_eq!(out.trim(), expected, "curl {version}");
+    }
+    // openssl s_client: TLS 1.2 with an AEAD suite is served; CBC suites and TLS 1.1 are not.
+    for (flags, served) in [
+        (
+            &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"][..],
+            true,
+        ),
+        (
+            &[
+                "-tls1_2",
+                "-cipher",
+                "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA384",
+            ][..],
+            false,
+        ),
+        (&["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"][..], false),
+    ] {
+        let mut args: Vec<String> = ["s_client", "-connect", &web, "-servername", "o.test"]
+            .map(String::from)
+            .to_vec();
+        args.extend(flags.iter().map(|s| s.to_string()));
+        let Some((_, out)) = run_tool(
+            "timeout",
+            [vec!["5".into(), "openssl".into()], args].concat(),
+            b"Q\n",
+        )
+        .await
+        else {
+            eprintln!("timeout/openssl not installed: skipped");
+            return;
+        };
+        if out.contains("No such file") || out.contains("not found") {
+            eprintln!("openssl not installed: skipped");
+            return;
+        }
+        let negotiated = out.contains("Cipher is ECDHE") || out.contains("Cipher    : ECDHE");
+        assert_eq!(negotiated, served, "openssl {flags:?}:\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn tls_sighup_rereads_certificates_the_file_watch_could_not_see() {
+    let dir = scratch("sighup");
+    let ca = Ca::new("sighup ca");
+    let old = ca.server(&["h.test"], "old");
+    // A replacement of exactly the same sizes, written back with the old modification
+    // time: invisible to the watcher, so only the explicit re-read (SIGHUP) can find it.
+    let mut new = ca.server(&["h.test"], "new");
+    for _ in 0..200 {
+        if new.cert.len() == old.cert.len() && new.key.len() == old.key.len() {
+            break;
+        }
+        new = ca.server(&["h.test"], "new");
+    }
+    assert_eq!(
+        (new.cert.len(), new.key.len()),
+        (old.cert.len(), old.key.len())
+    );
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", old.write(&dir, "h"));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    let web = address(&server, "web");
+    let mut config = (*client_config(&ClientSpec::default())).clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let config = Arc::new(config);
+    let (cert, key) = old.paths(&dir, "h");
+    let mtimes: Vec<std::time::SystemTime> = [&cert, &key]
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
+    for (path, text, mtime) in [(&key, &new.key, mtimes[1]), (&cert, &new.cert, mtimes[0])] {
+        std::fs::write(path, text).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let unseen = get_ok(web, &config, "h.test", "/").await;
+    assert_eq!(
+        unseen.peer.as_ref(),
+        Some(&old.der),
+        "the watcher cannot see it"
+    );
+    // What SIGHUP does in `switchyard run`.
+    switchyard::tls::acceptor::reload_all();
+    let mut served = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        served = get_ok(web, &config, "h.test", "/").await.peer;
+        if served.as_ref() == Some(&new.der) {
+            break;
+        }
+    }
+    assert_eq!(served.as_ref(), Some(&new.der), "re-read on SIGHUP");
+}
