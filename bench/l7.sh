@@ -15,34 +15,6 @@
 # nghttp2-client).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$CARGO_TARGET_DIR/release/switchyard
-build=1 out=""
-while (($#)); do
-    case $1 in
-    --no-build) build=0 ;;
-    --out) out=$2; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench/l7.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
-[[ -x $SHARED/peers.sh ]] || { echo "bench/l7.sh: no harness at $SHARED/peers.sh" >&2; exit 1; }
-((build)) && cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
-mkdir -p "$ROOT/bench/results"
-out=${out:-$ROOT/bench/results/l7-$(date -u +%Y-%m-%d).md}
-export PEERS=${PEERS:-"direct haproxy nginx"}
-{
-    echo "# Switchyard L7 benchmark, $(date -u +%FT%TZ)"
-    echo
-    echo "commit $(git -C "$ROOT" rev-parse --short HEAD), loadavg at start $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo
-    cd "$SHARED"
-    LB_NAME=switchyard LB_PORT=18106 LB_H2_PORT=18156 LB_CONF=conf/switchyard.toml \
-        LB_CMD="$BIN run -c \$LB_CONFIG" ./peers.sh
-    echo
-    echo "loadavg at end $(cut -d' ' -f1-3 /proc/loadavg)"
-} > "$out"
-echo "report: $out" >&2
+# shellcheck source=bench/lib/harness.sh
+source "$(dirname "$0")/lib/harness.sh"
+run_with_switchyard l7 peers.sh "direct haproxy nginx" L7 "LB_PORT=18106 LB_H2_PORT=18156 LB_CONF=conf/switchyard.toml" "$@"

@@ -16,34 +16,6 @@
 # h2load, curl and openssl (apt: haproxy nginx apache2-utils wrk nghttp2-client curl).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$CARGO_TARGET_DIR/release/switchyard
-build=1 out=""
-while (($#)); do
-    case $1 in
-    --no-build) build=0 ;;
-    --out) out=$2; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bench/tls.sh: unknown argument: $1 (try --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
-[[ -x $SHARED/tls-peers.sh ]] || { echo "bench/tls.sh: no harness at $SHARED/tls-peers.sh" >&2; exit 1; }
-((build)) && cargo build --release --locked --manifest-path "$ROOT/Cargo.toml"
-mkdir -p "$ROOT/bench/results"
-out=${out:-$ROOT/bench/results/tls-$(date -u +%Y-%m-%d).md}
-export PEERS=${PEERS:-"direct haproxy"}
-{
-    echo "# Switchyard TLS benchmark, $(date -u +%FT%TZ)"
-    echo
-    echo "commit $(git -C "$ROOT" rev-parse --short HEAD), loadavg at start $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo
-    cd "$SHARED"
-    LB_NAME=switchyard LB_PORT=18306 LB_CONF=conf/switchyard-tls.toml \
-        LB_CMD="$BIN run -c \$LB_CONFIG" ./tls-peers.sh
-    echo
-    echo "loadavg at end $(cut -d' ' -f1-3 /proc/loadavg)"
-} > "$out"
-echo "report: $out" >&2
+# shellcheck source=bench/lib/harness.sh
+source "$(dirname "$0")/lib/harness.sh"
+run_with_switchyard tls tls-peers.sh "direct haproxy" TLS "LB_PORT=18306 LB_CONF=conf/switchyard-tls.toml" "$@"

@@ -378,6 +378,35 @@ fn one_endpoint(address: SocketAddr) -> String {
     endpoints(&[address], &["b1"])
 }
 
+/// An https listener `web` serving one certificate for `host` (named `name`, signed by a
+/// fresh CA `ca_name`) in front of one backend; the scratch folder of `test` holds the files.
+struct OneCert {
+    server: switchyard::runtime::Server,
+    ca: Ca,
+    dir: PathBuf,
+    backends: Vec<switchyard::backend::BackendHandle>,
+}
+
+async fn one_cert_https(test: &str, ca_name: &str, host: &str, name: &str) -> OneCert {
+    let dir = scratch(test);
+    let ca = Ca::new(ca_name);
+    let leaf = ca.server(&[host], name);
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, name));
+    let server = balancer(&https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    ))
+    .await;
+    OneCert {
+        server,
+        ca,
+        dir,
+        backends,
+    }
+}
+
 /// A TLS server in front of `backend`: terminates with `leaf` (offering `alpn`, asking for
 /// client certificates from `client_ca` when given) and relays the bytes.
 async fn tls_upstream(
@@ -431,18 +460,36 @@ async fn tls_upstream(
     address
 }
 
+/// A TLS upstream named `api.internal` (HTTP/1.1 by ALPN) in front of one backend, and
+/// the PEM paths of the CA that signed it and of one that did not. The backend handle is
+/// returned so it lives as long as the test.
+async fn api_internal_upstream(
+    dir: &Path,
+) -> (
+    SocketAddr,
+    String,
+    String,
+    Vec<switchyard::backend::BackendHandle>,
+) {
+    let internal = Ca::new("internal ca");
+    let other = Ca::new("other ca");
+    let backends = http_backends(1).await;
+    let upstream = tls_upstream(
+        backends[0].local_addr(),
+        &internal.server(&["api.internal"], "api"),
+        &["http/1.1"],
+        None,
+    )
+    .await;
+    let internal_ca = write_pem(dir, "internal.pem", &internal.pem());
+    let other_ca = write_pem(dir, "other.pem", &other.pem());
+    (upstream, internal_ca, other_ca, backends)
+}
+
 /// A cleartext listener `web` in front of cluster `app` re-encrypting to `upstream`.
 fn reencrypt_config(upstream: SocketAddr, protocol: &str, tls: &str) -> String {
     format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
 cluster = "app"
 [[cluster]]
 name = "app"
@@ -537,17 +584,12 @@ async fn tls_sni_chooses_each_certificates_own_names_and_the_first_is_the_defaul
 
 #[tokio::test]
 async fn tls_alpn_gives_h2_or_http1_and_no_alpn_means_http1() {
-    let dir = scratch("alpn");
-    let ca = Ca::new("alpn ca");
-    let leaf = ca.server(&["web.test"], "web");
-    let backends = http_backends(1).await;
-    let tls = format!("certificates = [{}]", leaf.write(&dir, "web"));
-    let server = balancer(&https_config(
-        &tls,
-        &one_endpoint(backends[0].local_addr()),
-        "enabled = false",
-    ))
-    .await;
+    let OneCert {
+        server,
+        ca,
+        dir: _dir,
+        backends: _backends,
+    } = one_cert_https("alpn", "alpn ca", "web.test", "web").await;
     let web = address(&server, "web");
     let roots = [ca.pem()];
     for (alpn, version) in [
@@ -634,17 +676,12 @@ async fn tls_min_version_13_refuses_a_tls12_client_and_12_accepts_it() {
 
 #[tokio::test]
 async fn tls_second_connection_resumes_and_is_counted() {
-    let dir = scratch("resume");
-    let ca = Ca::new("resume ca");
-    let leaf = ca.server(&["r.test"], "r");
-    let backends = http_backends(1).await;
-    let tls = format!("certificates = [{}]", leaf.write(&dir, "r"));
-    let server = balancer(&https_config(
-        &tls,
-        &one_endpoint(backends[0].local_addr()),
-        "enabled = false",
-    ))
-    .await;
+    let OneCert {
+        server,
+        ca,
+        dir: _dir,
+        backends: _backends,
+    } = one_cert_https("resume", "resume ca", "r.test", "r").await;
     let web = address(&server, "web");
     let roots = [ca.pem()];
     for versions in [Versions::Any, Versions::Only12] {
@@ -777,17 +814,12 @@ async fn tls_mtls_accepts_a_client_of_client_ca_forwards_its_identity_and_refuse
 
 #[tokio::test]
 async fn tls_client_cert_headers_are_stripped_without_forward_client_cert() {
-    let dir = scratch("strip");
-    let ca = Ca::new("strip ca");
-    let leaf = ca.server(&["s.test"], "s");
-    let backends = http_backends(1).await;
-    let tls = format!("certificates = [{}]", leaf.write(&dir, "s"));
-    let server = balancer(&https_config(
-        &tls,
-        &one_endpoint(backends[0].local_addr()),
-        "enabled = false",
-    ))
-    .await;
+    let OneCert {
+        server,
+        ca,
+        dir: _dir,
+        backends: _backends,
+    } = one_cert_https("strip", "strip ca", "s.test", "s").await;
     let roots = [ca.pem()];
     let config = client_config(&ClientSpec {
         roots: Some(&roots),
@@ -819,18 +851,7 @@ async fn tls_client_cert_headers_are_stripped_without_forward_client_cert() {
 #[tokio::test]
 async fn tls_reencrypts_to_a_trusted_upstream_and_refuses_untrusted_and_wrong_name_ones() {
     let dir = scratch("reencrypt");
-    let internal = Ca::new("internal ca");
-    let other = Ca::new("other ca");
-    let backends = http_backends(1).await;
-    let upstream = tls_upstream(
-        backends[0].local_addr(),
-        &internal.server(&["api.internal"], "api"),
-        &["http/1.1"],
-        None,
-    )
-    .await;
-    let internal_ca = write_pem(&dir, "internal.pem", &internal.pem());
-    let other_ca = write_pem(&dir, "other.pem", &other.pem());
+    let (upstream, internal_ca, other_ca, _backends) = api_internal_upstream(&dir).await;
     let trusted = balancer(&reencrypt_config(
         upstream,
         "http1",
@@ -1129,18 +1150,7 @@ async fn tls_a_client_that_never_says_hello_is_closed_after_header_read_timeout(
 #[tokio::test]
 async fn tls_health_checks_use_the_clusters_connector_tls_and_http_kinds() {
     let dir = scratch("health");
-    let internal = Ca::new("internal ca");
-    let other = Ca::new("other ca");
-    let backends = http_backends(1).await;
-    let upstream = tls_upstream(
-        backends[0].local_addr(),
-        &internal.server(&["api.internal"], "api"),
-        &["http/1.1"],
-        None,
-    )
-    .await;
-    let internal_ca = write_pem(&dir, "internal.pem", &internal.pem());
-    let other_ca = write_pem(&dir, "other.pem", &other.pem());
+    let (upstream, internal_ca, other_ca, _backends) = api_internal_upstream(&dir).await;
     let state = |server: &switchyard::runtime::Server| {
         let server_json = server.shared().snapshot.load();
         let cluster = server_json.cluster("app").unwrap();
@@ -1176,15 +1186,7 @@ async fn tls_health_checks_use_the_clusters_connector_tls_and_http_kinds() {
 async fn tls_a_handshake_on_a_cleartext_http_port_is_closed_at_once_and_counted() {
     let backends = http_backends(1).await;
     let text = format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[access_log]
-enabled = false
-[[listener]]
-name = "web"
-listen = "127.0.0.1:0"
-protocol = "http"
+        r#"{WEB}
 cluster = "app"
 [[cluster]]
 name = "app"
@@ -1237,17 +1239,12 @@ async fn run_tool(
 
 #[tokio::test]
 async fn tls_openssl_and_curl_clients_get_modern_tls_only() {
-    let dir = scratch("openssl");
-    let ca = Ca::new("openssl ca");
-    let leaf = ca.server(&["o.test"], "o");
-    let backends = http_backends(1).await;
-    let tls = format!("certificates = [{}]", leaf.write(&dir, "o"));
-    let server = balancer(&https_config(
-        &tls,
-        &one_endpoint(backends[0].local_addr()),
-        "enabled = false",
-    ))
-    .await;
+    let OneCert {
+        server,
+        ca,
+        dir,
+        backends: _backends,
+    } = one_cert_https("openssl", "openssl ca", "o.test", "o").await;
     let web = address(&server, "web").to_string();
     let ca_file = write_pem(&dir, "ca.pem", &ca.pem());
     let url = format!("https://o.test:{}/", address(&server, "web").port());
