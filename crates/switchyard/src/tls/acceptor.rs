@@ -399,11 +399,20 @@ impl TlsListener {
     pub async fn watch(self: Arc<Self>) {
         let mut tick = tokio::time::interval(WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The wake-up registration lives across iterations (and is renewed as soon as it
+        // fires), so a SIGHUP that arrives while files are being re-read is kept for the
+        // next turn instead of being lost: `notify_waiters` only reaches registered waiters.
+        let mut sighup = std::pin::pin!(RELOAD_NOW.notified());
+        sighup.as_mut().enable();
         loop {
             let forced = tokio::select! {
                 _ = tick.tick() => false,
-                () = RELOAD_NOW.notified() => true,
+                () = sighup.as_mut() => true,
             };
+            if forced {
+                sighup.set(RELOAD_NOW.notified());
+                sighup.as_mut().enable();
+            }
             let now: Vec<(Stamp, Stamp)> = self
                 .files
                 .iter()
