@@ -136,8 +136,8 @@ pub struct UpstreamCluster {
     pub pools: Vec<Arc<EndpointPool>>,
     /// `upstream_request_duration_seconds` per endpoint.
     pub durations: Vec<Histogram>,
-    /// `max_connections` / `max_pending_requests` / `max_requests`.
-    pub limits: Limits,
+    /// `max_connections` (counted by the pools) / `max_pending_requests` / `max_requests`.
+    pub limits: Arc<Limits>,
     /// The cluster's TLS client (`[cluster.tls]`): what its pools connect with, and what a
     /// `kind = "tls"` health check must connect with too.
     pub tls: Option<Arc<UpstreamTls>>,
@@ -170,7 +170,13 @@ impl UpstreamCluster {
             )?)),
             None => None,
         };
-        let settings = Arc::new(PoolSettings::of(config, tls.clone()));
+        let limits = &config.limits;
+        let limits = Arc::new(Limits::new(
+            u64::from(limits.max_connections),
+            u64::from(limits.max_pending_requests),
+            u64::from(limits.max_requests),
+        ));
+        let settings = Arc::new(PoolSettings::of(config, tls.clone(), Arc::clone(&limits)));
         let gauges = PoolGauges {
             idle: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "idle"]),
             active: registry.gauge(&metrics::UPSTREAM_POOL_CONNECTIONS, &[name, "active"]),
@@ -196,17 +202,12 @@ impl UpstreamCluster {
                 )
             })
             .collect();
-        let limits = &config.limits;
         Ok(UpstreamCluster {
             cluster: Arc::clone(cluster),
             tls,
             pools,
             durations,
-            limits: Limits::new(
-                u64::from(limits.max_connections),
-                u64::from(limits.max_pending_requests),
-                u64::from(limits.max_requests),
-            ),
+            limits,
             shed: ShedReason::ALL
                 .map(|reason| registry.counter(&metrics::SHED_TOTAL, &[name, reason.as_str()])),
             retry_budget: Budget::new(

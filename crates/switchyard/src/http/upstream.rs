@@ -31,6 +31,8 @@ use tracing::debug;
 
 use super::body::RequestBody;
 use crate::admin::metrics::Gauge;
+use switchyard_algo::resilience::{Limit, Limits};
+
 use crate::cluster::connect;
 use crate::cluster::endpoint::ConnectFailure;
 use crate::config::model::{self, UpstreamProtocol};
@@ -62,17 +64,20 @@ pub struct PoolSettings {
     pub max_requests_per_connection: u32,
     /// HTTP/2 streams per connection (`u32::MAX` = what the server allows).
     pub max_streams: u32,
-    /// Connections open to the whole cluster, shared by its endpoints' pools.
-    pub cluster_open: Arc<AtomicU32>,
-    /// `[cluster.limits] max_connections`: past it a new connection is refused at once.
-    pub cluster_max_connections: u32,
+    /// The cluster's limits: its `max_connections` gauge counts the connections of every
+    /// endpoint's pool; past it a new connection is refused at once.
+    pub limits: Arc<Limits>,
     /// Re-encryption (`[cluster.tls]`).
     pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl PoolSettings {
     /// The settings a cluster's configuration asks for.
-    pub fn of(cluster: &model::Cluster, tls: Option<Arc<UpstreamTls>>) -> PoolSettings {
+    pub fn of(
+        cluster: &model::Cluster,
+        tls: Option<Arc<UpstreamTls>>,
+        limits: Arc<Limits>,
+    ) -> PoolSettings {
         PoolSettings {
             protocol: cluster.protocol,
             connect_timeout: cluster.connect_timeout,
@@ -88,8 +93,7 @@ impl PoolSettings {
                 .limits
                 .max_concurrent_streams_per_connection
                 .unwrap_or(u32::MAX),
-            cluster_open: Arc::default(),
-            cluster_max_connections: cluster.limits.max_connections,
+            limits,
             tls,
         }
     }
@@ -134,14 +138,14 @@ pub struct PoolGauges {
 #[derive(Debug)]
 struct OpenSlot {
     open: Arc<AtomicU32>,
-    cluster_open: Arc<AtomicU32>,
+    limits: Arc<Limits>,
     freed: Arc<Notify>,
 }
 
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-        self.cluster_open.fetch_sub(1, Ordering::AcqRel);
+        self.limits.release(Limit::Connections);
         self.freed.notify_one();
     }
 }
@@ -155,14 +159,6 @@ enum NoSlot {
     Cluster,
 }
 
-/// Takes one unit of `counter` below `max`.
-fn take_below(counter: &AtomicU32, max: u32) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .is_ok()
-}
 
 #[derive(Debug)]
 struct IdleH1 {
@@ -468,16 +464,23 @@ impl EndpointPool {
 
     fn reserve_slot(&self) -> Result<OpenSlot, NoSlot> {
         let settings = &self.settings;
-        if !take_below(&settings.cluster_open, settings.cluster_max_connections) {
+        if settings.limits.try_acquire(Limit::Connections).is_err() {
             return Err(NoSlot::Cluster);
         }
-        if !take_below(&self.open, settings.max_connections) {
-            settings.cluster_open.fetch_sub(1, Ordering::AcqRel);
+        let max = settings.max_connections;
+        let endpoint_full = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err();
+        if endpoint_full {
+            settings.limits.release(Limit::Connections);
             return Err(NoSlot::Endpoint);
         }
         Ok(OpenSlot {
             open: Arc::clone(&self.open),
-            cluster_open: Arc::clone(&settings.cluster_open),
+            limits: Arc::clone(&settings.limits),
             freed: Arc::clone(&self.freed),
         })
     }
