@@ -58,7 +58,7 @@ pub(crate) fn accept_scaled(load: &dyn LoadView, i: usize, rng: &mut dyn RngCore
 /// takes a growing, deterministic share of its own keys: every key it takes at factor
 /// `f` it keeps at every larger `f` (no flapping), and instances that agree on the factor
 /// agree on the pick. Keys it declines walk on as if it were not pickable.
-pub(crate) fn accepts_key(load: &dyn LoadView, i: usize, key: u64) -> bool {
+fn accepts_key(load: &dyn LoadView, i: usize, key: u64) -> bool {
     let s = scale(load, i);
     s >= 1.0 || key_fraction(key) < s
 }
@@ -90,6 +90,12 @@ impl Weights {
     /// Eligible and weighted above 0.
     pub(crate) fn pickable(&self, load: &dyn LoadView, i: usize) -> bool {
         self.0[i] > 0 && load.is_eligible(i)
+    }
+
+    /// Whether endpoint `i` takes hashed `key` now: pickable, and the key within its
+    /// slow-start share ([`accepts_key`]). The hash policies' keyed walks use this.
+    pub(crate) fn takes_key(&self, load: &dyn LoadView, i: usize, key: u64) -> bool {
+        self.pickable(load, i) && accepts_key(load, i, key)
     }
 
     /// The first pickable endpoint at or after `start`, wrapping around.

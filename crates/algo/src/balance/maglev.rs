@@ -17,7 +17,7 @@
 
 use rand::RngCore;
 
-use super::eligible::{Weights, accepts_key};
+use super::eligible::Weights;
 use super::{BuildError, EndpointSpec, LoadView, P2cEwma};
 use crate::hash::{MAGLEV_OFFSET_SEED, MAGLEV_SKIP_SEED, hash_seeded};
 
@@ -200,7 +200,7 @@ impl MaglevPicker {
     pub(crate) fn lookup(&self, key: u64, load: &dyn LoadView) -> Option<usize> {
         // Slow-starting owners decline part of their keys; if every pickable endpoint
         // declines, the plain walk decides (a pick is never refused while one is pickable).
-        self.walk(key, &|i| self.takes(load, i, key))
+        self.walk(key, &|i| self.weights.takes_key(load, i, key))
             .or_else(|| self.walk(key, &|i| self.weights.pickable(load, i)))
     }
 
@@ -229,11 +229,6 @@ impl MaglevPicker {
         (1..=n)
             .map(|k| self.by_name[(start + k) % n] as usize)
             .find(|&i| takes(i))
-    }
-
-    /// Whether endpoint `i` takes `key` now: pickable, and past its slow-start share.
-    fn takes(&self, load: &dyn LoadView, i: usize, key: u64) -> bool {
-        self.weights.pickable(load, i) && accepts_key(load, i, key)
     }
 
     /// The keyed lookup, or p2c-ewma for a request without a key.

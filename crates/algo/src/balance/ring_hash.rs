@@ -11,7 +11,7 @@
 
 use rand::RngCore;
 
-use super::eligible::{Weights, accepts_key};
+use super::eligible::Weights;
 use super::{EndpointSpec, LoadView, P2cEwma};
 use crate::hash::ring_vnode_key;
 
@@ -117,7 +117,7 @@ impl RingHash {
     pub(crate) fn lookup(&self, key: u64, load: &dyn LoadView) -> Option<usize> {
         // Slow-starting owners decline part of their keys; if every pickable endpoint
         // declines, the plain walk decides (a pick is never refused while one is pickable).
-        self.walk(key, &|i| self.takes(load, i, key))
+        self.walk(key, &|i| self.weights.takes_key(load, i, key))
             .or_else(|| self.walk(key, &|i| self.weights.pickable(load, i)))
     }
 
@@ -137,11 +137,6 @@ impl RingHash {
             last_refused = idx;
         }
         None
-    }
-
-    /// Whether endpoint `i` takes `key` now: pickable, and past its slow-start share.
-    fn takes(&self, load: &dyn LoadView, i: usize, key: u64) -> bool {
-        self.weights.pickable(load, i) && accepts_key(load, i, key)
     }
 
     /// The keyed lookup, or p2c-ewma for a request without a key.

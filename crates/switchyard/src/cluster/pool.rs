@@ -93,16 +93,11 @@ impl Cluster {
             .iter()
             .map(|e| Arc::new(Endpoint::new(config, e, registry)))
             .collect::<Vec<_>>();
-        let outlier = config
-            .outlier
-            .as_ref()
-            .map(|o| Mutex::new(OutlierDetector::new(outlier_config(o), endpoints.len())));
+        let outlier_config = config.outlier.as_ref().map(outlier_config);
         // Without outlier detection the SPEC default threshold still guards against a
         // cluster whose active checks fail nearly everywhere.
-        let panic_threshold = config
-            .outlier
-            .as_ref()
-            .map_or(50, |o| outlier_config(o).panic_threshold);
+        let panic_threshold = outlier_config.map_or(50, |c| c.panic_threshold);
+        let outlier = outlier_config.map(|c| Mutex::new(OutlierDetector::new(c, endpoints.len())));
         let name = config.name.as_str();
         registry.counter(&metrics::RETRY_BUDGET_EXHAUSTED_TOTAL, &[name]);
         registry.counter(&metrics::HEDGES_TOTAL, &[name]);

@@ -65,11 +65,7 @@ impl Replayable {
         if !worth_it {
             return None;
         }
-        let mut head = Request::new(());
-        *head.method_mut() = request.method().clone();
-        *head.uri_mut() = request.uri().clone();
-        *head.version_mut() = request.version();
-        *head.headers_mut() = request.headers().clone();
+        let head = with_head_of(request, ());
         let progress = request.body().progress();
         let body = request.body_mut().record(policy.buffer);
         Some(Replayable {
@@ -91,13 +87,19 @@ impl Replayable {
     /// The request again, when its whole body was kept.
     pub fn request(&self) -> Option<Request<RequestBody>> {
         let body = self.lock().body(&self.progress)?;
-        let mut request = Request::new(body);
-        *request.method_mut() = self.head.method().clone();
-        *request.uri_mut() = self.head.uri().clone();
-        *request.version_mut() = self.head.version();
-        *request.headers_mut() = self.head.headers().clone();
-        Some(request)
+        Some(with_head_of(&self.head, body))
     }
+}
+
+/// A request with `body` and a copy of `from`'s method, URI, version and headers
+/// (extensions are not copied: nothing downstream of the pipeline reads them).
+fn with_head_of<A, B>(from: &Request<A>, body: B) -> Request<B> {
+    let mut request = Request::new(body);
+    *request.method_mut() = from.method().clone();
+    *request.uri_mut() = from.uri().clone();
+    *request.version_mut() = from.version();
+    *request.headers_mut() = from.headers().clone();
+    request
 }
 
 /// When the first attempt of a request on `route` is hedged: a fixed delay, or the route's

@@ -273,9 +273,7 @@ async fn proxy(
         let Some(index) = listener.router.find_index(&facts) else {
             return Err(match listener.router.jwt_refusal(&facts) {
                 Some(index) if verified.claims(index).is_some() => ProxyError::Forbidden,
-                Some(_) => ProxyError::Unauthorized {
-                    token_sent: jwt::bearer(request.headers()).is_some(),
-                },
+                Some(_) => unauthorized(request.headers()),
                 None => ProxyError::DestinationNotFound,
             });
         };
@@ -285,11 +283,7 @@ async fn proxy(
         let claims = match route.auth {
             Some(_) => match verified.claims(index) {
                 Some(claims) => Some(claims.clone()),
-                None => {
-                    return Err(ProxyError::Unauthorized {
-                        token_sent: jwt::bearer(request.headers()).is_some(),
-                    });
-                }
+                None => return Err(unauthorized(request.headers())),
             },
             None => None,
         };
@@ -298,20 +292,9 @@ async fn proxy(
     record.route = Some(Arc::clone(&route));
     if let Some(limiter) = &route.rate_limit {
         let key = limiter.key(client_ip, request.headers(), claims.as_ref());
-        let shared = match &route.global_limit {
-            Some(global) => global.take(&route.name, &key, limiter.config()).await.ok(),
-            None => None,
-        };
-        let verdict = match shared {
-            Some(verdict) => {
-                if verdict.is_err() {
-                    limiter.denied.inc();
-                }
-                verdict
-            }
-            // No fleet store, or it could not answer in time: this instance's bucket.
-            None => limiter.check(key, clock::now()),
-        };
+        let verdict = limiter
+            .take(&route.name, key, route.global_limit.as_deref())
+            .await;
         if let Err(retry_after_secs) = verdict {
             return Err(ProxyError::RateLimited { retry_after_secs });
         }
@@ -688,6 +671,13 @@ fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {
                 ProxyError::bad_request("request body incomplete")
             }
         }
+    }
+}
+
+/// The 401 for a request without a valid token (`invalid_token` when one was sent).
+fn unauthorized(headers: &HeaderMap) -> ProxyError {
+    ProxyError::Unauthorized {
+        token_sent: jwt::bearer(headers).is_some(),
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use http::HeaderMap;
 use switchyard_algo::resilience::TokenBucket;
 
+use super::global_limit::GlobalLimiter;
 use super::jwt::{Claims, claim_text};
 use crate::admin::metrics::Counter;
 use crate::config::model::{RateLimit, RateLimitKey};
@@ -40,7 +41,7 @@ pub struct RouteLimiter {
     buckets: Mutex<Buckets>,
     max_keys: usize,
     /// `rate_limited_total{route}`.
-    pub denied: Counter,
+    denied: Counter,
 }
 
 impl RouteLimiter {
@@ -56,11 +57,6 @@ impl RouteLimiter {
             max_keys: max_keys.max(1),
             denied,
         }
-    }
-
-    /// The configured limit.
-    pub fn config(&self) -> &RateLimit {
-        &self.config
     }
 
     /// The bucket key of a request (`jwt:claim` reads the route's verified claims).
@@ -110,6 +106,26 @@ impl RouteLimiter {
             self.denied.inc();
             u32::try_from(wait.secs_rounded_up()).unwrap_or(u32::MAX)
         })
+    }
+
+    /// Takes a token for `key`: from the fleet's bucket when `global` is configured and
+    /// answers in time, else from this instance's ([`RouteLimiter::check`]). Every refusal
+    /// is counted here, whichever bucket made it.
+    pub async fn take(
+        &self,
+        route: &str,
+        key: Vec<u8>,
+        global: Option<&GlobalLimiter>,
+    ) -> Result<(), u32> {
+        if let Some(global) = global {
+            if let Ok(verdict) = global.take(route, &key, &self.config).await {
+                if verdict.is_err() {
+                    self.denied.inc();
+                }
+                return verdict;
+            }
+        }
+        self.check(key, crate::runtime::clock::now())
     }
 
     /// Buckets kept now.

@@ -159,7 +159,6 @@ enum NoSlot {
     Cluster,
 }
 
-
 #[derive(Debug)]
 struct IdleH1 {
     sender: http1::SendRequest<RequestBody>,
