@@ -1,9 +1,10 @@
 //! The pieces of the attempt loop that are not phase ordering: what sending a request
-//! again needs ([`Replayable`]), the budget gate every retry and hedge passes
-//! ([`withdraw`]), and the hedged race ([`race`]): after `hedge.after` without a response
-//! head, up to `max_extra` more copies go to other endpoints, the first head that is not
-//! itself retryable wins and the others are dropped at once (hyper then resets the HTTP/2
-//! stream with CANCEL, or closes the HTTP/1.1 connection instead of pooling it).
+//! again needs ([`Replayable`]), the budgets every first attempt pays into ([`deposit`])
+//! and every retry and hedge draws from ([`withdraw`]), and the hedged race ([`race`]):
+//! after `hedge.after` without a response head, up to `max_extra` more copies go to other
+//! endpoints, the first head that is not itself retryable wins and the others are dropped
+//! at once (hyper then resets the HTTP/2 stream with CANCEL, or closes the HTTP/1.1
+//! connection instead of pooling it).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,15 @@ use crate::runtime::clock;
 
 /// One attempt's outcome: the head (with its lease), a send error, or the per-try deadline.
 pub type Sent = Result<Result<(Response<Incoming>, Lease), SendError>, tokio::time::error::Elapsed>;
+
+/// A first attempt deposits in the cluster's budget (and the route's, when it has one).
+pub fn deposit(upstream: &UpstreamCluster, route: &RouteRuntime) {
+    let now = clock::now();
+    upstream.retry_budget.deposit(now);
+    if let Some(budget) = &route.retry_budget {
+        budget.deposit(now);
+    }
+}
 
 /// Asks the route's and the cluster's budgets for one retry or hedge; a refusal is counted.
 pub fn withdraw(upstream: &UpstreamCluster, route: &RouteRuntime) -> bool {

@@ -485,11 +485,7 @@ async fn attempt(
             upstream.retries.count(word);
             again
         } else if let Some(request) = unsent.take() {
-            let now = clock::now();
-            upstream.retry_budget.deposit(now);
-            if let Some(budget) = &route.retry_budget {
-                budget.deposit(now);
-            }
+            attempt::deposit(upstream, route);
             request
         } else {
             break;
