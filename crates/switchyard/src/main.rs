@@ -10,13 +10,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard::config::{self, OutputFormat};
-use switchyard::runtime::Server;
-use switchyard::runtime::signals::Signals;
+use switchyard::runtime::reload::ReloadTrigger;
+use switchyard::runtime::signals::{Request, Signals};
+use switchyard::runtime::{Server, StartOptions};
 
 const EXAMPLES: &str = "Examples:
   switchyard demo                              # three local backends and a balancer; prints what to try
   switchyard check -c switchyard.toml          # validate; print the resolved model or every error
-  switchyard run -c switchyard.toml            # run a balancer (SIGTERM/Ctrl-C drains and exits)
+  switchyard run -c switchyard.toml            # run a balancer (SIGHUP reloads; SIGTERM/Ctrl-C drains and exits)
   switchyard backend --listen 127.0.0.1:9001 --latency 5ms --error-rate 0.1";
 
 #[derive(Debug, Parser)]
@@ -147,9 +148,15 @@ fn run(args: &RunArgs) -> ExitCode {
     let result = build_runtime(model.runtime.workers).and_then(|rt| {
         rt.block_on(async {
             let mut signals = Signals::install().context("cannot install signal handlers")?;
-            let server = Server::start(model).await?;
+            let options = StartOptions {
+                config_path: Some(args.config.clone()),
+            };
+            let server = Server::start_with(model, options).await?;
             server.announce();
-            signals.shutdown_requested().await;
+            while signals.next().await == Request::Reload {
+                // Success and failure are logged and counted by the reload itself.
+                let _ = server.shared().reload(ReloadTrigger::Sighup);
+            }
             server.shutdown().await;
             Ok(())
         })

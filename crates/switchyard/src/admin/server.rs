@@ -103,7 +103,12 @@ impl Drop for AdminSocket {
 }
 
 /// Serves the admin API until the shutdown closes everything.
-pub async fn serve(socket: AdminSocket, shared: Arc<Shared>, mut shutdown: Shutdown) {
+pub async fn serve(
+    socket: AdminSocket,
+    shared: Arc<Shared>,
+    token: api::AdminToken,
+    mut shutdown: Shutdown,
+) {
     let listen = socket.tcp_address();
     loop {
         let io: Box<dyn AsyncStream> = tokio::select! {
@@ -118,10 +123,16 @@ pub async fn serve(socket: AdminSocket, shared: Arc<Shared>, mut shutdown: Shutd
             },
         };
         let shared = Arc::clone(&shared);
+        let token = token.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, std::convert::Infallible>(api::handle(&shared, listen, &request)) }
+                let token = token.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        api::handle(&shared, listen, &token, request).await,
+                    )
+                }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(io), service)

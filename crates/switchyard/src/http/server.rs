@@ -14,6 +14,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+
 use bytes::BytesMut;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -70,16 +72,21 @@ pub struct LogSettings {
     pub include_query: bool,
 }
 
-/// Accepts HTTP clients on `socket` until shutdown stops accepting.
+/// Accepts HTTP clients on `socket` until shutdown stops accepting. `slot` holds the
+/// listener in force: read for each connection, and again for each request.
 pub async fn serve(
     socket: TcpListener,
-    current: impl Fn() -> Option<Arc<HttpListenerRuntime>>,
+    slot: Arc<ArcSwap<HttpListenerRuntime>>,
     per_ip: Arc<PerIpCounts>,
     log: LogSettings,
     shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
 ) {
     let handler_shutdown = shutdown.clone();
+    let current = {
+        let slot = Arc::clone(&slot);
+        move || Some(slot.load_full())
+    };
     accept::run(
         socket,
         current,
@@ -87,7 +94,13 @@ pub async fn serve(
         shutdown,
         tracker,
         move |runtime, admitted| {
-            serve_tcp(runtime, admitted, log.clone(), handler_shutdown.clone())
+            serve_tcp(
+                runtime,
+                Arc::clone(&slot),
+                admitted,
+                log.clone(),
+                handler_shutdown.clone(),
+            )
         },
     )
     .await;
@@ -95,6 +108,7 @@ pub async fn serve(
 
 async fn serve_tcp(
     runtime: Arc<HttpListenerRuntime>,
+    in_force: Arc<ArcSwap<HttpListenerRuntime>>,
     admitted: Admitted,
     log: LogSettings,
     shutdown: Shutdown,
@@ -145,6 +159,7 @@ async fn serve_tcp(
     let Some(tls) = tls else {
         let downstream = Arc::new(Downstream {
             listener: runtime,
+            slot: Some(Arc::clone(&in_force)),
             peer: client,
             local,
             scheme: "http",
@@ -173,6 +188,7 @@ async fn serve_tcp(
     let h2 = info.h2;
     let downstream = Arc::new(Downstream {
         listener: runtime,
+        slot: Some(Arc::clone(&in_force)),
         peer: client,
         local,
         scheme: "https",
