@@ -10,6 +10,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
 
+use super::dashboard;
 use super::metrics::Format;
 use crate::http::router::percent_decode;
 use crate::runtime::clock;
@@ -38,6 +39,9 @@ pub fn handle<B>(
         return endpoint_action(shared, request.method(), rest);
     }
     let route: Option<Route<B>> = match path {
+        dashboard::PAGE_PATH => Some(|_, _| dashboard::serve(&dashboard::PAGE)),
+        dashboard::SCRIPT_PATH => Some(|_, _| dashboard::serve(&dashboard::SCRIPT)),
+        dashboard::STYLE_PATH => Some(|_, _| dashboard::serve(&dashboard::STYLE)),
         "/healthz" => Some(|_, _| text(StatusCode::OK, "ok\n")),
         "/ready" => Some(ready),
         "/metrics" => Some(metrics),

@@ -5,6 +5,7 @@ mod backend;
 mod cli;
 mod collapse;
 mod config;
+mod dashboard;
 mod http;
 mod jwt;
 mod l4;
