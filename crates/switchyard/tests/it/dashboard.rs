@@ -142,6 +142,8 @@ impl Chromium {
             socket,
             next_id: 0,
             session: None,
+            stand_ins: Vec::new(),
+            problems: Vec::new(),
         }
     }
 }
@@ -169,6 +171,12 @@ struct DevTools {
     socket: WebSocketStream<TcpStream>,
     next_id: u64,
     session: Option<String>,
+    /// Bodies served instead of the balancer's for admin paths (through `Fetch`
+    /// interception), for views the balancer does not have yet.
+    stand_ins: Vec<(String, String)>,
+    /// Script exceptions and console errors the page produced (network errors aside: the
+    /// page probes `/api/v1/reloads`, which may answer 404).
+    problems: Vec<String>,
 }
 
 impl DevTools {
@@ -191,6 +199,10 @@ impl DevTools {
                 .expect("devtools read");
             let Message::Text(text) = frame else { continue };
             let reply: Value = serde_json::from_str(text.as_str()).unwrap();
+            if reply.get("method").is_some() {
+                self.on_event(&reply).await;
+                continue;
+            }
             if reply["id"] != json!(id) {
                 continue;
             }
@@ -201,6 +213,64 @@ impl DevTools {
         }
     }
 
+    /// Notes problems; answers intercepted requests with their stand-in (others go on to
+    /// the balancer).
+    async fn on_event(&mut self, event: &Value) {
+        let params = &event["params"];
+        match event["method"].as_str().unwrap_or_default() {
+            "Runtime.exceptionThrown" => self
+                .problems
+                .push(format!("exception: {}", params["exceptionDetails"])),
+            "Log.entryAdded"
+                if params["entry"]["level"] == "error"
+                    && params["entry"]["source"] != "network" =>
+            {
+                self.problems.push(format!("console: {}", params["entry"]));
+            }
+            "Fetch.requestPaused" => {
+                let url = params["request"]["url"].as_str().unwrap_or_default();
+                let stand_in = self
+                    .stand_ins
+                    .iter()
+                    .find(|(path, _)| url.ends_with(path.as_str()))
+                    .map(|(_, body)| body.clone());
+                let (method, reply) = match stand_in {
+                    Some(body) => (
+                        "Fetch.fulfillRequest",
+                        json!({
+                            "requestId": params["requestId"],
+                            "responseCode": 200,
+                            "responseHeaders": [{ "name": "Content-Type", "value": "application/json" }],
+                            "body": base64::engine::general_purpose::STANDARD.encode(body),
+                        }),
+                    ),
+                    None => (
+                        "Fetch.continueRequest",
+                        json!({ "requestId": params["requestId"] }),
+                    ),
+                };
+                self.next_id += 1;
+                let mut command = json!({ "id": self.next_id, "method": method, "params": reply });
+                if let Some(session) = &self.session {
+                    command["sessionId"] = json!(session);
+                }
+                within(self.socket.send(Message::text(command.to_string())))
+                    .await
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+
+    /// Fails the test if the page threw or logged an error (a CSP refusal included).
+    fn assert_no_problems(&self) {
+        assert!(
+            self.problems.is_empty(),
+            "the page reported:\n{}",
+            self.problems.join("\n")
+        );
+    }
+
     /// Sends one command and returns its result.
     async fn call(&mut self, method: &str, params: Value) -> Value {
         self.try_call(method, params)
@@ -208,8 +278,9 @@ impl DevTools {
             .unwrap_or_else(|error| panic!("{error}"))
     }
 
-    /// Opens `url` in a new tab of VIEWPORT size and attaches to it.
-    async fn open(&mut self, url: &str) {
+    /// Opens `url` in a new tab of VIEWPORT size and attaches to it; requests for a path of
+    /// `stand_ins` get the given JSON body instead of the balancer's answer.
+    async fn open(&mut self, url: &str, stand_ins: &[(&str, &str)]) {
         let target = self
             .call("Target.createTarget", json!({ "url": "about:blank" }))
             .await;
@@ -220,6 +291,20 @@ impl DevTools {
             )
             .await;
         self.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
+        self.call("Runtime.enable", json!({})).await;
+        self.call("Log.enable", json!({})).await;
+        if !stand_ins.is_empty() {
+            self.stand_ins = stand_ins
+                .iter()
+                .map(|(path, body)| ((*path).to_owned(), (*body).to_owned()))
+                .collect();
+            let patterns: Vec<Value> = stand_ins
+                .iter()
+                .map(|(path, _)| json!({ "urlPattern": format!("*{path}") }))
+                .collect();
+            self.call("Fetch.enable", json!({ "patterns": patterns }))
+                .await;
+        }
         self.call(
             "Emulation.setDeviceMetricsOverride",
             json!({ "width": VIEWPORT.0, "height": VIEWPORT.1, "deviceScaleFactor": 1, "mobile": false }),
@@ -449,7 +534,7 @@ endpoints = {legacy}
 
     let mut browser = Chromium::launch();
     let mut page = browser.devtools().await;
-    page.open(&format!("http://{admin}/")).await;
+    page.open(&format!("http://{admin}/"), &[]).await;
 
     for endpoint in ["api-1", "api-2", "api-3"] {
         page.wait_for(
@@ -635,6 +720,7 @@ endpoints = {legacy}
         .evaluate("Number(document.querySelector('#clusters tr[data-endpoint=\"api-2\"] [data-role=effective-weight]').firstChild.textContent)")
         .await;
     assert!(effective.as_f64().unwrap() < 10.0, "{ramping}");
+    page.assert_no_problems();
     eprintln!("dashboard test took {:?}", began.elapsed());
 }
 
@@ -657,7 +743,7 @@ endpoints = [{{ address = "{}", name = '{hostile}' }}]
     let admin = server.admin_address().unwrap();
     let mut browser = Chromium::launch();
     let mut page = browser.devtools().await;
-    page.open(&format!("http://{admin}/")).await;
+    page.open(&format!("http://{admin}/"), &[]).await;
     page.wait_for(
         "the first poll",
         "Number(document.body.getAttribute('data-refresh-count')) >= 2",
@@ -748,4 +834,62 @@ endpoints = [{{ address = "{}", name = '{hostile}' }}]
         figures["seconds"],
         json!(["400 \u{b5}s", "12.3 ms", "2.50 s", "\u{2014}"])
     );
+    page.assert_no_problems();
+}
+
+/// `GET /api/v1/reloads` in the shape agreed for it (newest first), served to the page by
+/// the browser itself while the balancer does not have the view yet.
+const RELOAD_HISTORY: &str = r#"{"reloads":[
+  {"time":"2026-11-02T10:00:05Z","trigger":"api","result":"failure","summary":"2 errors, old configuration kept",
+   "errors":["test.toml:3:1: cluster.name: <b>must not be empty</b>","test.toml:9:5: listener.route.cluster: unknown cluster \"x\""]},
+  {"time":"2026-11-02T09:58:00Z","trigger":"sighup","result":"success","summary":"1 cluster changed","errors":[]}
+]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_recent_reloads_newest_first_with_every_error() {
+    let backends = http_backends(1).await;
+    let server = balancer(&format!(
+        "{WEB}\ncluster = \"c\"\n[[cluster]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
+        backends[0].local_addr()
+    ))
+    .await;
+    let admin = server.admin_address().unwrap();
+    let mut browser = Chromium::launch();
+    let mut page = browser.devtools().await;
+    page.open(
+        &format!("http://{admin}/"),
+        &[("/api/v1/reloads", RELOAD_HISTORY)],
+    )
+    .await;
+    let reloads = page
+        .wait_for(
+            "two reloads",
+            "(() => { const rows = Array.from(document.querySelectorAll('#reloads tr[data-result]')); \
+               return rows.length === 2 ? rows.map(r => ({ result: r.dataset.result, cells: \
+                 Array.from(r.children).map(c => c.firstChild.textContent), \
+                 errors: Array.from(r.querySelectorAll('li')).map(li => li.textContent), \
+                 markup: r.querySelectorAll('li *').length })) : null; })()",
+        )
+        .await;
+    assert_eq!(
+        reloads,
+        json!([
+            {
+                "result": "failure",
+                "cells": ["2026-11-02T10:00:05Z", "api", "failure", "2 errors, old configuration kept"],
+                "errors": [
+                    "test.toml:3:1: cluster.name: <b>must not be empty</b>",
+                    "test.toml:9:5: listener.route.cluster: unknown cluster \"x\"",
+                ],
+                "markup": 0,
+            },
+            {
+                "result": "success",
+                "cells": ["2026-11-02T09:58:00Z", "sighup", "success", "1 cluster changed"],
+                "errors": [],
+                "markup": 0,
+            },
+        ])
+    );
+    page.assert_no_problems();
 }
