@@ -166,14 +166,23 @@ impl Drop for Chromium {
     }
 }
 
+/// An answer the browser gives the page instead of the balancer's.
+#[derive(Debug, Clone, Copy)]
+struct StandIn {
+    /// The end of the request URL.
+    path: &'static str,
+    status: u16,
+    body: &'static str,
+}
+
 /// A DevTools protocol connection to the browser, with the page's session once attached.
 struct DevTools {
     socket: WebSocketStream<TcpStream>,
     next_id: u64,
     session: Option<String>,
-    /// Bodies served instead of the balancer's for admin paths (through `Fetch`
-    /// interception), for views the balancer does not have yet.
-    stand_ins: Vec<(String, String)>,
+    /// Answers (path, status, JSON body) given instead of the balancer's (through `Fetch`
+    /// interception): views the balancer does not have yet, or failures.
+    stand_ins: Vec<StandIn>,
     /// Script exceptions and console errors the page produced (network errors aside: the
     /// page probes `/api/v1/reloads`, which may answer 404).
     problems: Vec<String>,
@@ -232,14 +241,14 @@ impl DevTools {
                 let stand_in = self
                     .stand_ins
                     .iter()
-                    .find(|(path, _)| url.ends_with(path.as_str()))
-                    .map(|(_, body)| body.clone());
+                    .find(|s| url.ends_with(s.path))
+                    .map(|s| (s.status, s.body));
                 let (method, reply) = match stand_in {
-                    Some(body) => (
+                    Some((status, body)) => (
                         "Fetch.fulfillRequest",
                         json!({
                             "requestId": params["requestId"],
-                            "responseCode": 200,
+                            "responseCode": status,
                             "responseHeaders": [{ "name": "Content-Type", "value": "application/json" }],
                             "body": base64::engine::general_purpose::STANDARD.encode(body),
                         }),
@@ -279,8 +288,8 @@ impl DevTools {
     }
 
     /// Opens `url` in a new tab of VIEWPORT size and attaches to it; requests for a path of
-    /// `stand_ins` get the given JSON body instead of the balancer's answer.
-    async fn open(&mut self, url: &str, stand_ins: &[(&str, &str)]) {
+    /// `stand_ins` get its answer instead of the balancer's.
+    async fn open(&mut self, url: &str, stand_ins: &[StandIn]) {
         let target = self
             .call("Target.createTarget", json!({ "url": "about:blank" }))
             .await;
@@ -294,13 +303,10 @@ impl DevTools {
         self.call("Runtime.enable", json!({})).await;
         self.call("Log.enable", json!({})).await;
         if !stand_ins.is_empty() {
-            self.stand_ins = stand_ins
-                .iter()
-                .map(|(path, body)| ((*path).to_owned(), (*body).to_owned()))
-                .collect();
+            self.stand_ins = stand_ins.to_vec();
             let patterns: Vec<Value> = stand_ins
                 .iter()
-                .map(|(path, _)| json!({ "urlPattern": format!("*{path}") }))
+                .map(|s| json!({ "urlPattern": format!("*{}", s.path) }))
                 .collect();
             self.call("Fetch.enable", json!({ "patterns": patterns }))
                 .await;
@@ -846,7 +852,7 @@ const RELOAD_HISTORY: &str = r#"{"reloads":[
 ]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_lists_recent_reloads_newest_first_with_every_error() {
+async fn the_dashboard_lists_recent_reloads_and_says_which_view_failed() {
     let backends = http_backends(1).await;
     let server = balancer(&format!(
         "{WEB}\ncluster = \"c\"\n[[cluster]]\nname = \"c\"\nendpoints = [\"{}\"]\n",
@@ -858,7 +864,18 @@ async fn the_dashboard_lists_recent_reloads_newest_first_with_every_error() {
     let mut page = browser.devtools().await;
     page.open(
         &format!("http://{admin}/"),
-        &[("/api/v1/reloads", RELOAD_HISTORY)],
+        &[
+            StandIn {
+                path: "/api/v1/reloads",
+                status: 200,
+                body: RELOAD_HISTORY,
+            },
+            StandIn {
+                path: "/metrics",
+                status: 503,
+                body: r#"{"error":"stand-in failure"}"#,
+            },
+        ],
     )
     .await;
     let reloads = page
@@ -890,6 +907,24 @@ async fn the_dashboard_lists_recent_reloads_newest_first_with_every_error() {
                 "markup": 0,
             },
         ])
+    );
+    // /metrics fails (503 from the stand-in): the status line names it, and the views that
+    // did answer are still shown.
+    let status = page
+        .wait_for(
+            "the failing view named",
+            "(() => { const s = document.getElementById('status'); \
+               return s.dataset.state === 'stale' ? s.textContent : null; })()",
+        )
+        .await;
+    assert!(
+        status.as_str().unwrap().contains("/metrics answered 503"),
+        "{status}"
+    );
+    assert_eq!(
+        page.evaluate("document.querySelectorAll('#clusters tr[data-endpoint]').length")
+            .await,
+        json!(1)
     );
     page.assert_no_problems();
 }

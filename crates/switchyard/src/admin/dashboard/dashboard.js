@@ -195,6 +195,10 @@
       total(name, want) {
         return sumOf(now, name, want);
       },
+      /** The current series of `name` matching `want`, as `[{labels, value}]`. */
+      series(name, want) {
+        return (now.get(name) || []).filter((s) => labelsMatch(s.labels, want));
+      },
       /** Increase per second over the window; null on the first poll. */
       rate(name, want) {
         if (!ready) return null;
@@ -394,9 +398,15 @@
   const lastEjectionReason = new Map();
 
   function noteEjectionReasons(current, previous) {
+    // Before the page saw a counter grow, the best guess is the most frequent reason.
+    const largest = new Map();
     for (const s of current.get("switchyard_ejections_total") || []) {
       const key = s.labels.cluster + "\u0000" + s.labels.endpoint;
-      if (s.value > 0 && !lastEjectionReason.has(key)) lastEjectionReason.set(key, s.labels.reason);
+      const best = largest.get(key);
+      if (s.value > 0 && (best === undefined || s.value > best.value)) largest.set(key, s);
+    }
+    for (const [key, s] of largest) {
+      if (!lastEjectionReason.has(key)) lastEjectionReason.set(key, s.labels.reason);
     }
     if (previous === null) return;
     const grown = increases(current, previous, "switchyard_ejections_total", {});
@@ -411,6 +421,8 @@
     const proxy5xx = win.rate(REQUESTS, { origin: "proxy", code: isServerError });
     const endpoints = clusters.flatMap((c) => c.endpoints);
     const usable = endpoints.filter((e) => e.state === "healthy" || e.state === "slow-starting").length;
+    // Draining is an operator's intent; unhealthy and ejected endpoints are what to look at.
+    const failing = endpoints.some((e) => e.state === "unhealthy" || e.state === "ejected");
     const budgetSpent = win.rate("switchyard_retry_budget_exhausted_total", {});
     const tile = (label, value, alert, role) =>
       el("div", { class: "tile", "data-alert": alert ? "true" : null, "data-figure": role },
@@ -427,18 +439,25 @@
         tile("retry budget exhausted", formatCount(win.total("switchyard_retry_budget_exhausted_total", {})), budgetSpent > 0, "budget"),
         tile("shed", formatRate(win.rate("switchyard_shed_total", {})), win.rate("switchyard_shed_total", {}) > 0, "shed"),
         tile("connections", formatCount(win.total("switchyard_connections_active", {})), false, "connections"),
-        tile("usable endpoints", usable + " of " + endpoints.length, usable < endpoints.length, "usable"),
+        tile("usable endpoints", usable + " of " + endpoints.length, failing, "usable"),
       ),
     );
   }
 
+  /** `reason<separator>count` for each `reason` label of `name` (matching `want`) above zero. */
+  function nonZeroByReason(win, name, want, separator) {
+    const counts = new Map();
+    for (const s of win.series(name, want)) {
+      counts.set(s.labels.reason, (counts.get(s.labels.reason) || 0) + s.value);
+    }
+    return Array.from(counts)
+      .filter(([, count]) => count > 0)
+      .map(([reason, count]) => reason + separator + formatCount(count));
+  }
+
   function ejectionCell(win, cluster, endpoint) {
     const want = { cluster: cluster.name, endpoint: endpoint.name };
-    const byReason = [];
-    for (const reason of ["consecutive_5xx", "gateway_failures", "error_rate", "latency"]) {
-      const count = win.total("switchyard_ejections_total", Object.assign({ reason }, want));
-      if (count > 0) byReason.push(reason + " \u00d7" + formatCount(count));
-    }
+    const byReason = nonZeroByReason(win, "switchyard_ejections_total", want, " \u00d7");
     const last = lastEjectionReason.get(cluster.name + "\u0000" + endpoint.name);
     return el("td", { class: "num", "data-role": "ejections" },
       formatCount(endpoint.ejections || 0),
@@ -480,11 +499,7 @@
     const upstream5xx = win.rate(REQUESTS, Object.assign({ origin: "upstream", code: isServerError }, want));
     const proxy5xx = win.rate(REQUESTS, Object.assign({ origin: "proxy", code: isServerError }, want));
     const latency = "switchyard_upstream_request_duration_seconds";
-    const shedReasons = [];
-    for (const reason of ["pending", "requests", "connections", "circuit-open"]) {
-      const count = win.total("switchyard_shed_total", Object.assign({ reason }, want));
-      if (count > 0) shedReasons.push(reason + " " + formatCount(count));
-    }
+    const shedReasons = nonZeroByReason(win, "switchyard_shed_total", want, " ");
     const shedTotal = win.total("switchyard_shed_total", want);
     return el("div", { class: "cluster", "data-cluster": cluster.name },
       el("div", { class: "cluster-head" },
@@ -579,12 +594,8 @@
     }
     const rows = listeners.map((l) => {
       const want = { listener: l.name };
-      const rejected = [];
+      const rejected = nonZeroByReason(win, "switchyard_connections_rejected_total", want, " ");
       const rejectedTotal = win.total("switchyard_connections_rejected_total", want);
-      for (const reason of ["max_connections", "per_ip", "proxy_protocol", "tls", "slow_head", "slow_body"]) {
-        const count = win.total("switchyard_connections_rejected_total", Object.assign({ reason }, want));
-        if (count > 0) rejected.push(reason + " " + formatCount(count));
-      }
       return el("tr", { "data-listener": l.name },
         el("td", null, l.name),
         el("td", null, l.protocol),
