@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -62,8 +61,9 @@ fn chromium_binary() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A headless Chromium of the test's own, with a fresh profile. Dropping it kills the
-/// browser's process group (by the PID it was started with) and removes the profile.
+/// A headless Chromium of the test's own, with a fresh profile. Dropping it stops the
+/// browser by its PID (SIGTERM, so it takes its renderer and helper processes down; SIGKILL
+/// after 3 s) and removes the profile.
 struct Chromium {
     child: Child,
     profile: PathBuf,
@@ -90,8 +90,8 @@ impl Chromium {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
-            // Its own process group, so the renderer and helper processes go with it.
-            .process_group(0)
+            // Left in the test's process group: when nextest stops a hung test it signals the
+            // group, and the browser goes with it even though no Drop runs.
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot start {}: {e}; {MISSING_CHROMIUM}", binary.display())
@@ -150,17 +150,17 @@ impl Chromium {
 
 impl Drop for Chromium {
     fn drop(&mut self) {
-        use rustix::process::{Pid, Signal, kill_process_group};
-        let group = Pid::from_child(&self.child);
-        let _ = kill_process_group(group, Signal::TERM);
+        use rustix::process::{Pid, Signal, kill_process};
+        let _ = kill_process(Pid::from_child(&self.child), Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
+        let mut exited = false;
+        while !exited && Instant::now() < deadline {
+            exited = matches!(self.child.try_wait(), Ok(Some(_)));
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = kill_process_group(group, Signal::KILL);
+        if !exited {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
