@@ -2,6 +2,7 @@
 
 mod admin;
 mod backend;
+mod browser;
 mod cli;
 mod collapse;
 mod config;
