@@ -17,6 +17,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 
+use super::dashboard;
 use super::metrics::Format;
 use crate::http::router::percent_decode;
 use crate::runtime::clock;
@@ -113,6 +114,9 @@ where
         return reload(shared);
     }
     let route: Option<Route<B>> = match path.as_str() {
+        dashboard::PAGE_PATH => Some(|_, _| dashboard::serve(&dashboard::PAGE)),
+        dashboard::SCRIPT_PATH => Some(|_, _| dashboard::serve(&dashboard::SCRIPT)),
+        dashboard::STYLE_PATH => Some(|_, _| dashboard::serve(&dashboard::STYLE)),
         "/healthz" => Some(|_, _| text(StatusCode::OK, "ok\n")),
         "/ready" => Some(ready),
         "/metrics" => Some(metrics),

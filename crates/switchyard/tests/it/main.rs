@@ -2,9 +2,11 @@
 
 mod admin;
 mod backend;
+mod browser;
 mod cli;
 mod collapse;
 mod config;
+mod dashboard;
 mod http;
 mod jwt;
 mod l4;
