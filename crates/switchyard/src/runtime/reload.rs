@@ -165,17 +165,30 @@ pub struct ListenerPlan {
     pub removed: Vec<usize>,
 }
 
-/// Matches `new` listener keys onto `current` group keys: a key present in both keeps its
-/// socket. Pure.
-pub fn plan_listeners(current: &[SocketKey], new: &[SocketKey]) -> ListenerPlan {
-    let mut plan = ListenerPlan::default();
+/// Matches the `new` listeners (key, name) onto the `current` groups: a key present in
+/// both keeps its socket, the same-named group first (so two port-0 listeners keep their
+/// own ports), else any group with that key (a rename keeps the socket). Pure.
+pub fn plan_listeners(current: &[(SocketKey, &str)], new: &[(SocketKey, &str)]) -> ListenerPlan {
     let mut claimed = vec![false; current.len()];
-    for (i, key) in new.iter().enumerate() {
-        match (0..current.len()).find(|&g| !claimed[g] && current[g] == *key) {
-            Some(g) => {
-                claimed[g] = true;
-                plan.kept.push((i, g));
+    let mut matched: Vec<Option<usize>> = vec![None; new.len()];
+    for same_name in [true, false] {
+        for (i, (key, name)) in new.iter().enumerate() {
+            if matched[i].is_some() {
+                continue;
             }
+            let found = (0..current.len()).find(|&g| {
+                !claimed[g] && current[g].0 == *key && (!same_name || current[g].1 == *name)
+            });
+            if let Some(g) = found {
+                claimed[g] = true;
+                matched[i] = Some(g);
+            }
+        }
+    }
+    let mut plan = ListenerPlan::default();
+    for (i, m) in matched.into_iter().enumerate() {
+        match m {
+            Some(g) => plan.kept.push((i, g)),
             None => plan.added.push(i),
         }
     }
@@ -244,6 +257,9 @@ pub fn reload(shared: &Arc<Shared>, trigger: ReloadTrigger) -> Result<Changes, R
         }
     };
     control.history.push(record);
+    // Certificate files are re-read either way: rotating a certificate must not depend on
+    // the rest of the file being valid (a SIGHUP always meant that).
+    crate::tls::acceptor::reload_all();
     result
 }
 
@@ -277,8 +293,17 @@ fn reload_locked(shared: &Arc<Shared>, control: &mut Control) -> Result<Changes,
         .map_err(|e| refuse(e.to_string(), vec![e.to_string()]))?;
 
     // Bind what is new before anything changes: a port in use refuses the reload.
-    let current: Vec<SocketKey> = control.groups.iter().map(|g| g.key).collect();
-    let wanted: Vec<SocketKey> = new.config.listeners.iter().map(SocketKey::of).collect();
+    let current: Vec<(SocketKey, &str)> = control
+        .groups
+        .iter()
+        .map(|g| (g.key, g.bound.name.as_str()))
+        .collect();
+    let wanted: Vec<(SocketKey, &str)> = new
+        .config
+        .listeners
+        .iter()
+        .map(|l| (SocketKey::of(l), l.name.as_str()))
+        .collect();
     let plan = plan_listeners(&current, &wanted);
     let mut bound = Vec::with_capacity(plan.added.len());
     for &i in &plan.added {
@@ -333,8 +358,6 @@ fn reload_locked(shared: &Arc<Shared>, control: &mut Control) -> Result<Changes,
     control.generation = super::server::spawn_generation(&new, &shared.registry).tasks;
     shared.publish_listeners(control);
     prune_series(shared, &new);
-    // Certificates of kept https listeners are re-read too (a SIGHUP always meant that).
-    crate::tls::acceptor::reload_all();
     Ok(changes)
 }
 
@@ -404,9 +427,15 @@ mod tests {
         let db = key(Family::L4, "127.0.0.1:5432");
         let dns = key(Family::Udp, "127.0.0.1:53");
         let any = key(Family::Http, "127.0.0.1:0");
-        let current = [web, db, any];
-        // db moves to UDP on the same port: a new socket; web and the port-0 one are kept.
-        let new = [any, key(Family::Udp, "127.0.0.1:5432"), web, dns];
+        let current = [(web, "web"), (db, "db"), (any, "any")];
+        // db moves to UDP on the same port: a new socket; web (renamed) and the port-0 one
+        // are kept.
+        let new = [
+            (any, "any"),
+            (key(Family::Udp, "127.0.0.1:5432"), "db"),
+            (web, "www"),
+            (dns, "dns"),
+        ];
         let plan = plan_listeners(&current, &new);
         assert_eq!(plan.kept, vec![(0, 2), (2, 0)]);
         assert_eq!(plan.added, vec![1, 3]);
@@ -414,11 +443,13 @@ mod tests {
     }
 
     #[test]
-    fn two_port_zero_listeners_each_keep_one_socket() {
+    fn port_zero_listeners_keep_their_own_socket_by_name() {
         let any = key(Family::Http, "127.0.0.1:0");
-        let plan = plan_listeners(&[any, any], &[any]);
-        assert_eq!(plan.kept, vec![(0, 0)]);
-        assert_eq!(plan.removed, vec![1]);
+        let plan = plan_listeners(&[(any, "a"), (any, "b")], &[(any, "new"), (any, "b")]);
+        assert_eq!(plan.kept, vec![(0, 0), (1, 1)]);
+        let plan = plan_listeners(&[(any, "a"), (any, "b")], &[(any, "b")]);
+        assert_eq!(plan.kept, vec![(0, 1)]);
+        assert_eq!(plan.removed, vec![0]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod dashboard;
 mod http;
 mod jwt;
 mod l4;
+mod reload;
 mod resilience;
 mod support;
 mod tcp;
