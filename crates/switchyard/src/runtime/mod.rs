@@ -10,6 +10,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signals;
 pub mod snapshot;
+pub mod upgrade;
 
 pub use server::{BoundListener, Server, Shared, StartError, StartOptions};
 pub use snapshot::Snapshot;

@@ -3,6 +3,7 @@
 //! shutdown run SPEC 3.1's sequence.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +17,7 @@ use super::listeners::{ListenerGroup, Logging, Sockets, StartServeError};
 use super::reload::{self, Changes, History, ReloadFailure, ReloadRecord, ReloadTrigger};
 use super::shutdown::{self, Phase, ShutdownTrigger};
 use super::snapshot::{Snapshot, SnapshotError};
+use super::upgrade::Inherited;
 use crate::admin;
 use crate::admin::access_log::AccessLog;
 use crate::admin::metrics::Registry;
@@ -88,6 +90,17 @@ pub struct Control {
     pub(crate) stopping: bool,
     /// The admin socket, as `/api/v1/listeners` reports it.
     admin: BoundListener,
+    /// A duplicate of the admin socket with its configured address, for `run --upgrade`.
+    admin_fd: Option<(String, OwnedFd)>,
+}
+
+impl Control {
+    /// The admin socket's configured address and descriptor, for `run --upgrade`.
+    pub(crate) fn admin_fd(&self) -> Option<(&str, &OwnedFd)> {
+        self.admin_fd
+            .as_ref()
+            .map(|(listen, fd)| (listen.as_str(), fd))
+    }
 }
 
 impl Shared {
@@ -131,6 +144,9 @@ pub enum StartError {
     /// A listener could not start serving.
     #[error(transparent)]
     Serve(#[from] StartServeError),
+    /// A socket handed over by the previous process could not be used.
+    #[error("a socket handed over by the running instance is unusable: {0}")]
+    Inherited(#[source] std::io::Error),
     /// `[admin] token_file` could not be read.
     #[error("admin.token_file: cannot read {}: {source}", path.display())]
     TokenFile {
@@ -207,6 +223,9 @@ pub(crate) fn spawn_generation(snapshot: &Snapshot, registry: &Arc<Registry>) ->
 pub struct StartOptions {
     /// The file `SIGHUP` and `POST /api/v1/reload` read again (none: reload is refused).
     pub config_path: Option<PathBuf>,
+    /// Sockets handed over by the previous process (`run --upgrade`); listeners whose
+    /// address is not among them are bound.
+    pub inherited: Option<Inherited>,
 }
 
 /// A running balancer.
@@ -237,11 +256,25 @@ impl Server {
                 path: config.admin.token_file.clone().unwrap_or_default(),
                 source,
             })?;
-        let admin_socket = admin::server::bind(&config.admin.listen)?;
+        let mut inherited = options.inherited.unwrap_or_default();
+        let admin_word = super::upgrade::admin_word(&config);
+        let admin_socket = match inherited.take_admin(&admin_word) {
+            Some(fd) => admin::server::AdminSocket::from_fd(&config.admin.listen, fd)
+                .map_err(StartError::Inherited)?,
+            None => admin::server::bind(&config.admin.listen)?,
+        };
+        let admin_fd = admin_socket.duplicate_fd().map_err(StartError::Inherited)?;
         let mut bound = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            bound.push(Sockets::bind(listener, accept_loops)?);
+            let key = super::listeners::SocketKey::of(listener);
+            bound.push(match inherited.take(key) {
+                Some(fds) => Sockets::from_fds(key.family, fds).map_err(StartError::Inherited)?,
+                None => Sockets::bind(listener, accept_loops)?,
+            });
         }
+        // Sockets the new configuration does not use close here; the old process drains
+        // its own connections on them.
+        drop(inherited);
         let access_log = AccessLog::start(&config.access_log, &registry).map_err(|source| {
             StartError::AccessLog {
                 path: format!("{:?}", config.access_log.path),
@@ -277,6 +310,7 @@ impl Server {
                 history: History::default(),
                 stopping: false,
                 admin: admin_bound,
+                admin_fd: Some((admin_word, admin_fd)),
             }),
         });
         let (trigger, shutdown) = shutdown::channel();

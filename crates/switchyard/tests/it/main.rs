@@ -16,3 +16,4 @@ mod support;
 mod tcp;
 mod tls;
 mod udp;
+mod upgrade;

@@ -237,6 +237,7 @@ pub(crate) async fn balancer_from_file(file: &ConfigFile) -> Server {
         .unwrap_or_else(|errors| panic!("test config is invalid:\n{errors}"));
     let options = switchyard::runtime::StartOptions {
         config_path: Some(file.path().to_path_buf()),
+        inherited: None,
     };
     within(Server::start_with(model, options))
         .await
