@@ -12,6 +12,7 @@ mod jwt;
 mod l4;
 mod reload;
 mod resilience;
+mod shutdown;
 mod support;
 mod tcp;
 mod tls;
