@@ -128,6 +128,8 @@ families! {
         "Bytes relayed, rx (from the client) and tx (to the client).";
     CONFIG_RELOADS_TOTAL = "config_reloads_total", Counter, ["result"],
         "Configuration reloads, by result.";
+    DNS_RESOLUTIONS_TOTAL = "dns_resolutions_total", Counter, ["cluster", "result"],
+        "DNS discovery lookups, by result (extension; a failure keeps the last good set).";
     RATE_LIMIT_BACKEND_ERRORS_TOTAL = "rate_limit_backend_errors_total", Counter, [],
         "Failures to reach the shared rate-limit store (local buckets used instead).";
     XDP_PACKETS_TOTAL = "xdp_packets_total", Counter, ["vip", "endpoint", "action"],

@@ -731,9 +731,11 @@ pub struct Endpoint {
 pub struct Discovery {
     /// `host:port` to resolve.
     pub dns: String,
-    /// Default 30s.
+    /// Default 30s; a record's TTL shortens it.
     #[serde(with = "duration_str")]
     pub refresh: Duration,
+    /// The DNS server to ask (`ip:port`); default: the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
 }
 
 /// `sticky = { cookie, ttl }`.

@@ -20,7 +20,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listener[].request_body_timeout",
     "listener[].min_request_body_rate",
     "listener[].route[].max_duration",
-    "cluster[].discovery",
     "cluster[].drain_timeout",
     "xdp",
 ];

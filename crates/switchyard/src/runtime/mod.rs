@@ -2,6 +2,7 @@
 //! serves, its listener groups, reload, the shutdown sequence, and the process-wide clock and RNG.
 
 pub mod clock;
+pub mod discovery;
 pub mod limits;
 pub mod listeners;
 pub mod reload;

@@ -284,6 +284,58 @@ fn reload_locked(shared: &Arc<Shared>, control: &mut Control) -> Result<Changes,
         let list: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
         refuse(format!("{}: {} error(s)", path.display(), list.len()), list)
     })?;
+    // Resolved sets stay for clusters that still resolve the same name.
+    let old = shared.snapshot.load_full();
+    let dns_of = |config: &Config, name: &str| {
+        config
+            .clusters
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.discovery.as_ref())
+            .map(|d| d.dns.clone())
+    };
+    let mut resolved = control.resolved.clone();
+    resolved.retain(|name, _| {
+        let new = dns_of(&config, name);
+        new.is_some() && new == dns_of(&old.config, name)
+    });
+    let config = super::discovery::overlay(config, &resolved);
+    let changes = apply(shared, control, config)?;
+    control.resolved = resolved;
+    control.discovery = tokio::task::JoinSet::new();
+    let snapshot = shared.snapshot.load_full();
+    super::discovery::spawn(&snapshot.config, shared, &mut control.discovery);
+    Ok(changes)
+}
+
+/// A DNS answer changed `cluster`'s set: the snapshot is rebuilt with it (module docs of
+/// [`super::discovery`]); not a reload, so neither counted nor listed as one.
+pub fn apply_discovery(
+    shared: &Arc<Shared>,
+    cluster: &str,
+    addresses: Vec<std::net::SocketAddr>,
+) -> Result<Changes, ReloadFailure> {
+    let mut control = shared.lock_control();
+    if control.stopping {
+        return Err(refuse("shutting down", Vec::new()));
+    }
+    let mut resolved = control.resolved.clone();
+    resolved.insert(cluster.to_owned(), addresses);
+    let current = Config::clone(&shared.snapshot.load().config);
+    let config = super::discovery::overlay(current, &resolved);
+    let changes = apply(shared, &mut control, config)?;
+    control.resolved = resolved;
+    info!(cluster, endpoints = ?changes.endpoints, "DNS discovery applied");
+    Ok(changes)
+}
+
+/// Compiles `config` beside the snapshot in force and, if everything needed succeeded,
+/// swaps it in (module docs).
+fn apply(
+    shared: &Arc<Shared>,
+    control: &mut Control,
+    config: Config,
+) -> Result<Changes, ReloadFailure> {
     let old = shared.snapshot.load_full();
     let mut changes = Changes {
         not_applied: not_applied(&old.config, &config),

@@ -2,6 +2,7 @@
 //! start before anything serves), then spawn the accept loops and the admin API, and on
 //! shutdown run SPEC 3.1's sequence.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -92,6 +93,10 @@ pub struct Control {
     admin: BoundListener,
     /// A duplicate of the admin socket with its configured address, for `run --upgrade`.
     admin_fd: Option<(String, OwnedFd)>,
+    /// The last good DNS answer of each discovery cluster.
+    pub(crate) resolved: HashMap<String, Vec<SocketAddr>>,
+    /// One lookup task per discovery cluster (restarted by a file reload only).
+    pub(crate) discovery: JoinSet<()>,
 }
 
 impl Control {
@@ -121,6 +126,20 @@ impl Shared {
     /// Reloads the configuration file (SIGHUP, `POST /api/v1/reload`).
     pub fn reload(self: &Arc<Self>, trigger: ReloadTrigger) -> Result<Changes, ReloadFailure> {
         reload::reload(self, trigger)
+    }
+
+    /// The last good DNS answer of discovery cluster `cluster`.
+    pub fn resolved_set(&self, cluster: &str) -> Option<Vec<SocketAddr>> {
+        self.lock_control().resolved.get(cluster).cloned()
+    }
+
+    /// Applies a changed DNS answer (see [`super::discovery`]).
+    pub fn apply_discovery(
+        self: &Arc<Self>,
+        cluster: &str,
+        addresses: Vec<SocketAddr>,
+    ) -> Result<Changes, ReloadFailure> {
+        reload::apply_discovery(self, cluster, addresses)
     }
 
     /// Recent reloads, newest first (`GET /api/v1/reloads`).
@@ -247,6 +266,8 @@ impl Server {
     /// [`Server::start`] with options.
     pub async fn start_with(config: Config, options: StartOptions) -> Result<Server, StartError> {
         let registry = Arc::new(Registry::new());
+        let resolved = super::discovery::first_lookups(&config).await;
+        let config = super::discovery::overlay(config, &resolved);
         let snapshot = Snapshot::build(config, &registry, None)?;
         let config = Arc::clone(&snapshot.config);
 
@@ -311,6 +332,8 @@ impl Server {
                 stopping: false,
                 admin: admin_bound,
                 admin_fd: Some((admin_word, admin_fd)),
+                resolved,
+                discovery: JoinSet::new(),
             }),
         });
         let (trigger, shutdown) = shutdown::channel();
@@ -328,7 +351,13 @@ impl Server {
             first_round,
             longest,
         } = generation;
-        shared.lock_control().generation = generation;
+        {
+            let mut control = shared.lock_control();
+            control.generation = generation;
+            let mut discovery = JoinSet::new();
+            super::discovery::spawn(&config, &shared, &mut discovery);
+            control.discovery = discovery;
+        }
         // `/ready` waits for the first round of health checks, at most one check timeout.
         let _ = tokio::time::timeout(longest, first_round.wait()).await;
         shared.ready.store(true, Ordering::Release);
@@ -421,6 +450,8 @@ impl Server {
         for group in groups {
             group.stop().await;
         }
-        drop(std::mem::take(&mut self.shared.lock_control().generation));
+        let mut control = self.shared.lock_control();
+        drop(std::mem::take(&mut control.generation));
+        drop(std::mem::take(&mut control.discovery));
     }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod collapse;
 mod config;
 mod dashboard;
+mod discovery;
 mod http;
 mod jwt;
 mod l4;

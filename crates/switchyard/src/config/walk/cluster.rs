@@ -376,7 +376,22 @@ fn endpoint_addr(
 
 fn walk_discovery(w: &mut Walker<'_>, n: &Node<'_, '_>) -> Option<Discovery> {
     let d = w.table(n, "discovery")?;
-    w.keys(&d, &["dns", "refresh"]);
+    w.keys(&d, &["dns", "refresh", "resolver"]);
+    let resolver = match w.string(&d, "resolver") {
+        Some((s, span)) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                w.err_hint(
+                    &span,
+                    &d.sub("resolver"),
+                    format!("invalid resolver address {s:?}"),
+                    Some("write ip:port, for example \"10.0.0.2:53\"".into()),
+                );
+                None
+            }
+        },
+        None => None,
+    };
     let refresh = match w.duration(&d, "refresh") {
         Some(r) if r.is_zero() => {
             let span = d
@@ -406,6 +421,7 @@ fn walk_discovery(w: &mut Walker<'_>, n: &Node<'_, '_>) -> Option<Discovery> {
     Some(Discovery {
         dns: dns.to_string(),
         refresh,
+        resolver,
     })
 }
 
