@@ -210,18 +210,23 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
     None
 }
 
-#[test]
-fn run_announces_every_socket_and_exits_0_on_sigterm() {
-    let path = scratch("run.toml", VALID);
-    let mut child = Running(
+/// `switchyard run -c path` with stderr piped (for the `listening` events).
+fn run(path: &std::path::Path) -> Running {
+    Running(
         switchyard()
             .args(["run", "-c"])
-            .arg(&path)
+            .arg(path)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+#[test]
+fn run_announces_every_socket_and_exits_0_on_sigterm() {
+    let path = scratch("run.toml", VALID);
+    let mut child = run(&path);
     let events = listening_events(&mut child.0, 2);
     let names: Vec<_> = events
         .iter()
@@ -298,15 +303,7 @@ fn http_get(address: std::net::SocketAddr, path: &str) -> String {
 #[test]
 fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
     let path = scratch("reload.toml", VALID);
-    let mut child = Running(
-        switchyard()
-            .args(["run", "-c"])
-            .arg(&path)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = run(&path);
     let events = listening_events(&mut child.0, 2);
     let admin: std::net::SocketAddr = events[0]["address"].as_str().unwrap().parse().unwrap();
     let with_extra = format!(

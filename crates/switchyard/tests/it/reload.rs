@@ -34,6 +34,12 @@ endpoints = {endpoints}
     )
 }
 
+/// One GET on listener `web`.
+async fn get_web(server: &Server) -> reqwest::Response {
+    let url = format!("http://{}/", address(server, "web"));
+    within(keepalive_client().get(url).send()).await.unwrap()
+}
+
 async fn clusters_json(server: &Server) -> Value {
     let (status, body) = admin_get(server, "/api/v1/clusters").await;
     assert_eq!(status, 200);
@@ -229,13 +235,7 @@ async fn an_invalid_file_is_refused_with_every_error_and_changes_nothing() {
         .await,
         1.0
     );
-    let response = within(
-        keepalive_client()
-            .get(format!("http://{}/", address(&server, "web")))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response = get_web(&server).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-config"], "good");
     let (_, reloads) = admin_get(&server, "/api/v1/reloads").await;
@@ -359,13 +359,7 @@ async fn a_port_in_use_refuses_the_whole_reload() {
     let (status, body) = admin_reload(&server).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("web2"), "{body}");
-    let response = within(
-        keepalive_client()
-            .get(format!("http://{}/", address(&server, "web")))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response = get_web(&server).await;
     assert_eq!(response.headers()["x-config"], "a", "the old routes stay");
 }
 
