@@ -341,12 +341,16 @@ pub struct HttpListenerRuntime {
 }
 
 impl HttpListenerRuntime {
-    /// Compiles `config` against the snapshot's `upstreams`.
+    /// Compiles `config` against the snapshot's `upstreams`. `previous` is the same-named
+    /// listener of the snapshot a reload replaces: with unchanged `[listener.tls]`, its TLS
+    /// side (certificates, session cache, ticket keys) is kept, so clients resume their
+    /// sessions across the reload (a reload still re-reads the certificate files).
     pub fn build(
         config: &model::Listener,
         upstreams: &[Arc<UpstreamCluster>],
         global_limit: Option<&Arc<GlobalLimiter>>,
         registry: &Arc<Registry>,
+        previous: Option<&HttpListenerRuntime>,
     ) -> Result<HttpListenerRuntime, HttpListenerError> {
         let listener = config.name.as_str();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -379,7 +383,11 @@ impl HttpListenerRuntime {
             listener: listener.to_owned(),
             source,
         })?;
+        let kept_tls = previous
+            .filter(|p| p.config.tls == config.tls && p.config.protocol == config.protocol)
+            .and_then(|p| p.tls.clone());
         let tls = match &config.tls {
+            _ if kept_tls.is_some() => kept_tls,
             Some(tls) if config.protocol == model::Protocol::Https => Some(Arc::new(
                 TlsListener::build(listener, tls, registry).map_err(|source| {
                     HttpListenerError::Tls {

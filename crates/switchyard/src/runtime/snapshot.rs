@@ -101,8 +101,15 @@ impl Snapshot {
             .iter()
             .filter(|l| l.protocol.is_http())
             .map(|l| {
-                HttpListenerRuntime::build(l, &upstreams, global_limit.as_ref(), registry)
-                    .map(Arc::new)
+                let old = previous.and_then(|p| p.http_listener(&l.name));
+                HttpListenerRuntime::build(
+                    l,
+                    &upstreams,
+                    global_limit.as_ref(),
+                    registry,
+                    old.map(|o| &**o),
+                )
+                .map(Arc::new)
             })
             .collect::<Result<Vec<_>, _>>()?;
         for result in ["success", "failure"] {

@@ -1373,3 +1373,34 @@ async fn tls_sighup_rereads_certificates_the_file_watch_could_not_see() {
     }
     assert_eq!(served.as_ref(), Some(&new.der), "re-read on SIGHUP");
 }
+
+#[tokio::test]
+async fn sessions_resume_across_a_reload_that_keeps_the_tls_settings() {
+    let dir = scratch("resume-reload");
+    let ca = Ca::new("reload ca");
+    let leaf = ca.server(&["rr.test"], "rr");
+    let backends = http_backends(1).await;
+    let tls = format!("certificates = [{}]", leaf.write(&dir, "rr"));
+    let toml = https_config(
+        &tls,
+        &one_endpoint(backends[0].local_addr()),
+        "enabled = false",
+    );
+    let file = ConfigFile::new("tls-resume-reload", &toml);
+    let server = balancer_from_file(&file).await;
+    let web = address(&server, "web");
+    let roots = [ca.pem()];
+    let config = client_config(&ClientSpec {
+        roots: Some(&roots),
+        ..ClientSpec::default()
+    });
+    assert!(!get_ok(web, &config, "rr.test", "/").await.resumed);
+    // A reload that changes something else (the cluster's timeout) keeps the session keys.
+    file.write(&toml.replace("[[cluster]]", "[[cluster]]\nconnect_timeout = \"2s\""));
+    let (status, body) = admin_reload(&server).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        get_ok(web, &config, "rr.test", "/").await.resumed,
+        "the session survives the reload"
+    );
+}
