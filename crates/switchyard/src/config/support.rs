@@ -17,8 +17,6 @@ use super::raw::Positions;
 
 /// Keys rejected as "not implemented yet" (indexes elided). Shrink this as features land.
 pub const NOT_IMPLEMENTED: &[&str] = &[
-    "listener[].request_body_timeout",
-    "listener[].min_request_body_rate",
     "listener[].route[].max_duration",
     "cluster[].drain_timeout",
     "xdp",

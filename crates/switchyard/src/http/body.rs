@@ -8,6 +8,13 @@
 //! pool only after its body was read to the end, and the access-log line and metrics are
 //! written exactly once. hyper's own buffers and HTTP/2 flow control bound what one stream
 //! can hold, so backpressure reaches the far side unchanged.
+//!
+//! A slow request body (SPEC 3.1 `request_body_timeout`, `min_request_body_rate`) is cut
+//! off and answered 408. Only time spent *waiting for the client* counts: while the upstream
+//! does not ask for more (backpressure), the client is not to blame. The client may wait
+//! at most `request_body_timeout` between two pieces, and over all its waiting it must
+//! keep up `min_request_body_rate` after a grace of `request_body_timeout`
+//! ([`BodyPace::allowance`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -15,10 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 /// What a body stream can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -28,7 +38,48 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct BodyProgress {
     bytes: AtomicU64,
     over_limit: AtomicBool,
+    too_slow: AtomicBool,
 }
+
+/// How fast a client must send its request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPace {
+    /// `request_body_timeout`: the longest wait for one piece, and the grace before the
+    /// rate counts.
+    pub timeout: Duration,
+    /// `min_request_body_rate` in bytes per second; 0 = no rate, only the timeout.
+    pub min_rate: u64,
+}
+
+impl BodyPace {
+    /// How much longer the client may keep us waiting, having sent `bytes` so far while we
+    /// already waited `waited` in all: at most `timeout`, and no longer than keeps the
+    /// average over `timeout + waiting` at `min_rate`. Pure.
+    pub fn allowance(&self, bytes: u64, waited: Duration) -> Duration {
+        if self.min_rate == 0 {
+            return self.timeout;
+        }
+        let earned = Duration::from_secs_f64(bytes as f64 / self.min_rate as f64);
+        self.timeout
+            .min((self.timeout + earned).saturating_sub(waited))
+    }
+}
+
+/// The pacing state of one client body.
+#[derive(Debug)]
+struct Pacing {
+    pace: BodyPace,
+    /// Time spent waiting for the client before the current wait.
+    waited: Duration,
+    /// When the current wait began (`None`: not waiting).
+    since: Option<Instant>,
+    timer: Pin<Box<Sleep>>,
+}
+
+/// The request body was slower than `min_request_body_rate` / `request_body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("request body slower than min_request_body_rate / request_body_timeout")]
+pub struct BodyTooSlow;
 
 impl BodyProgress {
     /// Body bytes seen so far.
@@ -39,6 +90,11 @@ impl BodyProgress {
     /// Whether the body passed `max_request_body` while streaming.
     pub fn over_limit(&self) -> bool {
         self.over_limit.load(Ordering::Relaxed)
+    }
+
+    /// Whether the body was cut off for being too slow.
+    pub fn too_slow(&self) -> bool {
+        self.too_slow.load(Ordering::Relaxed)
     }
 }
 
@@ -55,6 +111,7 @@ pub struct RequestBody {
     limit: Option<u64>,
     progress: Arc<BodyProgress>,
     recorder: Option<Arc<Mutex<Replay>>>,
+    pacing: Option<Pacing>,
 }
 
 #[derive(Debug)]
@@ -68,13 +125,47 @@ enum RequestSource {
 }
 
 impl RequestBody {
-    /// Wraps `inner`, cutting it off past `limit` bytes.
-    pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
+    /// Wraps `inner`, cutting it off past `limit` bytes or when slower than `pace`.
+    pub fn new(inner: Incoming, limit: Option<u64>, pace: Option<BodyPace>) -> RequestBody {
+        let pacing = pace
+            .filter(|p| !p.timeout.is_zero() && !inner.is_end_stream())
+            .map(|pace| Pacing {
+                pace,
+                waited: Duration::ZERO,
+                since: None,
+                timer: Box::pin(tokio::time::sleep(pace.timeout)),
+            });
         RequestBody {
             source: RequestSource::Client(inner),
             limit,
             progress: Arc::default(),
             recorder: None,
+            pacing,
+        }
+    }
+
+    /// The client has nothing for us now: start (or go on) waiting; `true` once the wait
+    /// is longer than the pace allows.
+    fn waited_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        let bytes = self.progress.bytes();
+        let Some(p) = &mut self.pacing else {
+            return false;
+        };
+        if p.since.is_none() {
+            let now = Instant::now();
+            p.since = Some(now);
+            let allowance = p.pace.allowance(bytes, p.waited);
+            p.timer.as_mut().reset(now + allowance);
+        }
+        p.timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// A piece arrived: the current wait ends.
+    fn stop_waiting(&mut self) {
+        if let Some(p) = &mut self.pacing {
+            if let Some(since) = p.since.take() {
+                p.waited += since.elapsed();
+            }
         }
     }
 
@@ -177,6 +268,7 @@ impl Replay {
             limit: None,
             progress: Arc::clone(progress),
             recorder: None,
+            pacing: None,
         })
     }
 }
@@ -204,7 +296,11 @@ impl Body for RequestBody {
             }
             RequestSource::Client(inner) => inner,
         };
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if polled.is_ready() {
+            this.stop_waiting();
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let total = this
@@ -231,10 +327,20 @@ impl Body for RequestBody {
             }
             Poll::Ready(None) => {
                 this.source = RequestSource::Done;
+                this.pacing = None;
                 this.end_recording(true);
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                if this.waited_too_long(cx) {
+                    this.progress.too_slow.store(true, Ordering::Relaxed);
+                    this.source = RequestSource::Done;
+                    this.pacing = None;
+                    this.end_recording(false);
+                    return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                }
+                Poll::Pending
+            }
         }
     }
 
@@ -429,6 +535,36 @@ impl Body for ResponseBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
+
+    #[test]
+    fn the_pace_allows_the_timeout_per_wait_and_the_rate_over_all_waiting() {
+        let pace = BodyPace {
+            timeout: Duration::from_secs(20),
+            min_rate: 500,
+        };
+        // Nothing sent yet: the grace.
+        assert_eq!(pace.allowance(0, Duration::ZERO), Duration::from_secs(20));
+        // 10 s waited for 1000 bytes (2 s earned): 12 s left of the 22 s budget.
+        assert_eq!(
+            pace.allowance(1000, Duration::from_secs(10)),
+            Duration::from_secs(12)
+        );
+        // Far behind the rate: no wait left.
+        assert_eq!(pace.allowance(500, Duration::from_secs(60)), Duration::ZERO);
+        // Far ahead: still at most the timeout for one wait.
+        assert_eq!(
+            pace.allowance(1 << 30, Duration::from_secs(5)),
+            Duration::from_secs(20)
+        );
+        let no_rate = BodyPace {
+            min_rate: 0,
+            ..pace
+        };
+        assert_eq!(
+            no_rate.allowance(0, Duration::from_secs(600)),
+            Duration::from_secs(20)
+        );
+    }
 
     struct Record(Arc<Mutex<Vec<(bool, u64)>>>);
 

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::attempt::{self, Replayable};
-use super::body::{BodyEnd, BodyProgress, Completion, RequestBody, ResponseBody};
+use super::body::{BodyEnd, BodyPace, BodyProgress, Completion, RequestBody, ResponseBody};
 use super::error::{ProxyError, ShedReason};
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::jwt;
@@ -203,6 +203,10 @@ impl Completion for Record {
         self.counters().count(self.status, proxy);
         let listener = &self.downstream.listener;
         let bytes_in = self.request_body.as_ref().map_or(0, |p| p.bytes());
+        // Counted here, once, whether the cut came before the response (408) or during it.
+        if self.request_body.as_ref().is_some_and(|p| p.too_slow()) {
+            listener.rejected.count("slow_body");
+        }
         listener.bytes.rx.add(bytes_in);
         listener.bytes.tx.add(end.bytes);
         if let Some(route) = &self.route {
@@ -389,7 +393,11 @@ async fn proxy(
     let protocol = cluster_config.protocol;
     let target = upstream_target(&request, &route, host.as_deref(), protocol)?;
 
-    let body = RequestBody::new(body, listener.config.max_request_body);
+    let pace = BodyPace {
+        timeout: listener.config.request_body_timeout,
+        min_rate: listener.config.min_request_body_rate,
+    };
+    let body = RequestBody::new(body, listener.config.max_request_body, Some(pace));
     record.request_body = Some(body.progress());
     let (parts, ()) = request.into_parts();
     let request = Request::from_parts(parts, body);
@@ -679,10 +687,16 @@ fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {
         UpstreamError::Tls(TlsFailure::Certificate) => ProxyError::TlsCertificateError,
         UpstreamError::Tls(TlsFailure::Protocol) => ProxyError::TlsProtocolError,
         UpstreamError::RequestBody => {
-            if record.request_body.as_ref().is_some_and(|p| p.over_limit()) {
+            let progress = record.request_body.as_ref();
+            if progress.is_some_and(|p| p.over_limit()) {
                 ProxyError::Request {
                     status: StatusCode::PAYLOAD_TOO_LARGE,
                     details: "max_request_body",
+                }
+            } else if progress.is_some_and(|p| p.too_slow()) {
+                ProxyError::Request {
+                    status: StatusCode::REQUEST_TIMEOUT,
+                    details: "min_request_body_rate",
                 }
             } else {
                 ProxyError::bad_request("request body incomplete")

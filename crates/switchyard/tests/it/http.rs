@@ -832,3 +832,71 @@ async fn past_max_requests_the_cluster_sheds_with_a_fast_503() {
     let series = r#"switchyard_shed_total{cluster="app",reason="requests"}"#;
     assert_eq!(metric_of(&server, series).await, 1.0);
 }
+
+/// A balancer whose `web` listener paces request bodies with `pace` (TOML lines).
+async fn paced_balancer(
+    pace: &str,
+) -> (
+    switchyard::runtime::Server,
+    Vec<switchyard::backend::BackendHandle>,
+) {
+    let backends = http_backends(1).await;
+    let toml = format!(
+        "{WEB}\ncluster = \"app\"\n{pace}\n[[cluster]]\nname = \"app\"\nendpoints = [\"{}\"]\n",
+        backends[0].local_addr()
+    );
+    (balancer(&toml).await, backends)
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_is_cut_off_with_408_and_counted() {
+    let (server, _backends) = paced_balancer("request_body_timeout = \"300ms\"").await;
+    let mut stream = within(tokio::net::TcpStream::connect(address(&server, "web")))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    within(stream.write_all(
+        b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 10000\r\n\r\nfirst hundred bytes",
+    ))
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    within(stream.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 408"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert!(
+        answer.contains("details=\"min_request_body_rate\""),
+        "{answer}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let rejected = r#"switchyard_connections_rejected_total{listener="web",reason="slow_body"}"#;
+    assert_eq!(metric_of(&server, rejected).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_slow_body_that_keeps_the_pace_goes_through() {
+    let (server, _backends) =
+        paced_balancer("request_body_timeout = \"300ms\"\nmin_request_body_rate = \"5B\"").await;
+    let mut stream = within(tokio::net::TcpStream::connect(address(&server, "web")))
+        .await
+        .unwrap();
+    within(stream.write_all(
+        b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 8\r\nconnection: close\r\n\r\n",
+    ))
+    .await
+    .unwrap();
+    // One byte every 150 ms: under the 300 ms gap, above 5 bytes per second.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        within(stream.write_all(b"x")).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    within(stream.read_to_end(&mut answer)).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
