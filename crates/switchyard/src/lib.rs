@@ -12,5 +12,6 @@ pub mod grpc_wire;
 pub mod health;
 pub mod http;
 pub mod listener;
+pub mod loadgen;
 pub mod runtime;
 pub mod tls;

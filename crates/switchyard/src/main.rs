@@ -51,6 +51,9 @@ enum Command {
     Check(CheckArgs),
     /// Fault-injecting test upstream (HTTP/1.1, h2c, gRPC health, WebSocket, TCP/UDP echo).
     Backend(switchyard::backend::BackendArgs),
+    /// Load generator: open loop at a fixed rate (coordinated-omission corrected) or closed
+    /// loop; HTTP/1.1, h2c, h2 over TLS; client timeouts, retries and a request mix.
+    Bench(switchyard::loadgen::cli::BenchArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +98,26 @@ fn main() -> ExitCode {
             rt.block_on(switchyard::backend::run(args))
                 .context("backend")
         })),
+        Command::Bench(args) => bench(args),
+    }
+}
+
+fn bench(args: switchyard::loadgen::cli::BenchArgs) -> ExitCode {
+    use switchyard::loadgen::cli::BenchFailure;
+    let runtime = match build_runtime(0) {
+        Ok(rt) => rt,
+        Err(error) => return runtime_exit(Err(error)),
+    };
+    match runtime.block_on(switchyard::loadgen::cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BenchFailure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+        Err(BenchFailure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
     }
 }
 
