@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod drill;
 pub mod grpc_wire;
 pub mod health;
 pub mod http;

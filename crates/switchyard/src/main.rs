@@ -54,6 +54,9 @@ enum Command {
     /// Load generator: open loop at a fixed rate (coordinated-omission corrected) or closed
     /// loop; HTTP/1.1, h2c, h2 over TLS; client timeouts, retries and a request mix.
     Bench(switchyard::loadgen::cli::BenchArgs),
+    /// Chaos drill: real backends, the balancer with your configuration, open-loop load and
+    /// a fault timeline; a pass/fail verdict, an HTML report and JSON (exit 0 pass, 1 fail).
+    Drill(switchyard::drill::DrillArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +102,13 @@ fn main() -> ExitCode {
                 .context("backend")
         })),
         Command::Bench(args) => bench(args),
+        Command::Drill(args) => match build_runtime(0) {
+            Ok(rt) => ExitCode::from(rt.block_on(switchyard::drill::run_cli(args))),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 

@@ -249,6 +249,9 @@ pub(crate) struct Pool {
     /// HTTP/2: a fixed set of shared connections.
     shared: Vec<tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>>,
     next: AtomicUsize,
+    /// HTTP/1.1: reuse connections (else one connection per attempt, like clients that
+    /// churn connections).
+    keepalive: bool,
 }
 
 /// A request to send: method, path and body.
@@ -267,6 +270,7 @@ impl Pool {
         trust: &Trust,
         connections: usize,
         source: Option<std::net::IpAddr>,
+        keepalive: bool,
     ) -> Result<Self, String> {
         let connections = connections.max(1);
         let shared = match protocol {
@@ -281,12 +285,17 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             shared,
             next: AtomicUsize::new(0),
+            keepalive,
         })
     }
 
     fn request(&self, prepared: &Prepared) -> Result<Request<Full<Bytes>>, ErrorKind> {
         let target = &self.connector.target;
         let builder = match self.connector.protocol {
+            Protocol::Http1 if !self.keepalive => Request::builder()
+                .uri(prepared.path.as_str())
+                .header(http::header::HOST, target.authority.as_str())
+                .header(http::header::CONNECTION, "close"),
             Protocol::Http1 => Request::builder()
                 .uri(prepared.path.as_str())
                 .header(http::header::HOST, target.authority.as_str()),
@@ -363,7 +372,7 @@ impl Pool {
                 Err(_) => return Err(ErrorKind::Reset),
             };
             let answer = read(response).await?;
-            let keep = !sender.is_closed();
+            let keep = self.keepalive && !sender.is_closed();
             if keep {
                 self.idle
                     .lock()

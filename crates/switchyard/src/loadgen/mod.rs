@@ -148,6 +148,9 @@ pub struct LoadSpec {
     pub seed: u64,
     /// Local address to connect from (loopback aliases such as 127.0.0.2 separate crowds).
     pub source: Option<std::net::IpAddr>,
+    /// HTTP/1.1: keep connections open between requests (default); `false` opens one per
+    /// attempt, like clients that churn connections.
+    pub keepalive: bool,
 }
 
 impl LoadSpec {
@@ -172,6 +175,7 @@ impl LoadSpec {
             max_in_flight: 10_000,
             seed: 1,
             source: None,
+            keepalive: true,
         }
     }
 
@@ -273,6 +277,7 @@ pub fn start(spec: LoadSpec) -> Result<Running, LoadError> {
         &spec.trust,
         spec.connections,
         spec.source,
+        spec.keepalive,
     )
     .map_err(LoadError::Spec)?;
     let shared = Arc::new(Shared {

@@ -5,6 +5,7 @@ mod backend;
 mod cli;
 mod collapse;
 mod config;
+mod drill;
 mod http;
 mod jwt;
 mod l4;

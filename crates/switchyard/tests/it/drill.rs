@@ -1,0 +1,373 @@
+//! `switchyard drill` and `switchyard bench` (issue 10): every shipped scenario in `drills/`
+//! passes with the recommended configuration; the gray-failure and retry-storm scenarios
+//! fail their thresholds with the naive comparison (so the drill detects real damage); the
+//! HTML report renders in headless Chromium with its charts; the load generator sends
+//! exactly rate x duration and measures latency from the intended send time.
+
+#![allow(clippy::unwrap_used)]
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use switchyard::backend::{BackendArgs, Latency};
+use switchyard::drill::{self, DrillReport, RunResult, scenario};
+use switchyard::loadgen::{self, LoadSpec, Mode, Protocol, Target};
+
+use crate::support::*;
+
+fn drills() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../drills")
+}
+
+/// Runs a shipped scenario; with `compare` its naive comparison too.
+async fn shipped(name: &str, compare: bool) -> DrillReport {
+    let mut s = scenario::load(&drills().join(format!("{name}.toml"))).unwrap();
+    if !compare {
+        s.balancer.compare = None;
+    }
+    let report = drill::drill(&s, None, &|_| {}).await.unwrap();
+    eprintln!("{}", drill::report::text(&report));
+    report
+}
+
+fn verdict(run: &RunResult, name: &str) -> bool {
+    run.verdicts
+        .iter()
+        .find(|v| v.name == name)
+        .unwrap_or_else(|| panic!("no verdict {name}"))
+        .pass
+}
+
+fn failed(run: &RunResult) -> Vec<&'static str> {
+    run.verdicts
+        .iter()
+        .filter(|v| !v.pass)
+        .map(|v| v.name)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_gray_failure_is_absorbed_by_defaults_and_detected_with_the_naive_config() {
+    let report = shipped("gray-failure", true).await;
+    let [defaults, naive] = &report.runs[..] else {
+        panic!("two runs")
+    };
+    assert!(defaults.passed, "defaults failed {:?}", failed(defaults));
+    assert!(!naive.passed);
+    assert!(
+        !verdict(naive, "p99"),
+        "the slow backend's answers reach the tail"
+    );
+    assert!(!verdict(naive, "bad_share"), "round robin keeps feeding it");
+    assert!(naive.amplification > defaults.amplification);
+    assert!(report.passed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_retry_storm_is_absorbed_by_defaults_and_detected_with_the_naive_config() {
+    let report = shipped("retry-storm", true).await;
+    let [defaults, naive] = &report.runs[..] else {
+        panic!("two runs")
+    };
+    assert!(defaults.passed, "defaults failed {:?}", failed(defaults));
+    assert!(
+        !verdict(naive, "amplification"),
+        "unbudgeted retries multiply the work"
+    );
+    assert!(
+        !verdict(naive, "bad_share"),
+        "no outlier detection keeps it in rotation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_crash_and_restart_passes_with_defaults() {
+    let report = shipped("crash-restart", false).await;
+    let run = &report.runs[0];
+    assert!(run.passed, "{:?}", failed(run));
+    // The killed backend is shown down, then back.
+    let b2: Vec<&str> = run
+        .endpoints
+        .seconds
+        .iter()
+        .map(|s| s.states[1].as_str())
+        .collect();
+    assert!(b2.contains(&"down") && b2.last() != Some(&"down"), "{b2:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_rolling_deploy_loses_nothing() {
+    let report = shipped("deploy", false).await;
+    let run = &report.runs[0];
+    assert!(run.passed, "{:?}", failed(run));
+    assert_eq!(run.windows.iter().filter(|w| w.planned).count(), 4);
+    let drained = run
+        .endpoints
+        .seconds
+        .iter()
+        .flat_map(|s| &s.states)
+        .filter(|s| *s == "draining")
+        .count();
+    assert!(drained >= 4, "every backend is seen draining");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_h2_connection_imbalance_passes_with_defaults() {
+    let report = shipped("h2-imbalance", false).await;
+    let run = &report.runs[0];
+    assert!(run.passed, "{:?}", failed(run));
+    assert_eq!(run.load.summary.requests, 3200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_slowloris_crowd_leaves_normal_clients_alone() {
+    let report = shipped("slowloris", false).await;
+    let run = &report.runs[0];
+    assert!(run.passed, "{:?}", failed(run));
+    let (opened, _) = run.slow_clients.unwrap();
+    assert!(opened >= 300, "the crowd connected: {opened}");
+}
+
+/// A two-second drill with one fault, written for the browser check.
+const SMALL: &str = r#"
+name = "small"
+description = "two backends, one slow for a second"
+duration = "3s"
+[balancer]
+inline = """
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http"
+cluster = "fleet"
+[[cluster]]
+name = "fleet"
+endpoints = ["127.0.0.1:1"]
+"""
+[backends]
+count = 2
+service_time = "1ms"
+[load]
+rate = 100
+timeout = "1s"
+[[fault]]
+kind = "slow"
+at = "1s"
+duration = "1s"
+backend = 2
+latency = "50ms"
+[thresholds]
+success_rate = 0.9
+"#;
+
+/// Kills its Chromium (by PID) when dropped.
+struct Browser(Child);
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs headless Chromium with `args` on `page`, bounded; returns its stdout.
+fn chromium(profile: &Path, args: &[&str], page: &Path) -> String {
+    let spawned = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn();
+    let child = match spawned {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "chromium is not installed ({e}): apt-get install chromium (.ci/run installs it) — the drill report's browser check needs it"
+        ),
+    };
+    let mut browser = Browser(child);
+    let mut out = browser.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while browser.0.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chromium did not finish in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(browser);
+    reader.join().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_report_renders_in_headless_chromium_with_its_charts() {
+    let dir = std::env::temp_dir().join(format!("switchyard-drill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = scenario::parse(SMALL, &dir.join("small.toml")).unwrap();
+    let report = drill::drill(&s, None, &|_| {}).await.unwrap();
+    assert!(report.passed());
+    let (html, json) = drill::write_reports(&report, &dir).unwrap();
+    let raw: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    assert_eq!(
+        raw["runs"][0]["load"]["series"].as_array().unwrap().len(),
+        3
+    );
+
+    let shot = dir.join("shot.png");
+    let screenshot = format!("--screenshot={}", shot.display());
+    let (dir2, html2) = (dir.clone(), html.clone());
+    let dom = tokio::task::spawn_blocking(move || {
+        chromium(
+            &dir2.join("profile-a"),
+            &[&screenshot, "--window-size=1200,1600", "--hide-scrollbars"],
+            &html2,
+        );
+        chromium(&dir2.join("profile-b"), &["--dump-dom"], &html2)
+    })
+    .await
+    .unwrap();
+    for chart in ["success", "latency", "attempts", "share", "state"] {
+        assert!(
+            dom.contains(&format!(r#"data-chart="{chart}""#)),
+            "chart {chart} missing from the DOM"
+        );
+    }
+    assert!(dom.contains(r#"class="series""#) && dom.contains(r#"data-fault="slow b2""#));
+    assert!(dom.contains("<polyline"));
+
+    // The screenshot is a real picture: many distinct colours, not one blank page.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!((info.width, info.height), (1200, 1600));
+    let channels = info.color_type.samples();
+    let pixels = &buf[..info.buffer_size()];
+    let mut colours = std::collections::BTreeSet::new();
+    let mut non_white = 0usize;
+    for px in pixels.chunks(channels) {
+        let rgb = (px[0], px[1], px.get(2).copied().unwrap_or(px[0]));
+        colours.insert(rgb);
+        non_white += usize::from(rgb != (255, 255, 255) && rgb != (249, 250, 251));
+    }
+    assert!(colours.len() > 20, "{} colours: blank page?", colours.len());
+    assert!(
+        non_white > pixels.len() / channels / 50,
+        "{non_white} painted pixels"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn drill_cli_exits_3_on_an_invalid_scenario_and_names_the_field() {
+    let dir = std::env::temp_dir().join(format!("switchyard-drill-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        SMALL.replace("latency = \"50ms\"", "latency = \"50 ms\""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["drill", path.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fault[0].latency"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn target(addr: std::net::SocketAddr) -> Target {
+    Target {
+        tls: false,
+        authority: addr.to_string(),
+        host: "127.0.0.1".into(),
+        addr,
+        path: "/".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_bench_open_loop_sends_exactly_rate_times_duration_over_h1_and_h2c() {
+    let b = backend(BackendArgs::for_test("b1")).await;
+    for protocol in [Protocol::Http1, Protocol::H2] {
+        let mut spec = LoadSpec::new(target(b.local_addr()));
+        spec.protocol = protocol;
+        spec.mode = Mode::Open { rate: 200.0 };
+        spec.duration = Duration::from_secs(1);
+        spec.connections = 4;
+        let report = within(loadgen::start(spec).unwrap().finish())
+            .await
+            .unwrap();
+        let s = &report.summary;
+        assert_eq!(
+            (s.requests, s.successes, s.attempts),
+            (200, 200, 200),
+            "{protocol:?}"
+        );
+        assert_eq!(s.backends.get("b1"), Some(&200));
+        assert_eq!(report.series.len(), 1);
+        assert_eq!(report.series[0].requests, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_bench_latency_counts_from_the_intended_send_time() {
+    // One connection to a backend that takes 100 ms, asked for a request every 50 ms:
+    // request i waits for the i before it, so it is answered about 100 + 50 i ms after it
+    // was due. A generator that timed from the actual send would report 100 ms throughout.
+    let mut args = BackendArgs::for_test("slow");
+    args.latency = Some(Latency::parse("100ms").unwrap());
+    let b = backend(args).await;
+    let mut spec = LoadSpec::new(target(b.local_addr()));
+    spec.mode = Mode::Open { rate: 20.0 };
+    spec.duration = Duration::from_secs(1);
+    spec.connections = 1;
+    let report = tokio::time::timeout(
+        Duration::from_secs(15),
+        loadgen::start(spec).unwrap().finish(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let l = &report.summary.latency_ms;
+    assert_eq!(report.summary.requests, 20);
+    assert!(l.max >= 1000.0, "{l:?}");
+    assert!(l.p50 >= 500.0, "{l:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_bench_retries_count_attempts_and_errors_by_kind() {
+    let mut args = BackendArgs::for_test("bad");
+    args.error_rate = 1.0;
+    let b = backend(args).await;
+    let mut spec = LoadSpec::new(target(b.local_addr()));
+    spec.mode = Mode::Open { rate: 50.0 };
+    spec.duration = Duration::from_secs(1);
+    spec.retries = 2;
+    let report = within(loadgen::start(spec).unwrap().finish())
+        .await
+        .unwrap();
+    let s = &report.summary;
+    assert_eq!((s.requests, s.successes, s.attempts), (50, 0, 150));
+    assert_eq!(s.errors.get("status_503"), Some(&50));
+    assert_eq!(b.control().requests(), 150);
+}
