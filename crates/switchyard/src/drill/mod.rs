@@ -49,6 +49,7 @@ pub async fn drill(
 #[command(after_help = "\
 Examples:
   switchyard drill drills/gray-failure.toml
+  switchyard drill drills/gray-failure.toml --config /etc/switchyard/switchyard.toml --no-compare
   switchyard drill drills/retry-storm.toml --compare my-switchyard.toml --out /tmp/drill
   switchyard drill drills/deploy.toml --no-compare
 
@@ -58,6 +59,9 @@ verdict of the scenario's own configuration; the comparison is shown beside it."
 pub struct DrillArgs {
     /// The scenario file (docs/drills.md).
     pub scenario: PathBuf,
+    /// Judge this balancer configuration instead of the scenario's own `config`.
+    #[arg(long, value_name = "CONFIG.toml")]
+    pub config: Option<PathBuf>,
     /// Run the same scenario against this balancer configuration too, side by side.
     #[arg(long, value_name = "CONFIG.toml")]
     pub compare: Option<PathBuf>,
@@ -83,6 +87,9 @@ pub async fn run_cli(args: DrillArgs) -> u8 {
     };
     if args.no_compare {
         scenario.balancer.compare = None;
+    }
+    if let Some(config) = args.config {
+        scenario.balancer.config = ConfigSource::File(config);
     }
     let compare = args.compare.map(ConfigSource::File);
     let terminal = std::io::stderr().is_terminal();
