@@ -89,7 +89,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.log_level.as_deref());
+    // A drill's terminal is its progress line and summary: the in-process balancer's
+    // routine logs (health flips, panic mode during the first checks) stay out of it unless
+    // asked for.
+    let level = match (&cli.command, cli.log_level.as_deref()) {
+        (Command::Drill(_), None) if std::env::var_os("RUST_LOG").is_none() => Some("error"),
+        (_, level) => level,
+    };
+    init_logging(level);
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Run(args) => run(&args),
