@@ -179,6 +179,28 @@ impl OutlierDetector {
         }
     }
 
+    /// Takes over what `previous` knew (a reload): endpoint `i` of this detector continues
+    /// `previous`'s endpoint `mapping[i]` (its ejection, backoff count and consecutive
+    /// failures), so an ejected endpoint stays ejected and a flapping one keeps its doubled
+    /// ejection time. The error-rate window carries over only when its length is unchanged.
+    pub fn carry_from(&mut self, previous: &OutlierDetector, mapping: &[Option<usize>]) {
+        let same_window = previous.config.window == self.config.window;
+        for (slot, from) in self.endpoints.iter_mut().zip(mapping) {
+            let Some(old) = from.and_then(|j| previous.endpoints.get(j)) else {
+                continue;
+            };
+            let window = if same_window {
+                old.window.clone()
+            } else {
+                slot.window.clone()
+            };
+            *slot = EndpointOutlier {
+                window,
+                ..old.clone()
+            };
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &OutlierConfig {
         &self.config
@@ -399,6 +421,31 @@ mod tests {
         assert_eq!(d.expire(29 * S), Vec::<usize>::new());
         assert_eq!(d.expire(30 * S), vec![0]);
         assert!(!d.is_ejected(0, 30 * S));
+    }
+
+    #[test]
+    fn carry_from_keeps_ejections_and_backoff_by_mapping() {
+        let config = OutlierConfig {
+            max_ejection_percent: 100,
+            ..OutlierConfig::default()
+        };
+        let mut old = OutlierDetector::new(config, 3);
+        fail(&mut old, 1, 5, Outcome::ServerError, 0).expect("ejected");
+        fail(&mut old, 2, 4, Outcome::GatewayFailure, 0);
+        // New order: [new endpoint, old #2, old #1].
+        let mut new = OutlierDetector::new(config, 3);
+        new.carry_from(&old, &[None, Some(2), Some(1)]);
+        assert!(!new.is_ejected(0, S));
+        assert!(!new.is_ejected(1, S));
+        assert_eq!(new.ejected_until(2, S), Some(30 * S));
+        assert_eq!(new.ejections(2), 1);
+        // Old #2's four gateway failures carried: one more ejects it.
+        let e = new.record(1, Outcome::GatewayFailure, S).expect("ejected");
+        assert_eq!(e.reason, EjectionReason::GatewayFailures);
+        // Old #1 expires and is ejected again: the second ejection lasts twice as long.
+        new.expire(30 * S);
+        let e = fail(&mut new, 2, 5, Outcome::ServerError, 30 * S).expect("ejected again");
+        assert_eq!((e.nth, e.until), (2, 90 * S));
     }
 
     #[test]

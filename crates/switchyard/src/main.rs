@@ -9,14 +9,19 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
 use switchyard::config::{self, OutputFormat};
-use switchyard::runtime::Server;
-use switchyard::runtime::signals::Signals;
+
+use switchyard::runtime::reload::ReloadTrigger;
+use switchyard::runtime::signals::{Request, Signals};
+use switchyard::runtime::upgrade;
+use switchyard::runtime::{Server, StartOptions};
+use tokio::sync::Notify;
 
 const EXAMPLES: &str = "Examples:
   switchyard demo                              # three local backends and a balancer; prints what to try
   switchyard check -c switchyard.toml          # validate; print the resolved model or every error
-  switchyard run -c switchyard.toml            # run a balancer (SIGTERM/Ctrl-C drains and exits)
+  switchyard run -c switchyard.toml            # run a balancer (SIGHUP reloads; SIGTERM/Ctrl-C drains and exits)
   switchyard backend --listen 127.0.0.1:9001 --latency 5ms --error-rate 0.1";
 
 #[derive(Debug, Parser)]
@@ -42,6 +47,7 @@ enum Command {
     /// Run a balancer.
     #[command(after_help = "Examples:
   switchyard run -c switchyard.toml
+  switchyard run -c switchyard.toml --upgrade     # take over from the running instance
   switchyard run -c switchyard.toml --log-level debug")]
     Run(RunArgs),
     /// Validate a configuration: print the resolved model (exit 0) or every error (exit 1).
@@ -64,6 +70,10 @@ struct RunArgs {
     /// The configuration file.
     #[arg(short, long, value_name = "FILE")]
     config: PathBuf,
+    /// Take the listening sockets over from the instance running with this configuration
+    /// file (zero-downtime binary upgrade); the old instance then drains and exits.
+    #[arg(long)]
+    upgrade: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,9 +197,57 @@ fn run(args: &RunArgs) -> ExitCode {
     let result = build_runtime(model.runtime.workers).and_then(|rt| {
         rt.block_on(async {
             let mut signals = Signals::install().context("cannot install signal handlers")?;
-            let server = Server::start(model).await?;
+            let upgrade_path = upgrade::socket_path(&model, &args.config);
+            let (inherited, handover) = if args.upgrade {
+                let path = upgrade_path.clone();
+                let (inherited, handover) =
+                    tokio::task::spawn_blocking(move || upgrade::receive(&path)).await??;
+                (Some(inherited), Some(handover))
+            } else {
+                (None, None)
+            };
+            let options = StartOptions {
+                config_path: Some(args.config.clone()),
+                inherited,
+            };
+            let server = Server::start_with(model, options).await?;
+            if let Some(handover) = handover {
+                upgrade::apply_operator_state(server.shared(), &handover.operator);
+                tokio::task::spawn_blocking(move || handover.finish()).await??;
+            }
+            let handed_over = Arc::new(Notify::new());
+            let upgrades = match upgrade::listen(
+                &upgrade_path,
+                Arc::clone(server.shared()),
+                Arc::clone(&handed_over),
+            ) {
+                Ok(task) => Some(task),
+                Err(error) => {
+                    tracing::warn!(path = %upgrade_path.display(), %error, "cannot listen for `run --upgrade`; upgrades are unavailable");
+                    None
+                }
+            };
             server.announce();
-            signals.shutdown_requested().await;
+            let mut upgraded = false;
+            loop {
+                tokio::select! {
+                    request = signals.next() => match request {
+                        // Success and failure are logged and counted by the reload itself.
+                        Request::Reload => { let _ = server.shared().reload(ReloadTrigger::Sighup); }
+                        Request::Shutdown => break,
+                    },
+                    () = handed_over.notified() => {
+                        upgraded = true;
+                        break;
+                    }
+                }
+            }
+            if let Some(task) = upgrades {
+                task.abort();
+                if !upgraded {
+                    let _ = std::fs::remove_file(&upgrade_path);
+                }
+            }
             server.shutdown().await;
             Ok(())
         })

@@ -1,8 +1,10 @@
 //! The admin API's socket (TCP or Unix) and its HTTP/1.1 connection loop.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -30,6 +32,16 @@ pub enum AdminBindError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Set once this process handed its admin socket to a newer one (`run --upgrade`): the
+/// Unix socket's path then belongs to the new process and is not removed on exit. One
+/// process has one admin socket, so the flag is process-wide.
+static PATH_HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Keeps the admin Unix socket's path when this process exits (it was handed over).
+pub fn keep_socket_path() {
+    PATH_HANDED_OVER.store(true, Ordering::Release);
 }
 
 /// A bound admin socket.
@@ -72,6 +84,35 @@ pub fn bind(listen: &AdminListen) -> Result<AdminSocket, AdminBindError> {
 }
 
 impl AdminSocket {
+    /// The admin socket rebuilt from a descriptor a previous process handed over.
+    pub fn from_fd(listen: &AdminListen, fd: OwnedFd) -> std::io::Result<AdminSocket> {
+        match listen {
+            AdminListen::Tcp(_) => {
+                let socket = std::net::TcpListener::from(fd);
+                socket.set_nonblocking(true)?;
+                let socket = tokio::net::TcpListener::from_std(socket)?;
+                let local = socket.local_addr()?;
+                Ok(AdminSocket::Tcp(socket, local))
+            }
+            AdminListen::Unix(path) => {
+                let socket = std::os::unix::net::UnixListener::from(fd);
+                socket.set_nonblocking(true)?;
+                Ok(AdminSocket::Unix(
+                    tokio::net::UnixListener::from_std(socket)?,
+                    path.clone(),
+                ))
+            }
+        }
+    }
+
+    /// A duplicate of the descriptor, for a later `run --upgrade`.
+    pub fn duplicate_fd(&self) -> std::io::Result<OwnedFd> {
+        match self {
+            AdminSocket::Tcp(socket, _) => socket.as_fd().try_clone_to_owned(),
+            AdminSocket::Unix(socket, _) => socket.as_fd().try_clone_to_owned(),
+        }
+    }
+
     /// How `/api/v1/listeners` reports it.
     pub fn bound(&self) -> BoundListener {
         let address = match self {
@@ -97,13 +138,21 @@ impl AdminSocket {
 impl Drop for AdminSocket {
     fn drop(&mut self) {
         if let AdminSocket::Unix(_, path) = self {
+            if PATH_HANDED_OVER.load(Ordering::Acquire) {
+                return;
+            }
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
 /// Serves the admin API until the shutdown closes everything.
-pub async fn serve(socket: AdminSocket, shared: Arc<Shared>, mut shutdown: Shutdown) {
+pub async fn serve(
+    socket: AdminSocket,
+    shared: Arc<Shared>,
+    token: api::AdminToken,
+    mut shutdown: Shutdown,
+) {
     let listen = socket.tcp_address();
     loop {
         let io: Box<dyn AsyncStream> = tokio::select! {
@@ -118,10 +167,16 @@ pub async fn serve(socket: AdminSocket, shared: Arc<Shared>, mut shutdown: Shutd
             },
         };
         let shared = Arc::clone(&shared);
+        let token = token.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let shared = Arc::clone(&shared);
-                async move { Ok::<_, std::convert::Infallible>(api::handle(&shared, listen, &request)) }
+                let token = token.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        api::handle(&shared, listen, &token, request).await,
+                    )
+                }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(io), service)

@@ -6,6 +6,11 @@
 //! whoever made the endpoint usable again writes `usable_since`. The SPEC's single state
 //! word is resolved from them at read time ([`EndpointState::resolve`]), so an ejection
 //! ends and a slow-start ramp finishes on time without any task having to flip a flag.
+//!
+//! An endpoint outlives the snapshot that created it: a reload that keeps an endpoint (same
+//! cluster, name and address) hands the same `Arc<Endpoint>` to the new snapshot
+//! ([`Endpoint::adopt`]), so its health, latency estimate, in-flight count, ejection, ramp
+//! and the operator's drain and weight carry over without being copied.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +77,9 @@ const EJECTION_REASONS: [&str; 4] = [
     "latency",
 ];
 
+/// `operator_weight` when the operator has not set one.
+const NO_OPERATOR_WEIGHT: u32 = u32::MAX;
+
 /// One backend address of a cluster with its live state.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -79,8 +87,10 @@ pub struct Endpoint {
     pub name: String,
     /// Where to connect.
     pub address: SocketAddr,
-    /// The configured weight.
-    pub weight: u32,
+    /// The configured weight (the last configuration that kept the endpoint).
+    configured_weight: AtomicU32,
+    /// The operator's weight (admin API), [`NO_OPERATOR_WEIGHT`] when not set.
+    operator_weight: AtomicU32,
     in_flight: AtomicU32,
     latency: Mutex<PeakEwma>,
     attempts: AtomicU64,
@@ -102,20 +112,37 @@ struct Liveness {
     draining: AtomicBool,
     /// When the endpoint last became usable, for the slow-start ramp; 0 = no ramp.
     usable_since: AtomicU64,
-    /// The cluster's `slow_start` window.
-    slow_start: Duration,
+    /// The cluster's `slow_start` window, in nanoseconds.
+    slow_start_ns: AtomicU64,
+    /// Whether the active checks ever admitted it (a later pass is then a recovery).
+    admitted: AtomicBool,
+    /// Added while the balancer was running (reload, DNS): its first admission ramps too.
+    joined_running: bool,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Endpoint {
     /// A new endpoint of `cluster`, with its metric series created at zero. With active
-    /// checks it starts `unhealthy` until the first one passes; without, `healthy`.
+    /// checks it starts `unhealthy` until the first one passes; without, `healthy`. One
+    /// that `joins_running` (added by a reload or DNS, not present at start-up) slow-starts
+    /// from the moment it becomes usable; at start-up every endpoint starts together.
     pub fn new(
         cluster: &model::Cluster,
         config: &model::Endpoint,
         registry: &Registry,
+        joins_running: bool,
     ) -> Endpoint {
         let checked = cluster.health.is_none();
-        let slow_start = cluster.slow_start;
+        let slow_start = nanos(cluster.slow_start);
+        let now = crate::runtime::clock::now();
+        let usable_since = if joins_running && checked {
+            now.max(1)
+        } else {
+            0
+        };
         let cluster = cluster.name.as_str();
         let labels = [cluster, config.name.as_str()];
         let states = EndpointState::ALL.map(|state| {
@@ -137,7 +164,8 @@ impl Endpoint {
         let endpoint = Endpoint {
             name: config.name.clone(),
             address: config.address,
-            weight: config.weight,
+            configured_weight: AtomicU32::new(config.weight),
+            operator_weight: AtomicU32::new(NO_OPERATOR_WEIGHT),
             in_flight: AtomicU32::new(0),
             latency: Mutex::new(PeakEwma::new(&EwmaConfig::default())),
             attempts: AtomicU64::new(0),
@@ -147,8 +175,10 @@ impl Endpoint {
                 ejected_until: AtomicU64::new(0),
                 ejections: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
-                usable_since: AtomicU64::new(0),
-                slow_start,
+                usable_since: AtomicU64::new(usable_since),
+                slow_start_ns: AtomicU64::new(slow_start),
+                admitted: AtomicBool::new(checked),
+                joined_running: joins_running,
             },
             metrics: EndpointMetrics {
                 in_flight: registry.gauge(&metrics::ENDPOINT_IN_FLIGHT, &labels),
@@ -157,10 +187,67 @@ impl Endpoint {
                 ejections,
             },
         };
-        endpoint.publish_state(crate::runtime::clock::now());
+        endpoint.publish_state(now);
         endpoint
     }
 
+    /// Whether a reload's `config` of `cluster` describes this same endpoint (same name
+    /// and address), so its live state carries over.
+    pub fn is_same(&self, config: &model::Endpoint) -> bool {
+        self.name == config.name && self.address == config.address
+    }
+
+    /// Takes the settings a reload may change (configured weight, slow-start window, whether
+    /// active checks exist) from the new configuration; the live state stays.
+    pub fn adopt(&self, cluster: &model::Cluster, config: &model::Endpoint) {
+        let l = &self.liveness;
+        self.configured_weight
+            .store(config.weight, Ordering::Relaxed);
+        l.slow_start_ns
+            .store(nanos(cluster.slow_start), Ordering::Relaxed);
+        if cluster.health.is_none() {
+            // Checks were removed: nothing will ever admit it, so passive detection decides.
+            l.checked_healthy.store(true, Ordering::Relaxed);
+            l.admitted.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The weight in force: the operator's if set, else the configured one.
+    pub fn weight(&self) -> u32 {
+        self.weight_given(self.configured_weight())
+    }
+
+    /// The weight in force if `configured` were the configured weight (the operator's
+    /// weight wins).
+    pub fn weight_given(&self, configured: u32) -> u32 {
+        match self.operator_weight.load(Ordering::Relaxed) {
+            NO_OPERATOR_WEIGHT => configured,
+            operator => operator,
+        }
+    }
+
+    /// The configured weight.
+    pub fn configured_weight(&self) -> u32 {
+        self.configured_weight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the operator's weight is in force.
+    pub fn has_operator_weight(&self) -> bool {
+        self.operator_weight.load(Ordering::Relaxed) != NO_OPERATOR_WEIGHT
+    }
+
+    /// Sets the operator's weight (SPEC 3.1): setting the configured weight again clears
+    /// the override. Returns whether the weight in force changed.
+    pub fn set_operator_weight(&self, weight: u32) -> bool {
+        let before = self.weight();
+        let value = if weight == self.configured_weight() {
+            NO_OPERATOR_WEIGHT
+        } else {
+            weight
+        };
+        self.operator_weight.store(value, Ordering::Relaxed);
+        before != self.weight()
+    }
     /// The endpoint's state at `now` (SPEC precedence: draining > unhealthy > ejected >
     /// slow-starting > healthy).
     pub fn state_at(&self, now: u64) -> EndpointState {
@@ -189,7 +276,7 @@ impl Endpoint {
     /// Whether a new request or connection may go here at `now`; in panic mode (SPEC 3.1)
     /// every endpoint that is not draining may.
     pub fn is_eligible_at(&self, now: u64, in_panic: bool) -> bool {
-        self.weight > 0 && self.state_at(now).is_eligible(in_panic)
+        self.weight() > 0 && self.state_at(now).is_eligible(in_panic)
     }
 
     /// Whether passive outlier detection holds the endpoint out at `now`.
@@ -215,7 +302,8 @@ impl Endpoint {
         if since == 0 || now < since {
             return 1.0;
         }
-        slow_start_factor_at(since, now, self.liveness.slow_start)
+        let window = Duration::from_nanos(self.liveness.slow_start_ns.load(Ordering::Relaxed));
+        slow_start_factor_at(since, now, window)
     }
 
     /// Holds the endpoint out until `until` for `reason`; its slow-start ramp begins when
@@ -232,13 +320,21 @@ impl Endpoint {
 
     /// The active checks' verdict changed (or was first given). A return to health starts
     /// the slow-start ramp at `now`; the first admission of an endpoint present since
-    /// start-up does not (`ramp` false), since every endpoint starts together.
-    pub fn set_checked_healthy(&self, healthy: bool, now: u64, ramp: bool) {
+    /// start-up does not, since every endpoint starts together.
+    pub fn set_checked_healthy(&self, healthy: bool, now: u64) {
         let l = &self.liveness;
         let was = l.checked_healthy.swap(healthy, Ordering::Relaxed);
-        if healthy && !was && ramp {
-            l.usable_since.store(now.max(1), Ordering::Relaxed);
+        if healthy {
+            let admitted_before = l.admitted.swap(true, Ordering::Relaxed);
+            if !was && (admitted_before || l.joined_running) {
+                l.usable_since.store(now.max(1), Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Whether the active checks ever admitted it (then thresholds rule its changes).
+    pub fn was_admitted(&self) -> bool {
+        self.liveness.admitted.load(Ordering::Relaxed)
     }
 
     /// Whether the active checks pass (true without active checks).

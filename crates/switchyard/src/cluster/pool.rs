@@ -2,6 +2,8 @@
 //! passive outlier detection that every tier feeds with the outcome of its attempts.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex};
 
 use switchyard_algo::balance::{BuildError, EndpointSpec, LoadView, Picker, Policy};
@@ -33,7 +35,9 @@ pub struct Cluster {
     /// The validated configuration it was built from.
     pub config: model::Cluster,
     endpoints: Vec<Arc<Endpoint>>,
-    picker: Picker,
+    /// Rebuilt when the operator changes a weight (weighted and hash policies bake weights
+    /// into their tables); a pick loads it once.
+    picker: ArcSwap<Picker>,
     /// Passive outlier detection; `None` when `[cluster.outlier] enabled = false`.
     outlier: Option<Mutex<OutlierDetector>>,
     /// Below `panic_threshold` percent usable: balance over every endpoint not draining.
@@ -74,30 +78,52 @@ fn policy(cluster: &model::Cluster) -> Policy {
 }
 
 impl Cluster {
-    /// Builds the cluster, its picker and its metric series.
+    /// Builds the cluster, its picker and its metric series. With `previous` (the cluster of
+    /// the same name in the snapshot a reload replaces), every endpoint that remains (same
+    /// name and address) is the previous one itself, with its live state, and passive
+    /// detection continues where it was; new endpoints slow-start once usable.
     pub fn build(
         config: &model::Cluster,
         registry: &Registry,
+        previous: Option<&Cluster>,
     ) -> Result<Cluster, ClusterBuildError> {
-        let specs: Vec<EndpointSpec> = config
-            .endpoints
-            .iter()
-            .map(|e| EndpointSpec::new(e.name.clone(), e.weight))
-            .collect();
-        let picker = Picker::new(policy(config), &specs).map_err(|source| ClusterBuildError {
-            cluster: config.name.clone(),
-            source,
-        })?;
+        let mut carried = Vec::with_capacity(config.endpoints.len());
         let endpoints = config
             .endpoints
             .iter()
-            .map(|e| Arc::new(Endpoint::new(config, e, registry)))
+            .map(|e| {
+                let kept = previous.and_then(|p| {
+                    p.endpoints
+                        .iter()
+                        .position(|old| old.is_same(e))
+                        .map(|i| (i, &p.endpoints[i]))
+                });
+                carried.push(kept.map(|(i, _)| i));
+                match kept {
+                    Some((_, old)) => Arc::clone(old),
+                    None => Arc::new(Endpoint::new(config, e, registry, previous.is_some())),
+                }
+            })
             .collect::<Vec<_>>();
+        // Kept endpoints take the new settings only when the snapshot goes into force
+        // ([`Cluster::adopt_endpoints`]); the picker already uses the new weights.
+        let weights: Vec<u32> = endpoints
+            .iter()
+            .zip(&config.endpoints)
+            .map(|(e, c)| e.weight_given(c.weight))
+            .collect();
+        let picker = build_picker(config, &endpoints, &weights)?;
         let outlier_config = config.outlier.as_ref().map(outlier_config);
         // Without outlier detection the SPEC default threshold still guards against a
         // cluster whose active checks fail nearly everywhere.
         let panic_threshold = outlier_config.map_or(50, |c| c.panic_threshold);
-        let outlier = outlier_config.map(|c| Mutex::new(OutlierDetector::new(c, endpoints.len())));
+        let outlier = outlier_config.map(|c| {
+            let mut detector = OutlierDetector::new(c, endpoints.len());
+            if let Some(old) = previous.and_then(|p| p.outlier.as_ref()) {
+                detector.carry_from(&old.lock().unwrap_or_else(|p| p.into_inner()), &carried);
+            }
+            Mutex::new(detector)
+        });
         let name = config.name.as_str();
         registry.counter(&metrics::RETRY_BUDGET_EXHAUSTED_TOTAL, &[name]);
         registry.counter(&metrics::HEDGES_TOTAL, &[name]);
@@ -113,7 +139,7 @@ impl Cluster {
         let cluster = Cluster {
             config: config.clone(),
             endpoints,
-            picker,
+            picker: ArcSwap::from_pointee(picker),
             outlier,
             in_panic: AtomicBool::new(false),
             panic_threshold,
@@ -122,15 +148,56 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Sets endpoint `index`'s operator weight (SPEC 3.1) and rebuilds the picker with the
+    /// weights now in force.
+    pub fn set_operator_weight(&self, index: usize, weight: u32) -> Result<(), ClusterBuildError> {
+        let Some(endpoint) = self.endpoints.get(index) else {
+            return Ok(());
+        };
+        if endpoint.set_operator_weight(weight) {
+            let weights: Vec<u32> = self.endpoints.iter().map(|e| e.weight()).collect();
+            self.picker.store(Arc::new(build_picker(
+                &self.config,
+                &self.endpoints,
+                &weights,
+            )?));
+        }
+        self.refresh(clock::now());
+        Ok(())
+    }
+
+    /// Hands the new configuration's settings to kept endpoints (weight, slow start, whether
+    /// checks exist); called when the snapshot holding this cluster goes into force.
+    pub fn adopt_endpoints(&self) {
+        for (endpoint, config) in self.endpoints.iter().zip(&self.config.endpoints) {
+            endpoint.adopt(&self.config, config);
+        }
+        self.refresh(clock::now());
+    }
+
+    /// Marks every endpoint of this (replaced) cluster that `successor` does not keep as
+    /// draining: requests still running on the old snapshot finish, retries avoid them.
+    pub fn drain_removed(&self, successor: Option<&Cluster>) {
+        let now = clock::now();
+        for endpoint in &self.endpoints {
+            let kept =
+                successor.is_some_and(|s| s.endpoints.iter().any(|e| Arc::ptr_eq(e, endpoint)));
+            if !kept {
+                endpoint.set_draining(true, now);
+                endpoint.publish_state(now);
+            }
+        }
+    }
+
     /// Recomputes panic mode and publishes every endpoint's state gauges. Runs after every
     /// state change and once a second (ejections end and ramps finish by the clock).
     pub fn refresh(&self, now: u64) {
         let usable = self
             .endpoints
             .iter()
-            .filter(|e| e.weight > 0 && e.state_at(now).is_usable())
+            .filter(|e| e.weight() > 0 && e.state_at(now).is_usable())
             .count();
-        let weighted = self.endpoints.iter().filter(|e| e.weight > 0).count();
+        let weighted = self.endpoints.iter().filter(|e| e.weight() > 0).count();
         let panic = outlier::in_panic(usable, weighted, self.panic_threshold);
         let was = self.in_panic.swap(panic, Ordering::Relaxed);
         if panic != was {
@@ -274,9 +341,27 @@ impl Cluster {
             now,
             in_panic: self.in_panic(),
         };
-        let index = rng::with_rng(|rng| self.picker.pick_excluding(key, &load, rng, exclude))?;
+        let picker = self.picker.load();
+        let index = rng::with_rng(|rng| picker.pick_excluding(key, &load, rng, exclude))?;
         self.endpoints.get(index).map(|e| (index, e))
     }
+}
+
+/// The picker over `endpoints` with `weights` (the configured or operator's of each).
+fn build_picker(
+    config: &model::Cluster,
+    endpoints: &[Arc<Endpoint>],
+    weights: &[u32],
+) -> Result<Picker, ClusterBuildError> {
+    let specs: Vec<EndpointSpec> = endpoints
+        .iter()
+        .zip(weights)
+        .map(|(e, &w)| EndpointSpec::new(e.name.clone(), w))
+        .collect();
+    Picker::new(policy(config), &specs).map_err(|source| ClusterBuildError {
+        cluster: config.name.clone(),
+        source,
+    })
 }
 
 /// The live numbers a picker reads.

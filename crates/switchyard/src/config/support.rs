@@ -17,8 +17,6 @@ use super::raw::Positions;
 
 /// Keys rejected as "not implemented yet" (indexes elided). Shrink this as features land.
 pub const NOT_IMPLEMENTED: &[&str] = &[
-    "runtime.upgrade_socket",
-    "admin.token_file",
     "listener[].request_body_timeout",
     "listener[].min_request_body_rate",
     "listener[].route[].max_duration",

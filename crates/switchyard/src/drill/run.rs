@@ -87,13 +87,51 @@ pub async fn run(
             config.label()
         ))
     })?;
-    let server = Server::start(model)
+    // `reload` faults make the balancer read its file again: a copy of the drill's
+    // configuration (its `127.0.0.1:0` listeners keep their sockets: a reload matches
+    // listeners by the configured address).
+    let copy = TempConfig::new()
+        .and_then(|copy| std::fs::write(&copy.path, &drillable.text).map(|()| copy))
+        .map_err(|e| DrillError::Runtime(format!("cannot write the drill configuration: {e}")))?;
+    let options = crate::runtime::server::StartOptions {
+        config_path: Some(copy.path.clone()),
+        ..Default::default()
+    };
+    let server = Server::start_with(model, options)
         .await
         .map_err(|e| DrillError::Runtime(format!("the balancer did not start: {e}")))?;
     let result = drive(scenario, config, &drillable, &server, &mut fleet, progress).await;
     drop(server);
     drop(fleet);
     result
+}
+
+/// The drill's copy of the balancer configuration, in a folder of its own that is removed
+/// on drop.
+struct TempConfig {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl TempConfig {
+    fn new() -> std::io::Result<Self> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "switchyard-drill-{}-{}",
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("switchyard.toml");
+        Ok(Self { dir, path })
+    }
+}
+
+impl Drop for TempConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn spec_for(scenario: &Scenario, target: Target) -> LoadSpec {
@@ -228,7 +266,7 @@ async fn apply(
                 .map_err(DrillError::Runtime)?;
             if status != 200 {
                 return Err(DrillError::Runtime(format!(
-                    "fault reload: POST /api/v1/reload answered {status} ({}); this balancer build cannot reload over the admin API",
+                    "fault reload: POST /api/v1/reload answered {status}: {}",
                     body.trim()
                 )));
             }

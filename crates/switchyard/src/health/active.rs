@@ -116,8 +116,8 @@ async fn check_endpoint(
         return;
     };
     let health = &spec.health;
+    // A reload hands over endpoints with their verdict: continue from it.
     let mut state = HealthState::new(endpoint.is_checked_healthy());
-    let mut admitted_before = endpoint.is_checked_healthy();
     let mut first = true;
     loop {
         let result = probe::check(&spec, endpoint.address).await;
@@ -128,7 +128,7 @@ async fn check_endpoint(
             results.fail.inc();
         }
         // A new endpoint is admitted by its first pass; afterwards the thresholds rule.
-        let transition = if !admitted_before && pass {
+        let transition = if !endpoint.was_admitted() && pass {
             state.admit()
         } else {
             state.record(pass, health.healthy_threshold, health.unhealthy_threshold)
@@ -136,8 +136,7 @@ async fn check_endpoint(
         if let Some(transition) = transition {
             let now = clock::now();
             let healthy = transition == Transition::BecameHealthy;
-            endpoint.set_checked_healthy(healthy, now, admitted_before);
-            admitted_before |= healthy;
+            endpoint.set_checked_healthy(healthy, now);
             match &result {
                 Ok(()) => {
                     info!(cluster = cluster.name(), endpoint = %endpoint.name, "endpoint healthy")

@@ -143,8 +143,9 @@ pub struct UpstreamCluster {
     pub tls: Option<Arc<UpstreamTls>>,
     /// `shed_total`, one series per [`ShedReason`] in [`ShedReason::ALL`] order.
     shed: [Counter; 4],
-    /// The cluster's retry budget, shared by retries and hedges of every route.
-    pub retry_budget: Budget,
+    /// The cluster's retry budget, shared by retries and hedges of every route (and carried
+    /// across a reload that leaves the budget's settings alone, so a reload never refills it).
+    pub retry_budget: Arc<Budget>,
     /// `retries_total`.
     pub retries: RetryCounters,
     /// `retry_budget_exhausted_total`.
@@ -154,10 +155,12 @@ pub struct UpstreamCluster {
 }
 
 impl UpstreamCluster {
-    /// Pools and limits for `cluster` (and its TLS client, with `[cluster.tls]`).
+    /// Pools and limits for `cluster` (and its TLS client, with `[cluster.tls]`). `previous`
+    /// is the same-named cluster of the snapshot a reload replaces.
     pub fn build(
         cluster: &Arc<Cluster>,
         registry: &Arc<Registry>,
+        previous: Option<&UpstreamCluster>,
     ) -> Result<UpstreamCluster, HttpListenerError> {
         let config = &cluster.config;
         let name = config.name.as_str();
@@ -210,10 +213,15 @@ impl UpstreamCluster {
             limits,
             shed: ShedReason::ALL
                 .map(|reason| registry.counter(&metrics::SHED_TOTAL, &[name, reason.as_str()])),
-            retry_budget: Budget::new(
-                config.retry_budget.ratio,
-                config.retry_budget.min_retries_per_second,
-            ),
+            retry_budget: match previous {
+                Some(p) if p.cluster.config.retry_budget == config.retry_budget => {
+                    Arc::clone(&p.retry_budget)
+                }
+                _ => Arc::new(Budget::new(
+                    config.retry_budget.ratio,
+                    config.retry_budget.min_retries_per_second,
+                )),
+            },
             retries: RetryCounters::new(name, registry),
             budget_exhausted: registry.counter(&metrics::RETRY_BUDGET_EXHAUSTED_TOTAL, &[name]),
             hedges: registry.counter(&metrics::HEDGES_TOTAL, &[name]),

@@ -49,10 +49,12 @@ use crate::tls::upstream::TlsFailure;
 use switchyard_algo::hash::key_for_bytes;
 
 /// What every request of one client connection shares.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Downstream {
-    /// The listener, as the snapshot in force at accept time compiled it.
+    /// The listener, as the snapshot in force when the request began compiled it.
     pub listener: Arc<HttpListenerRuntime>,
+    /// Where the listener in force is published (`None`: the connection keeps `listener`).
+    pub slot: Option<Arc<arc_swap::ArcSwap<HttpListenerRuntime>>>,
     /// The immediate peer, or the address a PROXY header carried.
     pub peer: SocketAddr,
     /// The address the client connected to.
@@ -67,11 +69,30 @@ pub struct Downstream {
     pub tls: Option<TlsInfo>,
 }
 
+impl Downstream {
+    /// The connection as the next request sees it: with the listener in force, which a
+    /// reload may have replaced since the connection (or its last request) began.
+    fn current(self: &Arc<Self>) -> Arc<Downstream> {
+        let Some(slot) = &self.slot else {
+            return Arc::clone(self);
+        };
+        let listener = slot.load();
+        if Arc::ptr_eq(&listener, &self.listener) {
+            return Arc::clone(self);
+        }
+        Arc::new(Downstream {
+            listener: Arc::clone(&listener),
+            ..Downstream::clone(self)
+        })
+    }
+}
+
 /// Serves one request; never fails (every failure is a response).
 pub async fn handle(
     downstream: Arc<Downstream>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    let downstream = downstream.current();
     let mut record = Record::new(&downstream, &request);
     let response = match proxy(&downstream, request, &mut record).await {
         Ok(response) => response,

@@ -13,6 +13,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use bytes::BytesMut;
 use hyper::server::conn::{http1, http2};
@@ -70,16 +74,21 @@ pub struct LogSettings {
     pub include_query: bool,
 }
 
-/// Accepts HTTP clients on `socket` until shutdown stops accepting.
+/// Accepts HTTP clients on `socket` until shutdown stops accepting. `slot` holds the
+/// listener in force: read for each connection, and again for each request.
 pub async fn serve(
     socket: TcpListener,
-    current: impl Fn() -> Option<Arc<HttpListenerRuntime>>,
+    slot: Arc<ArcSwap<HttpListenerRuntime>>,
     per_ip: Arc<PerIpCounts>,
     log: LogSettings,
     shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
 ) {
     let handler_shutdown = shutdown.clone();
+    let current = {
+        let slot = Arc::clone(&slot);
+        move || Some(slot.load_full())
+    };
     accept::run(
         socket,
         current,
@@ -87,7 +96,13 @@ pub async fn serve(
         shutdown,
         tracker,
         move |runtime, admitted| {
-            serve_tcp(runtime, admitted, log.clone(), handler_shutdown.clone())
+            serve_tcp(
+                runtime,
+                Arc::clone(&slot),
+                admitted,
+                log.clone(),
+                handler_shutdown.clone(),
+            )
         },
     )
     .await;
@@ -95,6 +110,7 @@ pub async fn serve(
 
 async fn serve_tcp(
     runtime: Arc<HttpListenerRuntime>,
+    in_force: Arc<ArcSwap<HttpListenerRuntime>>,
     admitted: Admitted,
     log: LogSettings,
     shutdown: Shutdown,
@@ -145,6 +161,7 @@ async fn serve_tcp(
     let Some(tls) = tls else {
         let downstream = Arc::new(Downstream {
             listener: runtime,
+            slot: Some(Arc::clone(&in_force)),
             peer: client,
             local,
             scheme: "http",
@@ -173,6 +190,7 @@ async fn serve_tcp(
     let h2 = info.h2;
     let downstream = Arc::new(Downstream {
         listener: runtime,
+        slot: Some(Arc::clone(&in_force)),
         peer: client,
         local,
         scheme: "https",
@@ -300,9 +318,28 @@ where
         },
     );
     let rejection = guard.rejection_handle();
+    // Set when shutdown (or the listener's removal) begins: every later response says
+    // `Connection: close`, so a keep-alive client learns it on its next request.
+    let closing = Arc::new(AtomicBool::new(false));
     let service = {
         let downstream = Arc::clone(&downstream);
-        service_fn(move |request| pipeline::handle(Arc::clone(&downstream), request))
+        let closing = Arc::clone(&closing);
+        service_fn(move |request| {
+            let downstream = Arc::clone(&downstream);
+            let closing = Arc::clone(&closing);
+            async move {
+                let mut response = pipeline::handle(downstream, request).await?;
+                if closing.load(Ordering::Relaxed)
+                    && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        })
     };
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -313,7 +350,14 @@ where
         .max_headers(MAX_HEADER_FIELDS + 1)
         .serve_connection(TokioIo::new(guard), service)
         .with_upgrades();
-    let result = drive(connection, &mut shutdown, |c| c.graceful_shutdown()).await;
+    let stopping = Stopping {
+        announce: move || closing.store(true, Ordering::Relaxed),
+        grace: KEEPALIVE_GRACE,
+    };
+    let result = drive(connection, &mut shutdown, stopping, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
     if let Err(error) = result {
         debug!(listener = %downstream.listener.name, %error, "HTTP/1.1 connection ended with an error");
     }
@@ -330,12 +374,27 @@ where
     }
 }
 
-/// Serves `connection` to its end; when shutdown stops accepting, asks it to finish
-/// gracefully (HTTP/1.1: `Connection: close` after the request in flight; HTTP/2: the
-/// two-step GOAWAY), and drops it when the drain time is over.
-async fn drive<C>(
+/// How long an idle HTTP/1.1 keep-alive connection stays open once shutdown began, so a
+/// client's next request (already on its way) is answered with `Connection: close` instead
+/// of meeting a closed socket.
+const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
+
+/// What a connection does when shutdown stops accepting, before it is asked to finish.
+struct Stopping<F> {
+    /// Tells the connection's service (HTTP/1.1: answer with `Connection: close`).
+    announce: F,
+    /// How long to let it serve on before the graceful close.
+    grace: Duration,
+}
+
+/// Serves `connection` to its end; when shutdown stops accepting, announces it, waits the
+/// grace, then asks the connection to finish gracefully (HTTP/1.1: close once the request
+/// in flight is answered, at once when idle; HTTP/2: GOAWAY(2^31-1), a PING round trip,
+/// then GOAWAY(last stream id)), and drops it when the drain time is over.
+async fn drive<C, F: FnOnce()>(
     connection: C,
     shutdown: &mut Shutdown,
+    stopping: Stopping<F>,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> Result<(), hyper::Error>
 where
@@ -343,14 +402,21 @@ where
 {
     tokio::pin!(connection);
     tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.reached(Phase::StopAccepting) => {
-            graceful(connection.as_mut());
-            tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.reached(Phase::Closed) => Ok(()),
-            }
+        result = connection.as_mut() => return result,
+        () = shutdown.reached(Phase::StopAccepting) => {}
+    }
+    (stopping.announce)();
+    if !stopping.grace.is_zero() {
+        tokio::select! {
+            result = connection.as_mut() => return result,
+            () = shutdown.reached(Phase::Closed) => return Ok(()),
+            () = tokio::time::sleep(stopping.grace) => {}
         }
+    }
+    graceful(connection.as_mut());
+    tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.reached(Phase::Closed) => Ok(()),
     }
 }
 
@@ -372,7 +438,14 @@ where
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
         .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
         .serve_connection(TokioIo::new(stream), service);
-    let result = drive(connection, &mut shutdown, |c| c.graceful_shutdown()).await;
+    let stopping = Stopping {
+        announce: || {},
+        grace: Duration::ZERO,
+    };
+    let result = drive(connection, &mut shutdown, stopping, |c| {
+        c.graceful_shutdown()
+    })
+    .await;
     if let Err(error) = result {
         debug!(listener = %downstream.listener.name, %error, "HTTP/2 connection ended with an error");
     }

@@ -1,16 +1,11 @@
-//! Waiting for the signals that end a `run`.
+//! Waiting for the signals that drive a `run`.
 //!
-//! SIGTERM and SIGINT start the shutdown sequence. SIGHUP is caught so that it never kills
-//! the process by default action; it makes every https listener re-read its certificate
-//! files at once (configuration reload arrives with a later issue; the rest of the
-//! configuration is unchanged).
-//!
-//! Handlers are installed by [`Signals::install`] *before* any socket is announced: a
-//! supervisor that sends SIGTERM as soon as it sees the `listening` line must get a drain,
-//! not the default action's instant death.
+//! SIGTERM and SIGINT start the shutdown sequence; SIGHUP reloads the configuration (which
+//! also re-reads every certificate file). Handlers are installed by [`Signals::install`]
+//! *before* any socket is announced: a supervisor that sends SIGTERM as soon as it sees the
+//! `listening` line must get a drain, not the default action's instant death.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tracing::warn;
 
 /// Installed handlers for the signals `run` reacts to.
 #[derive(Debug)]
@@ -18,6 +13,15 @@ pub struct Signals {
     term: Signal,
     int: Signal,
     hup: Signal,
+}
+
+/// What a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// SIGTERM or SIGINT: drain and exit.
+    Shutdown,
+    /// SIGHUP: reload the configuration.
+    Reload,
 }
 
 impl Signals {
@@ -30,17 +34,18 @@ impl Signals {
         })
     }
 
-    /// Resolves on SIGTERM or SIGINT.
+    /// Resolves on SIGTERM or SIGINT; SIGHUP is ignored (for processes without a
+    /// configuration file: `demo`, `backend`).
     pub async fn shutdown_requested(&mut self) {
-        loop {
-            tokio::select! {
-                _ = self.term.recv() => return,
-                _ = self.int.recv() => return,
-                _ = self.hup.recv() => {
-                    crate::tls::acceptor::reload_all();
-                    warn!("SIGHUP: TLS certificates re-read; configuration reload is not supported by this build, the rest of the configuration is unchanged");
-                }
-            }
+        while self.next().await != Request::Shutdown {}
+    }
+
+    /// Resolves with the next signal's request.
+    pub async fn next(&mut self) -> Request {
+        tokio::select! {
+            _ = self.term.recv() => Request::Shutdown,
+            _ = self.int.recv() => Request::Shutdown,
+            _ = self.hup.recv() => Request::Reload,
         }
     }
 }

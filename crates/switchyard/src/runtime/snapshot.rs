@@ -1,8 +1,11 @@
 //! A snapshot: one configuration compiled into what connections use (clusters with their
 //! pickers, listeners with their resolved targets and metric handles).
 //!
-//! A connection loads the current snapshot once and keeps it, so a configuration change
-//! (a reload, a later issue) affects new connections only and never one in flight.
+//! A reload compiles a new snapshot beside the one in force and swaps it in whole. An L4
+//! connection keeps the snapshot it was accepted under for its life; an HTTP connection
+//! takes the listener in force for each new request, so a changed route applies to the
+//! next request and never to one in flight. Live endpoint state is not part of a snapshot's
+//! copy: [`Snapshot::build`] with a previous snapshot hands the same endpoints over.
 
 use std::sync::Arc;
 
@@ -50,12 +53,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Compiles `config`, creating every configuration-derived metric series at zero.
-    pub fn build(config: Config, registry: &Arc<Registry>) -> Result<Snapshot, SnapshotError> {
+    /// Compiles `config`, creating every configuration-derived metric series at zero. With
+    /// `previous` (the snapshot a reload replaces), endpoints that remain keep their live
+    /// state and clusters keep their retry budgets (see [`Cluster::build`]); nothing in
+    /// `previous` changes until [`Snapshot::retire`].
+    pub fn build(
+        config: Config,
+        registry: &Arc<Registry>,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, SnapshotError> {
         let clusters = config
             .clusters
             .iter()
-            .map(|c| Cluster::build(c, registry).map(Arc::new))
+            .map(|c| {
+                let old = previous.and_then(|p| p.cluster(&c.name));
+                Cluster::build(c, registry, old.map(|o| &**o)).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let tcp_listeners = config
             .listeners
@@ -78,7 +91,10 @@ impl Snapshot {
         });
         let upstreams: Vec<Arc<UpstreamCluster>> = clusters
             .iter()
-            .map(|c| UpstreamCluster::build(c, registry).map(Arc::new))
+            .map(|c| {
+                let old = previous.and_then(|p| p.upstream(c.name()));
+                UpstreamCluster::build(c, registry, old.map(|o| &**o)).map(Arc::new)
+            })
             .collect::<Result<_, _>>()?;
         let http_listeners = config
             .listeners
@@ -101,6 +117,27 @@ impl Snapshot {
             http_listeners,
             global_limit,
         })
+    }
+
+    /// Called as this snapshot goes into force after a reload: kept endpoints take its
+    /// settings.
+    pub fn adopt_endpoints(&self) {
+        for cluster in &self.clusters {
+            cluster.adopt_endpoints();
+        }
+    }
+
+    /// Called once `successor` is in force in place of this snapshot: endpoints it dropped
+    /// drain (requests still running here finish; nothing new picks them).
+    pub fn retire(&self, successor: &Snapshot) {
+        for cluster in &self.clusters {
+            cluster.drain_removed(successor.cluster(cluster.name()).map(|c| &**c));
+        }
+    }
+
+    /// The cluster with its pools, called `name`.
+    pub fn upstream(&self, name: &str) -> Option<&Arc<UpstreamCluster>> {
+        self.upstreams.iter().find(|u| u.name() == name)
     }
 
     /// The cluster called `name`.

@@ -277,3 +277,64 @@ fn demo_starts_and_stops_cleanly_on_ctrl_c() {
         .unwrap();
     assert!(stdout.contains("curl"), "prints what to try:\n{stdout}");
 }
+
+/// A blocking `GET path` on `address`; the whole answer.
+fn http_get(address: std::net::SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn sighup_reloads_the_file_and_a_bad_file_keeps_the_old_config() {
+    let path = scratch("reload.toml", VALID);
+    let mut child = Running(
+        switchyard()
+            .args(["run", "-c"])
+            .arg(&path)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let events = listening_events(&mut child.0, 2);
+    let admin: std::net::SocketAddr = events[0]["address"].as_str().unwrap().parse().unwrap();
+    let with_extra = format!(
+        "{VALID}\n[[listener]]\nname = \"extra\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"tcp\"\ncluster = \"db\"\n"
+    );
+    std::fs::write(&path, &with_extra).unwrap();
+    signal(&child.0, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !http_get(admin, "/api/v1/listeners").contains("\"extra\"") {
+        assert!(Instant::now() < deadline, "the new listener never appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(&path, "[[cluster]]\nname = 3\n").unwrap();
+    signal(&child.0, "HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reloads = http_get(admin, "/api/v1/reloads");
+        if reloads.contains("\"failure\"") {
+            assert!(reloads.contains("\"sighup\""), "{reloads}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed reload was not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(http_get(admin, "/api/v1/listeners").contains("\"extra\""));
+    signal(&child.0, "TERM");
+    assert_eq!(wait_exit(&mut child.0, Duration::from_secs(10)), Some(0));
+}

@@ -6,13 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use switchyard::backend::{BackendArgs, Latency};
 use switchyard::drill::{self, DrillReport, RunResult, scenario};
 use switchyard::loadgen::{self, LoadSpec, Mode, Protocol, Target};
 
+use crate::browser::{Chromium, Picture, VIEWPORT, pixels_of, screenshot_dir};
 use crate::support::*;
 
 fn drills() -> PathBuf {
@@ -100,7 +101,11 @@ async fn load_drill_rolling_deploy_loses_nothing() {
     let report = shipped("deploy", false).await;
     let run = &report.runs[0];
     assert!(run.passed, "{:?}", failed(run));
-    assert_eq!(run.windows.iter().filter(|w| w.planned).count(), 4);
+    assert_eq!(
+        run.windows.iter().filter(|w| w.planned).count(),
+        5,
+        "4 drains and a reload"
+    );
     let drained = run
         .endpoints
         .seconds
@@ -160,60 +165,6 @@ latency = "50ms"
 success_rate = 0.9
 "#;
 
-/// Kills its Chromium (by PID) when dropped.
-struct Browser(Child);
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs headless Chromium with `args` on `page`, bounded; returns its stdout.
-fn chromium(profile: &Path, args: &[&str], page: &Path) -> String {
-    let spawned = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn();
-    let child = match spawned {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "chromium is not installed ({e}): apt-get install chromium (.ci/run installs it) — the drill report's browser check needs it"
-        ),
-    };
-    let mut browser = Browser(child);
-    let mut out = browser.0.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut out, &mut s);
-        s
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while browser.0.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "chromium did not finish in 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    drop(browser);
-    reader.join().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_drill_report_renders_in_headless_chromium_with_its_charts() {
     let dir = std::env::temp_dir().join(format!("switchyard-drill-{}", std::process::id()));
@@ -230,48 +181,59 @@ async fn load_drill_report_renders_in_headless_chromium_with_its_charts() {
         3
     );
 
-    let shot = dir.join("shot.png");
-    let screenshot = format!("--screenshot={}", shot.display());
-    let (dir2, html2) = (dir.clone(), html.clone());
-    let dom = tokio::task::spawn_blocking(move || {
-        chromium(
-            &dir2.join("profile-a"),
-            &[&screenshot, "--window-size=1200,1600", "--hide-scrollbars"],
-            &html2,
-        );
-        chromium(&dir2.join("profile-b"), &["--dump-dom"], &html2)
-    })
-    .await
-    .unwrap();
+    let mut browser = Chromium::launch();
+    let mut page = browser.devtools().await;
+    page.open(&format!("file://{}", html.display()), &[]).await;
+    // Every chart is in the DOM with something drawn in it.
+    let drawn = page
+        .evaluate(
+            "Object.fromEntries([...document.querySelectorAll('svg.chart')].map(s => \
+             [s.dataset.chart, s.querySelectorAll('polyline.series, rect.state').length]))",
+        )
+        .await;
     for chart in ["success", "latency", "attempts", "share", "state"] {
         assert!(
-            dom.contains(&format!(r#"data-chart="{chart}""#)),
-            "chart {chart} missing from the DOM"
+            drawn[chart].as_u64().unwrap_or(0) > 0,
+            "chart {chart}: {drawn}"
         );
     }
-    assert!(dom.contains(r#"class="series""#) && dom.contains(r#"data-fault="slow b2""#));
-    assert!(dom.contains("<polyline"));
-
-    // The screenshot is a real picture: many distinct colours, not one blank page.
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (1200, 1600));
-    let channels = info.color_type.samples();
-    let pixels = &buf[..info.buffer_size()];
-    let mut colours = std::collections::BTreeSet::new();
-    let mut non_white = 0usize;
-    for px in pixels.chunks(channels) {
-        let rgb = (px[0], px[1], px.get(2).copied().unwrap_or(px[0]));
-        colours.insert(rgb);
-        non_white += usize::from(rgb != (255, 255, 255) && rgb != (249, 250, 251));
-    }
-    assert!(colours.len() > 20, "{} colours: blank page?", colours.len());
-    assert!(
-        non_white > pixels.len() / channels / 50,
-        "{non_white} painted pixels"
+    let markers = page
+        .evaluate("document.querySelectorAll('g.fault[data-fault=\"slow b2\"]').length")
+        .await;
+    assert_eq!(
+        markers.as_u64(),
+        Some(5),
+        "the fault is marked on every chart"
     );
+    let verdicts = page
+        .evaluate("document.querySelector('#verdicts').innerText")
+        .await;
+    assert!(verdicts.as_str().unwrap().contains("PASS"), "{verdicts}");
+
+    // The screenshot shows the latency chart painted: its p99 line's red is on screen.
+    let png = page.screenshot().await;
+    std::fs::write(screenshot_dir("drill").join("report.png"), &png).unwrap();
+    let picture = Picture::decode(&png);
+    assert_eq!((picture.width, picture.height), VIEWPORT);
+    let rect = page
+        .evaluate(
+            "(() => { const r = document.querySelector('svg[data-chart=latency]').getBoundingClientRect(); \
+             return { left: r.left, top: r.top, right: r.right, bottom: r.bottom }; })()",
+        )
+        .await;
+    let chart = picture.region(&rect);
+    assert!(chart.len() > 50_000, "the chart has a size: {rect}");
+    assert!(
+        pixels_of(&chart, [0xdc, 0x26, 0x26]) > 50,
+        "the p99 line is drawn"
+    );
+    let distinct: std::collections::BTreeSet<[u8; 3]> = chart.iter().copied().collect();
+    assert!(
+        distinct.len() > 10,
+        "{} colours: a blank chart?",
+        distinct.len()
+    );
+    page.assert_no_problems();
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -2,15 +2,20 @@
 
 mod admin;
 mod backend;
+mod browser;
 mod cli;
 mod collapse;
 mod config;
+mod dashboard;
 mod drill;
 mod http;
 mod jwt;
 mod l4;
+mod reload;
 mod resilience;
+mod shutdown;
 mod support;
 mod tcp;
 mod tls;
 mod udp;
+mod upgrade;

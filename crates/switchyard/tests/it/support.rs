@@ -198,3 +198,59 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// A configuration file the test owns (removed on drop), for reload tests.
+pub(crate) struct ConfigFile {
+    path: std::path::PathBuf,
+}
+
+impl ConfigFile {
+    /// Writes `toml` to a fresh file under the system temp directory.
+    pub(crate) fn new(name: &str, toml: &str) -> ConfigFile {
+        let dir = std::env::temp_dir().join(format!("switchyard-it-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        ConfigFile { path }
+    }
+
+    /// Replaces the file's contents.
+    pub(crate) fn write(&self, toml: &str) {
+        std::fs::write(&self.path, toml).unwrap();
+    }
+
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Starts a balancer on `file`, which SIGHUP-style reloads read again.
+pub(crate) async fn balancer_from_file(file: &ConfigFile) -> Server {
+    let model = config::load_file(file.path())
+        .unwrap_or_else(|errors| panic!("test config is invalid:\n{errors}"));
+    let options = switchyard::runtime::StartOptions {
+        config_path: Some(file.path().to_path_buf()),
+        inherited: None,
+    };
+    within(Server::start_with(model, options))
+        .await
+        .expect("balancer starts")
+}
+
+/// `POST /api/v1/reload`; (status, JSON body).
+pub(crate) async fn admin_reload(server: &Server) -> (u16, serde_json::Value) {
+    let url = format!(
+        "http://{}/api/v1/reload",
+        server.admin_address().expect("tcp admin")
+    );
+    let response = within(client().post(url).send()).await.expect("reload");
+    let status = response.status().as_u16();
+    (status, within(response.json()).await.expect("reload JSON"))
+}
