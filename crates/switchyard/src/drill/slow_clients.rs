@@ -69,6 +69,9 @@ async fn connect(target: SocketAddr) -> std::io::Result<TcpStream> {
     socket.connect(target).await
 }
 
+/// The pause before a client of the crowd reconnects.
+const RECONNECT: Duration = Duration::from_secs(1);
+
 const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: drill\r\nUser-Agent: slowloris\r\nX-Slow: ";
 
 async fn slow_client(
@@ -80,7 +83,7 @@ async fn slow_client(
     while !*stop.borrow() {
         let Ok(stream) = connect(target).await else {
             stats.closed.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(RECONNECT).await;
             continue;
         };
         stats.opened.fetch_add(1, Ordering::Relaxed);
@@ -106,6 +109,8 @@ async fn slow_client(
             }
         }
         stats.closed.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Come back after a pause, as a crowd that wants to stay does; reconnecting at once
+        // would turn every refusal into a SYN flood, a different drill.
+        tokio::time::sleep(RECONNECT).await;
     }
 }
