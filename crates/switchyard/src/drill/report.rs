@@ -116,6 +116,7 @@ pub fn text(report: &DrillReport) -> String {
             e.join(", ")
         }
     });
+    facts("seconds with most failures", &|r| worst_seconds(r, 3));
     if report.runs.iter().any(|r| r.slow_clients.is_some()) {
         facts("slow clients opened / let go", &|r| {
             r.slow_clients
@@ -136,6 +137,35 @@ pub fn text(report: &DrillReport) -> String {
         );
     }
     out
+}
+
+/// Up to `n` seconds with the most failed client requests, with their main error:
+/// `"7s 120 timeout, 8s 95 timeout"` (`"none"` without failures).
+fn worst_seconds(r: &RunResult, n: usize) -> String {
+    let mut seconds: Vec<_> = r
+        .load
+        .series
+        .iter()
+        .filter(|s| s.requests > s.successes)
+        .collect();
+    seconds.sort_by_key(|s| std::cmp::Reverse(s.requests - s.successes));
+    let shown: Vec<String> = seconds
+        .iter()
+        .take(n)
+        .map(|s| {
+            let main = s
+                .errors
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map_or("", |(k, _)| k.as_str());
+            format!("{}s {} {main}", s.second, s.requests - s.successes)
+        })
+        .collect();
+    if shown.is_empty() {
+        "none".to_owned()
+    } else {
+        shown.join(", ")
+    }
 }
 
 fn esc(s: &str) -> String {
