@@ -85,8 +85,15 @@ impl BenchArgs {
         };
         spec.connections = self.connections.max(1);
         spec.mode = match self.rate {
-            Some(rate) if rate.is_finite() && rate > 0.0 => Mode::Open { rate },
-            Some(rate) => return Err(format!("--rate {rate}: must be above 0")),
+            Some(rate) if rate.is_finite() && rate > 0.0 && rate <= super::MAX_RATE => {
+                Mode::Open { rate }
+            }
+            Some(rate) => {
+                return Err(format!(
+                    "--rate {rate}: must be above 0 and at most {}",
+                    super::MAX_RATE
+                ));
+            }
             None => Mode::Closed {
                 concurrency: self.concurrency.unwrap_or(match self.protocol {
                     Protocol::Http1 => spec.connections,

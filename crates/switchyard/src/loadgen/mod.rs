@@ -39,6 +39,8 @@ use client::{Pool, Prepared};
 
 /// The longest run accepted.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// The highest open-loop rate accepted (well above what one machine can send).
+pub const MAX_RATE: f64 = 1_000_000.0;
 
 /// How requests arrive.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -270,6 +272,13 @@ pub fn start(spec: LoadSpec) -> Result<Running, LoadError> {
     }
     if spec.timeout.is_zero() {
         return Err(LoadError::Spec("the timeout must be above 0".into()));
+    }
+    if let Mode::Open { rate } = spec.mode {
+        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+            return Err(LoadError::Spec(format!(
+                "the rate must be above 0 and at most {MAX_RATE}"
+            )));
+        }
     }
     let pool = Pool::new(
         spec.target.clone(),
