@@ -237,6 +237,78 @@ async fn load_drill_report_renders_in_headless_chromium_with_its_charts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_drill_failing_and_flapping_backends_are_seen_unhealthy_and_a_killed_one_down() {
+    let scenario = r#"
+name = "kinds"
+duration = "5s"
+[balancer]
+inline = """
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+protocol = "http"
+cluster = "fleet"
+[[cluster]]
+name = "fleet"
+endpoints = ["127.0.0.1:1"]
+  [cluster.health]
+  kind = "http"
+  interval = "250ms"
+  unhealthy_threshold = 1
+  healthy_threshold = 1
+"""
+[backends]
+count = 4
+service_time = "1ms"
+[load]
+rate = 100
+timeout = "1s"
+retries = 2
+[[fault]]
+kind = "failing"
+at = "1s"
+backend = 1
+[[fault]]
+kind = "flapping"
+at = "1s"
+period = "1s"
+backend = 2
+[[fault]]
+kind = "dead"
+at = "1s"
+backend = 3
+[thresholds]
+# Three of four backends bad puts the cluster in panic mode (balancing over all of them):
+# many requests fail, as they should; this test is about the states.
+success_rate = 0.5
+"#;
+    let dir = std::env::temp_dir();
+    let s = scenario::parse(scenario, &dir.join("kinds.toml")).unwrap();
+    let report = drill::drill(&s, None, &|_| {}).await.unwrap();
+    eprintln!("{}", drill::report::text(&report));
+    let run = &report.runs[0];
+    let states = |b: usize| -> Vec<&str> {
+        run.endpoints
+            .seconds
+            .iter()
+            .map(|s| s.states[b].as_str())
+            .collect()
+    };
+    let (b1, b2, b3, b4) = (states(0), states(1), states(2), states(3));
+    assert_eq!(b1[0], "healthy");
+    assert!(b1[2..].iter().all(|s| *s == "unhealthy"), "failing: {b1:?}");
+    // Flapping: unhealthy while failing; when its checks pass again, outlier detection
+    // (which saw its failures) still holds it out, so it does not flap back into rotation.
+    assert!(
+        b2.contains(&"unhealthy") && b2[2..].iter().any(|s| *s == "ejected" || *s == "healthy"),
+        "flapping: {b2:?}"
+    );
+    assert!(b3[1..].iter().all(|s| *s == "down"), "dead: {b3:?}");
+    assert!(b4.iter().all(|s| *s == "healthy"), "untouched: {b4:?}");
+    assert!(run.passed, "{:?}", failed(run));
+}
+
 #[test]
 fn drill_cli_exits_3_on_an_invalid_scenario_and_names_the_field() {
     let dir = std::env::temp_dir().join(format!("switchyard-drill-cli-{}", std::process::id()));
