@@ -92,7 +92,11 @@ fn main() -> ExitCode {
         Err(error) => {
             let usage = error.use_stderr();
             let _ = error.print();
-            return if usage {
+            // SPEC 2: `drill` reports usage errors as 3, so 1 always means "a threshold failed".
+            let drill = std::env::args().nth(1).as_deref() == Some("drill");
+            return if usage && drill {
+                ExitCode::from(3)
+            } else if usage {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

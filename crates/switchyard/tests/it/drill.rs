@@ -326,6 +326,15 @@ fn drill_cli_exits_3_on_an_invalid_scenario_and_names_the_field() {
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("fault[0].latency"), "{stderr}");
+    let usage = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["drill", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        usage.status.code(),
+        Some(3),
+        "a usage error is not a failed threshold"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
