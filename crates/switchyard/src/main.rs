@@ -57,6 +57,12 @@ enum Command {
     Check(CheckArgs),
     /// Fault-injecting test upstream (HTTP/1.1, h2c, gRPC health, WebSocket, TCP/UDP echo).
     Backend(switchyard::backend::BackendArgs),
+    /// Load generator: open loop at a fixed rate (coordinated-omission corrected) or closed
+    /// loop; HTTP/1.1, h2c, h2 over TLS; client timeouts, retries and a request mix.
+    Bench(switchyard::loadgen::cli::BenchArgs),
+    /// Chaos drill: real backends, the balancer with your configuration, open-loop load and
+    /// a fault timeline; a pass/fail verdict, an HTML report and JSON (exit 0 pass, 1 fail).
+    Drill(switchyard::drill::DrillArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -86,14 +92,25 @@ fn main() -> ExitCode {
         Err(error) => {
             let usage = error.use_stderr();
             let _ = error.print();
-            return if usage {
+            // SPEC 2: `drill` reports usage errors as 3, so 1 always means "a threshold failed".
+            let drill = std::env::args().nth(1).as_deref() == Some("drill");
+            return if usage && drill {
+                ExitCode::from(3)
+            } else if usage {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
             };
         }
     };
-    init_logging(cli.log_level.as_deref());
+    // A drill's terminal is its progress line and summary: the in-process balancer's
+    // routine logs (health flips, panic mode during the first checks) stay out of it unless
+    // asked for.
+    let level = match (&cli.command, cli.log_level.as_deref()) {
+        (Command::Drill(_), None) if std::env::var_os("RUST_LOG").is_none() => Some("error"),
+        (_, level) => level,
+    };
+    init_logging(level);
     match cli.command {
         Command::Check(args) => check(&args),
         Command::Run(args) => run(&args),
@@ -105,6 +122,33 @@ fn main() -> ExitCode {
             rt.block_on(switchyard::backend::run(args))
                 .context("backend")
         })),
+        Command::Bench(args) => bench(args),
+        Command::Drill(args) => match build_runtime(0) {
+            Ok(rt) => ExitCode::from(rt.block_on(switchyard::drill::run_cli(args))),
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn bench(args: switchyard::loadgen::cli::BenchArgs) -> ExitCode {
+    use switchyard::loadgen::cli::BenchFailure;
+    let runtime = match build_runtime(0) {
+        Ok(rt) => rt,
+        Err(error) => return runtime_exit(Err(error)),
+    };
+    match runtime.block_on(switchyard::loadgen::cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BenchFailure::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+        Err(BenchFailure::Runtime(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -45,7 +45,7 @@ const CHROMIUM_FLAGS: [&str; 11] = [
     "--hide-scrollbars",
 ];
 
-const MISSING_CHROMIUM: &str = "browser tests (the dashboard) need a headless Chromium: install Debian's \
+const MISSING_CHROMIUM: &str = "browser tests (the dashboard, drill reports) need a headless Chromium: install Debian's \
      `chromium` package (apt-get install chromium; .ci/run installs it), or point \
      SWITCHYARD_CHROMIUM at a Chromium binary";
 

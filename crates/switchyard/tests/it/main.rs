@@ -8,6 +8,7 @@ mod collapse;
 mod config;
 mod dashboard;
 mod discovery;
+mod drill;
 mod http;
 mod jwt;
 mod l4;

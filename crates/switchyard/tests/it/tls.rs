@@ -1404,3 +1404,61 @@ async fn sessions_resume_across_a_reload_that_keeps_the_tls_settings() {
         "the session survives the reload"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_bench_loads_an_https_listener_over_h2_and_http1_trusting_a_ca_file_or_nothing() {
+    use switchyard::loadgen::{self, LoadSpec, Mode, Protocol, Target, Trust};
+    let OneCert {
+        server,
+        ca,
+        dir,
+        backends: _backends,
+    } = one_cert_https("bench", "bench ca", "web.test", "web").await;
+    let web = address(&server, "web");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    for (protocol, trust) in [
+        (Protocol::H2, Trust::Ca(ca_file.clone())),
+        (Protocol::Http1, Trust::Ca(ca_file.clone())),
+        (Protocol::H2, Trust::Insecure),
+    ] {
+        let mut spec = LoadSpec::new(Target {
+            tls: true,
+            authority: format!("web.test:{}", web.port()),
+            host: "web.test".into(),
+            addr: web,
+            path: "/".into(),
+        });
+        spec.protocol = protocol;
+        spec.trust = trust.clone();
+        spec.mode = Mode::Open { rate: 100.0 };
+        spec.duration = std::time::Duration::from_millis(500);
+        spec.connections = 2;
+        let report = within(loadgen::start(spec).unwrap().finish())
+            .await
+            .unwrap();
+        let s = &report.summary;
+        assert_eq!(
+            (s.requests, s.successes),
+            (50, 50),
+            "{protocol:?} {trust:?}: {s:?}"
+        );
+    }
+    // A CA that did not sign the certificate fails every request at the handshake.
+    let other = dir.join("other.pem");
+    std::fs::write(&other, Ca::new("other ca").pem()).unwrap();
+    let mut spec = LoadSpec::new(Target {
+        tls: true,
+        authority: format!("web.test:{}", web.port()),
+        host: "web.test".into(),
+        addr: web,
+        path: "/".into(),
+    });
+    spec.trust = Trust::Ca(other);
+    spec.mode = Mode::Open { rate: 20.0 };
+    spec.duration = std::time::Duration::from_millis(500);
+    let report = within(loadgen::start(spec).unwrap().finish())
+        .await
+        .unwrap();
+    assert_eq!(report.summary.errors.get("tls"), Some(&10));
+}
