@@ -14,3 +14,4 @@ pub mod http;
 pub mod listener;
 pub mod runtime;
 pub mod tls;
+pub mod xdp;

@@ -24,7 +24,6 @@ pub const NOT_IMPLEMENTED: &[&str] = &[
     "listener[].route[].max_duration",
     "cluster[].discovery",
     "cluster[].drain_timeout",
-    "xdp",
 ];
 
 /// Keys whose only implemented values are listed (other valid values are rejected). A

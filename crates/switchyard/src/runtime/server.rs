@@ -87,6 +87,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The packet tier (`[[xdp]]`) could not start.
+    #[error(transparent)]
+    Xdp(#[from] crate::xdp::XdpError),
     /// A listener protocol this build does not serve (validation rejects it first).
     #[error("listener {0:?}: protocol {1} is not served by this build")]
     Unsupported(String, &'static str),
@@ -111,6 +114,12 @@ async fn housekeeping(shared: Arc<Shared>) {
     }
 }
 
+/// The packet tier finds a VIP's cluster by name in the snapshot in force.
+fn xdp_clusters(shared: &Arc<Shared>) -> crate::xdp::ClusterSource {
+    let shared = Arc::clone(shared);
+    Arc::new(move |name: &str| shared.snapshot.load().cluster(name).cloned())
+}
+
 /// A running balancer.
 #[derive(Debug)]
 pub struct Server {
@@ -119,6 +128,7 @@ pub struct Server {
     tracker: Arc<ConnectionTracker>,
     tasks: JoinSet<()>,
     admin_address: Option<SocketAddr>,
+    xdp: crate::xdp::XdpRuntime,
 }
 
 impl Server {
@@ -258,6 +268,7 @@ impl Server {
                 Arc::clone(&tracker),
             ));
         }
+        let xdp = crate::xdp::start(&config.xdp, xdp_clusters(&shared), &shared.registry)?;
         // `/ready` waits for the first round of health checks, at most one check timeout.
         let _ = tokio::time::timeout(longest, first_round.wait()).await;
         shared.ready.store(true, Ordering::Release);
@@ -267,6 +278,7 @@ impl Server {
             tracker,
             tasks,
             admin_address,
+            xdp,
         })
     }
 
@@ -323,6 +335,7 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait_idle()).await;
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.xdp.detach();
         info!("stopped");
     }
 }

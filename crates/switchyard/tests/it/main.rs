@@ -13,3 +13,4 @@ mod support;
 mod tcp;
 mod tls;
 mod udp;
+mod xdp;
