@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
-use aya::programs::{TestRun, TestRunOptions, Xdp as XdpProgram, XdpMode};
+use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp as XdpProgram, XdpMode};
 use aya::{Ebpf, EbpfLoader};
 
 use super::error::{Context as _, XdpError};
@@ -218,6 +218,33 @@ impl Dataplane {
             packet: out,
             per_run: result.duration,
         })
+    }
+}
+
+impl Dataplane {
+    /// Like [`Dataplane::test_run`] in the kernel's live-frames mode: every repetition
+    /// starts from a fresh copy of `packet` (a plain repeated run would feed the program
+    /// its own encapsulated output) and XDP_TX frames really leave through `ifindex`.
+    /// Returns the average time per packet.
+    pub fn test_run_live(
+        &mut self,
+        packet: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<Duration, XdpError> {
+        let ctx: [u32; 6] = [0, packet.len() as u32, 0, ifindex, 0, 0];
+        let ctx_bytes: Vec<u8> = ctx.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let program = self.program()?;
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                ctx_in: Some(&ctx_bytes[..]),
+                repeat: repeat.max(1),
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..TestRunOptions::default()
+            })
+            .context(|| "BPF_PROG_TEST_RUN (live frames)".into())?;
+        Ok(result.duration)
     }
 }
 

@@ -3,4 +3,5 @@
 
 mod balance;
 mod lab;
+mod testrun;
 mod topo;
