@@ -126,8 +126,16 @@ impl Lab {
         self.children.push((label.to_owned(), child));
     }
 
+    /// The PID of the process started as `label` (`ip netns exec` execs the program, so it
+    /// is the program's own).
+    pub(crate) fn pid(&self, label: &str) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, c)| c.id())
+    }
+
     /// Kills the process started as `label` (SIGKILL, by its PID) and reaps it.
-    #[allow(dead_code)]
     pub(crate) fn kill(&mut self, label: &str) {
         if let Some(i) = self.children.iter().position(|(l, _)| l == label) {
             let (_, mut child) = self.children.remove(i);
