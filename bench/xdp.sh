@@ -17,6 +17,8 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 export SWITCHYARD_REQUIRE_BPF=1
+# the same target directory as the caller's builds, when one is set
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 out=$(mktemp)
 for round in $(seq "$ROUNDS"); do
     XDP_BENCH_REPEAT=$REPEAT cargo nextest run -p switchyard --no-capture \
