@@ -253,6 +253,31 @@ fn xdp_netns_ecmp_spreads_flows_over_two_balancers_to_the_same_backends() {
     assert_eq!(failed, 0);
     assert_eq!(mismatches, 0);
     assert!((0.3..=0.7).contains(&share), "ECMP spreads: {share}");
+    // Each balancer remembers the flows it saw (the gauge is counted every 5 s).
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let remembered = loop {
+        let counts: Vec<f64> = (1..=2)
+            .map(|i| {
+                lab.admin_get(&format!("l{i}"), admin(), "/metrics")
+                    .lines()
+                    .find(|l| {
+                        l.starts_with("switchyard_xdp_flow_table_entries{interface=\"eth0\"}")
+                    })
+                    .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                    .unwrap_or(0.0)
+            })
+            .collect();
+        if counts.iter().all(|c| *c > 0.0) || Instant::now() > deadline {
+            break counts;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("ecmp: flow tables hold {remembered:?}");
+    assert!(remembered.iter().all(|c| *c > 0.0), "{remembered:?}");
+    assert!(
+        remembered.iter().sum::<f64>() >= FLOWS as f64,
+        "{remembered:?}"
+    );
 }
 
 #[test]
