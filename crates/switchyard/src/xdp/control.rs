@@ -338,11 +338,11 @@ impl Instance {
 
     fn refresh(&mut self, source: &ClusterSource, registry: &Registry) -> Result<(), XdpError> {
         for vip in &mut self.vips {
+            // A backend whose local source address changed (a route appeared or moved)
+            // gets its entry rewritten with the new IPIP outer source.
+            let moved = vip.primed.is_none_or(|t| t.elapsed() >= PRIME_EVERY) && vip.prime(false);
             let cluster = source(&vip.cluster);
-            vip.apply(&mut self.dataplane, cluster.as_deref(), registry, false)?;
-            if vip.primed.is_none_or(|t| t.elapsed() >= PRIME_EVERY) {
-                vip.prime(false);
-            }
+            vip.apply(&mut self.dataplane, cluster.as_deref(), registry, moved)?;
         }
         Ok(())
     }
@@ -498,8 +498,9 @@ impl VipState {
     }
 
     /// Sends one empty datagram to every backend (keeps its neighbour entry resolved) and
-    /// learns the local address towards it.
-    fn prime(&mut self, first: bool) {
+    /// learns the local address towards it; true when one of those addresses changed.
+    fn prime(&mut self, first: bool) -> bool {
+        let mut changed = false;
         for m in &self.members {
             let target = SocketAddrV4::new(m.address, 9);
             let learnt = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).and_then(|s| {
@@ -509,7 +510,7 @@ impl VipState {
             });
             match learnt {
                 Ok(SocketAddr::V4(local)) => {
-                    self.sources.insert(m.address, *local.ip());
+                    changed |= self.sources.insert(m.address, *local.ip()) != Some(*local.ip());
                 }
                 Ok(SocketAddr::V6(_)) => {}
                 Err(e) if first => {
@@ -519,6 +520,7 @@ impl VipState {
             }
         }
         self.primed = Some(Instant::now());
+        changed
     }
 
     /// Brings the dataplane in step with `cluster` (see the module docs for the order).
@@ -551,7 +553,7 @@ impl VipState {
                 }
             }
             self.members = members;
-            self.prime(false);
+            let _ = self.prime(false);
         }
         let mut index = Vec::with_capacity(self.members.len());
         for m in self.members.clone() {

@@ -2,6 +2,7 @@
 //! `SWITCHYARD_SKIP_ROOT_TESTS=1` says to skip them (then they print why and pass).
 
 mod balance;
+mod errors;
 mod fleet;
 mod lab;
 mod testrun;
