@@ -238,3 +238,28 @@ proptest! {
         let _ = load_str(&text, &fixture("full.toml"));
     }
 }
+
+#[test]
+fn an_xdp_vip_resolves_with_its_defaults_and_ipv6_vips_are_refused() {
+    let base = "[[cluster]]\nname = \"d\"\nendpoints = [\"198.18.0.21:80\"]\n\
+                [[xdp]]\ninterface = \"eth0\"\n  [[xdp.vip]]\n  cluster = \"d\"\n";
+    let c = load_str(
+        &format!("{base}  address = \"198.19.0.10:80\"\n"),
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    let x = &c.xdp[0];
+    assert_eq!(x.mode, switchyard::config::model::XdpMode::Native);
+    assert_eq!(x.flow_table_size, 1_000_000);
+    assert_eq!(x.vips[0].maglev_table_size, 65_537);
+    assert_eq!(
+        x.vips[0].forward,
+        switchyard::config::model::XdpForward::Ipip
+    );
+    let errs = load_str(
+        &format!("{base}  address = \"[2001:db8::1]:80\"\n"),
+        Path::new("x.toml"),
+    )
+    .unwrap_err();
+    assert!(errs.to_string().contains("IPv4 VIPs only"), "{errs}");
+}
