@@ -452,7 +452,7 @@ impl VipState {
                 base: [base, base + size],
             },
             label,
-            members: Vec::new(),
+            members,
             table,
             eligible: Vec::new(),
             shadow: [vec![0; size as usize], vec![0; size as usize]],
@@ -463,13 +463,7 @@ impl VipState {
             stats: HashMap::new(),
             pass: (pass, 0),
             drop: (drop, 0),
-        }
-        .with_members(members))
-    }
-
-    fn with_members(mut self, members: Vec<Member>) -> VipState {
-        self.members = members;
-        self
+        })
     }
 
     /// The backend entry of endpoint `name`, assigned on first sight.
