@@ -48,5 +48,5 @@ mod window;
 
 pub use balance::{
     AtomicPeakEwma, BuildError, EndpointSpec, EwmaConfig, LoadView, MaglevTable, PeakEwma, Picker,
-    Policy, StaticLoad,
+    Policy, StaticLoad, resolve_slots,
 };

@@ -13,6 +13,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use switchyard_algo::hash::{hash_seeded, key_for_bytes, maglev_permutation};
 use switchyard_algo::{
     EndpointSpec, EwmaConfig, LoadView, MaglevTable, PeakEwma, Picker, Policy, StaticLoad,
+    resolve_slots,
 };
 
 fn named(n: usize) -> Vec<EndpointSpec> {
@@ -109,6 +110,31 @@ fn the_maglev_table_prefix_is_pinned() {
             1, 1, 4
         ]
     );
+}
+
+#[test]
+fn the_packet_tiers_resolved_slots_are_the_pinned_table() {
+    // The XDP tier writes resolve_slots into its BPF map: with every endpoint eligible that
+    // is the table above, slot for slot; without backend-2 only backend-2's slots change.
+    let specs = named(5);
+    let t = MaglevTable::build(&specs, 251).unwrap();
+    let all = resolve_slots(&t, &specs, &|_| true);
+    assert!(all.iter().zip(t.slots()).all(|(a, b)| *a == Some(*b)));
+    let without: Vec<u32> = resolve_slots(&t, &specs, &|i| i != 2)
+        .into_iter()
+        .take(32)
+        .map(|s| s.unwrap())
+        .collect();
+    assert_eq!(
+        without,
+        [
+            1, 4, 4, 4, 4, 1, 0, 0, 3, 1, 0, 0, 1, 1, 3, 3, 0, 4, 4, 3, 3, 4, 4, 0, 0, 0, 0, 4, 0,
+            1, 1, 4
+        ]
+    );
+    for (was, now) in t.slots().iter().zip(&without) {
+        assert!(*was == 2 || was == now, "only backend-2's slots move");
+    }
 }
 
 #[test]

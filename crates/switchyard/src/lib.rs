@@ -16,3 +16,4 @@ pub mod listener;
 pub mod loadgen;
 pub mod runtime;
 pub mod tls;
+pub mod xdp;

@@ -63,6 +63,28 @@ enum Command {
     /// Chaos drill: real backends, the balancer with your configuration, open-loop load and
     /// a fault timeline; a pass/fail verdict, an HTML report and JSON (exit 0 pass, 1 fail).
     Drill(switchyard::drill::DrillArgs),
+    /// Attach the IPIP decapsulation program on a backend's interface (packet tier) until
+    /// SIGTERM/SIGINT, for kernels without an ipip device. Needs root.
+    #[command(after_help = "Examples:
+  switchyard xdp-decap --interface eth0
+  switchyard xdp-decap --interface eth0 --mode generic")]
+    XdpDecap(XdpDecapArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct XdpDecapArgs {
+    /// The backend's interface that receives IPIP packets from the balancers.
+    #[arg(long, value_name = "IF")]
+    interface: String,
+    /// Attach mode: native (driver) or generic (SKB mode).
+    #[arg(long, value_enum, default_value = "native")]
+    mode: DecapMode,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DecapMode {
+    Native,
+    Generic,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,6 +152,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::XdpDecap(args) => runtime_exit(xdp_decap(&args)),
     }
 }
 
@@ -150,6 +173,26 @@ fn bench(args: switchyard::loadgen::cli::BenchArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn xdp_decap(args: &XdpDecapArgs) -> anyhow::Result<()> {
+    use switchyard::config::model::XdpMode;
+    let mode = match args.mode {
+        DecapMode::Native => XdpMode::Native,
+        DecapMode::Generic => XdpMode::Generic,
+    };
+    let rt = build_runtime(1)?;
+    rt.block_on(async {
+        let mut signals = Signals::install().context("cannot install signal handlers")?;
+        let decap = switchyard::xdp::decap::Decap::attach(&args.interface, mode)?;
+        eprintln!(
+            "{{\"event\":\"xdp-decap\",\"interface\":{}}}",
+            serde_json::Value::from(decap.interface())
+        );
+        signals.shutdown_requested().await;
+        drop(decap);
+        Ok(())
+    })
 }
 
 fn init_logging(level: Option<&str>) {

@@ -150,6 +150,68 @@ impl MaglevTable {
     }
 }
 
+/// Endpoint indices sorted by name, and each endpoint's rank in that order.
+fn name_order(endpoints: &[EndpointSpec]) -> (Box<[u32]>, Box<[u32]>) {
+    let mut by_name: Vec<u32> = (0..endpoints.len() as u32).collect();
+    by_name.sort_by(|&a, &b| endpoints[a as usize].name.cmp(&endpoints[b as usize].name));
+    let mut rank = vec![0u32; endpoints.len()];
+    for (r, &i) in by_name.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    (by_name.into_boxed_slice(), rank.into_boxed_slice())
+}
+
+/// The walk from `slot` to the first endpoint `takes` accepts: the owner, then up to
+/// [`MAX_PROBE`] following slots, then the endpoints in name order after the owner. One
+/// function for the L4/L7 picker and the packet tier's table ([`resolve_slots`]).
+fn walk_from(
+    table: &MaglevTable,
+    slot: usize,
+    by_name: &[u32],
+    rank: &[u32],
+    takes: &dyn Fn(usize) -> bool,
+) -> Option<usize> {
+    let slots = table.slots();
+    let m = slots.len();
+    let owner = slots[slot];
+    if takes(owner as usize) {
+        return Some(owner as usize);
+    }
+    let mut refused = owner;
+    for k in 1..=MAX_PROBE.min(m - 1) {
+        let i = slots[(slot + k) % m];
+        if i != refused {
+            if takes(i as usize) {
+                return Some(i as usize);
+            }
+            refused = i;
+        }
+    }
+    let n = by_name.len();
+    let start = rank[owner as usize] as usize;
+    (1..=n)
+        .map(|k| by_name[(start + k) % n] as usize)
+        .find(|&i| takes(i))
+}
+
+/// The table as a stateless data plane uses it: every slot resolved to the endpoint the
+/// keyed picker would choose for a key of that slot when exactly the endpoints `pickable`
+/// accepts may be picked (the owner if pickable, else the same probe as the picker), or
+/// `None` when no endpoint is pickable. `endpoints` must be the slice the table was built
+/// from. The XDP tier writes this into its BPF map, so for the same key and the same
+/// eligibility it picks what an L4/L7 `maglev` cluster picks, and an endpoint that becomes
+/// ineligible moves only the slots it owned.
+pub fn resolve_slots(
+    table: &MaglevTable,
+    endpoints: &[EndpointSpec],
+    pickable: &dyn Fn(usize) -> bool,
+) -> Vec<Option<u32>> {
+    let (by_name, rank) = name_order(endpoints);
+    (0..table.slots().len())
+        .map(|slot| walk_from(table, slot, &by_name, &rank, pickable).map(|i| i as u32))
+        .collect()
+}
+
 /// Maglev with eligibility and a p2c-ewma fallback for key-less requests.
 ///
 /// Ineligible owner: probe the following slots `slot + 1, slot + 2, ...` (mod M), up to 64
@@ -176,17 +238,12 @@ impl MaglevPicker {
             Err(BuildError::NoWeightedEndpoint) => None,
             Err(e) => return Err(e),
         };
-        let mut by_name: Vec<u32> = (0..endpoints.len() as u32).collect();
-        by_name.sort_by(|&a, &b| endpoints[a as usize].name.cmp(&endpoints[b as usize].name));
-        let mut rank = vec![0u32; endpoints.len()];
-        for (r, &i) in by_name.iter().enumerate() {
-            rank[i as usize] = r as u32;
-        }
+        let (by_name, rank) = name_order(endpoints);
         Ok(MaglevPicker {
             weights: Weights::new(endpoints),
             table,
-            by_name: by_name.into_boxed_slice(),
-            rank: rank.into_boxed_slice(),
+            by_name,
+            rank,
             fallback: P2cEwma::new(endpoints),
         })
     }
@@ -207,28 +264,7 @@ impl MaglevPicker {
     /// The walk from `key`'s position to the first endpoint `takes` accepts.
     fn walk(&self, key: u64, takes: &dyn Fn(usize) -> bool) -> Option<usize> {
         let table = self.table.as_ref()?;
-        let slots = table.slots();
-        let m = slots.len();
-        let slot = table.slot_of(key);
-        let owner = slots[slot];
-        if takes(owner as usize) {
-            return Some(owner as usize);
-        }
-        let mut refused = owner;
-        for k in 1..=MAX_PROBE.min(m - 1) {
-            let i = slots[(slot + k) % m];
-            if i != refused {
-                if takes(i as usize) {
-                    return Some(i as usize);
-                }
-                refused = i;
-            }
-        }
-        let n = self.by_name.len();
-        let start = self.rank[owner as usize] as usize;
-        (1..=n)
-            .map(|k| self.by_name[(start + k) % n] as usize)
-            .find(|&i| takes(i))
+        walk_from(table, table.slot_of(key), &self.by_name, &self.rank, takes)
     }
 
     /// The keyed lookup, or p2c-ewma for a request without a key.
@@ -377,5 +413,30 @@ mod tests {
             .collect();
         load.factor[0] = 0.1;
         assert!(others.iter().all(|&k| picker.lookup(k, &load) != Some(0)));
+    }
+    #[test]
+    fn resolved_slots_agree_with_the_picker_and_move_only_the_lost_owner() {
+        let specs = eps(&[1, 2, 1, 1]);
+        let p = MaglevPicker::new(&specs, 251).expect("picker");
+        let table = p.table().expect("table");
+        let mut load = StaticLoad::uniform(4);
+        load.eligible[1] = false;
+        let all = resolve_slots(table, &specs, &|_| true);
+        let without = resolve_slots(table, &specs, &|i| i != 1);
+        for slot in 0..251 {
+            assert_eq!(all[slot], Some(table.slots()[slot]));
+            assert_eq!(
+                without[slot].map(|i| i as usize),
+                p.lookup(slot as u64, &load)
+            );
+            if all[slot] != Some(1) {
+                assert_eq!(all[slot], without[slot], "slot {slot} moved");
+            }
+        }
+        assert!(
+            resolve_slots(table, &specs, &|_| false)
+                .iter()
+                .all(Option::is_none)
+        );
     }
 }

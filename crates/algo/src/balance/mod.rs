@@ -27,7 +27,7 @@ mod static_load;
 mod weighted;
 
 pub use ewma::{AtomicPeakEwma, EwmaConfig, PeakEwma};
-pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, MaglevTable, is_prime};
+pub use maglev::{DEFAULT_TABLE_SIZE, MAX_TABLE_SIZE, MaglevTable, is_prime, resolve_slots};
 pub use ring_hash::{MAX_RING_SIZE, MIN_RING_SIZE};
 pub use static_load::StaticLoad;
 pub use weighted::MAX_PERIOD;

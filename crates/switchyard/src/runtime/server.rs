@@ -184,6 +184,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The packet tier (`[[xdp]]`) could not start.
+    #[error(transparent)]
+    Xdp(#[from] crate::xdp::XdpError),
 }
 
 /// Once a second: ends expired ejections and checks latency outliers (publishing every
@@ -247,6 +250,12 @@ pub struct StartOptions {
     pub inherited: Option<Inherited>,
 }
 
+/// The packet tier finds a VIP's cluster by name in the snapshot in force.
+fn xdp_clusters(shared: &Arc<Shared>) -> crate::xdp::ClusterSource {
+    let shared = Arc::clone(shared);
+    Arc::new(move |name: &str| shared.snapshot.load().cluster(name).cloned())
+}
+
 /// A running balancer.
 #[derive(Debug)]
 pub struct Server {
@@ -254,6 +263,7 @@ pub struct Server {
     trigger: ShutdownTrigger,
     tasks: JoinSet<()>,
     admin_address: Option<SocketAddr>,
+    xdp: crate::xdp::XdpRuntime,
 }
 
 impl Server {
@@ -358,6 +368,7 @@ impl Server {
             super::discovery::spawn(&config, &shared, &mut discovery);
             control.discovery = discovery;
         }
+        let xdp = crate::xdp::start(&config.xdp, xdp_clusters(&shared), &shared.registry)?;
         // `/ready` waits for the first round of health checks, at most one check timeout.
         let _ = tokio::time::timeout(longest, first_round.wait()).await;
         shared.ready.store(true, Ordering::Release);
@@ -366,6 +377,7 @@ impl Server {
             trigger,
             tasks,
             admin_address,
+            xdp,
         })
     }
 
@@ -425,6 +437,7 @@ impl Server {
         self.trigger.advance(Phase::Closed);
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.xdp.detach();
         info!("stopped");
     }
 

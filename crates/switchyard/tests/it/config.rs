@@ -121,13 +121,16 @@ fn every_spec_key_is_accepted_by_the_walker_and_only_gated() {
         .collect();
     assert!(bad.is_empty(), "{errs}");
     let text = errs.to_string();
-    let expected = "not implemented yet: xdp";
-    assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     assert!(
         !text.contains("cluster[2].hash_key"),
         "5-tuple is implemented"
     );
-    for implemented in ["runtime.upgrade_socket", "admin.token_file", "discovery"] {
+    for implemented in [
+        "runtime.upgrade_socket",
+        "admin.token_file",
+        "discovery",
+        "yet: xdp",
+    ] {
         assert!(!text.contains(implemented), "{implemented} is implemented");
     }
 }
@@ -235,4 +238,29 @@ proptest! {
         }
         let _ = load_str(&text, &fixture("full.toml"));
     }
+}
+
+#[test]
+fn an_xdp_vip_resolves_with_its_defaults_and_ipv6_vips_are_refused() {
+    let base = "[[cluster]]\nname = \"d\"\nendpoints = [\"198.18.0.21:80\"]\n\
+                [[xdp]]\ninterface = \"eth0\"\n  [[xdp.vip]]\n  cluster = \"d\"\n";
+    let c = load_str(
+        &format!("{base}  address = \"198.19.0.10:80\"\n"),
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    let x = &c.xdp[0];
+    assert_eq!(x.mode, switchyard::config::model::XdpMode::Native);
+    assert_eq!(x.flow_table_size, 1_000_000);
+    assert_eq!(x.vips[0].maglev_table_size, 65_537);
+    assert_eq!(
+        x.vips[0].forward,
+        switchyard::config::model::XdpForward::Ipip
+    );
+    let errs = load_str(
+        &format!("{base}  address = \"[2001:db8::1]:80\"\n"),
+        Path::new("x.toml"),
+    )
+    .unwrap_err();
+    assert!(errs.to_string().contains("IPv4 VIPs only"), "{errs}");
 }

@@ -20,3 +20,4 @@ mod tcp;
 mod tls;
 mod udp;
 mod upgrade;
+mod xdp;

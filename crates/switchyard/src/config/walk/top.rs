@@ -299,6 +299,12 @@ fn walk_vip(w: &mut Walker<'_>, n: &Node<'_, '_>) -> XdpVip {
                     &n.sub("address"),
                     format!("a VIP needs a specific address and port, not {a}"),
                 );
+            } else if a.is_ipv6() {
+                w.err(
+                    &span,
+                    &n.sub("address"),
+                    format!("the packet tier serves IPv4 VIPs only, not {a}"),
+                );
             }
             Some(a)
         })
