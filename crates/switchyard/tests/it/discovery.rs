@@ -200,5 +200,7 @@ discovery = {{ dns = "api.test:{port}", refresh = "1s", resolver = "{resolver}" 
     .await;
     let view = endpoints_view(&server).await;
     assert_eq!(view.len(), 2, "the last good set stays: {view:?}");
-    assert_eq!(seen(client).await.len(), 2);
+    // Traffic still flows to the kept set (b4 slow-starts, so it may get few of 20).
+    let last = seen(client).await;
+    assert!(last.contains("b3") && !last.contains("b2"), "{last:?}");
 }
