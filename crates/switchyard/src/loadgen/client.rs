@@ -128,7 +128,9 @@ fn client_tls(trust: &Trust, protocol: Protocol) -> Result<ClientConfig, String>
     let mut config = match trust {
         Trust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(insecure::AcceptAny(crate::tls::provider())))
+            .with_custom_certificate_verifier(Arc::new(crate::tls::insecure::AcceptAny(
+                crate::tls::provider(),
+            )))
             .with_no_client_auth(),
         Trust::System => builder
             .with_root_certificates(crate::tls::certs::system_roots().map_err(|e| e.to_string())?)
@@ -429,64 +431,4 @@ async fn read(response: http::Response<hyper::body::Incoming>) -> Result<Answer,
         frame.map_err(|_| ErrorKind::Reset)?;
     }
     Ok(Answer { status, backend })
-}
-
-/// `--insecure`: a verifier that accepts any certificate but still checks the handshake
-/// signatures with the real provider (so the connection is encrypted, just not
-/// authenticated).
-mod insecure {
-    use std::sync::Arc;
-
-    use rustls::DigitallySignedStruct;
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::CryptoProvider;
-    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-
-    #[derive(Debug)]
-    pub(super) struct AcceptAny(pub(super) Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAny {
-        fn verify_server_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _server_name: &ServerName<'_>,
-            _ocsp: &[u8],
-            _now: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &self.0.signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
 }

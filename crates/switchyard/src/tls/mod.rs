@@ -12,6 +12,7 @@ use rustls::crypto::CryptoProvider;
 
 pub mod acceptor;
 pub mod certs;
+pub mod insecure;
 pub mod upstream;
 pub mod x509;
 
