@@ -14,6 +14,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use http::header::Entry;
 use http::header::{
     CONNECTION, FORWARDED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
     UPGRADE, VIA,
@@ -48,7 +49,7 @@ const X_CLIENT_CERT_SAN: HeaderName = HeaderName::from_static("x-client-cert-san
 const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Removed on every hop, in both directions (`Upgrade` is kept on a 101 response).
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -58,6 +59,13 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     PROXY_AUTHORIZATION,
     TRAILER,
 ];
+
+/// How many names [`HOP_BY_HOP`] holds.
+const HOP_BY_HOP_COUNT: usize = 8;
+
+/// Where `Connection` and `Upgrade` sit in [`HOP_BY_HOP`].
+const CONNECTION_INDEX: usize = 0;
+const UPGRADE_INDEX: usize = 4;
 
 /// Whether `peer` lies in one of the `trusted_proxies` networks.
 pub fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
@@ -109,15 +117,54 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
     inside.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
+/// One client connection as the forwarding headers describe it, formatted once when the
+/// connection is accepted: its peer and local address are the same for every request on
+/// it, so no request pays for printing them.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// The immediate peer, or the PROXY-protocol address when there was one.
+    pub peer: SocketAddr,
+    /// The local address the connection arrived on.
+    pub local: SocketAddr,
+    /// The peer's IP (IPv4-mapped IPv6 as IPv4): this hop's `X-Forwarded-For` entry.
+    peer_ip: HeaderValue,
+    /// `for=192.0.2.1` (IPv6 quoted in brackets).
+    for_pair: String,
+    /// `by="10.0.0.1:443"`.
+    by_pair: String,
+}
+
+impl Hop {
+    /// Formats what every request of the connection `peer` → `local` will carry.
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> Hop {
+        let peer_ip = peer.ip().to_canonical();
+        let node = match peer_ip {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        let mut for_pair = String::with_capacity(24);
+        push_pair(&mut for_pair, "for", &node);
+        let by = SocketAddr::new(local.ip().to_canonical(), local.port());
+        let mut by_pair = String::with_capacity(32);
+        push_pair(&mut by_pair, "by", &by.to_string());
+        Hop {
+            peer,
+            local,
+            // An IP address's text is always a valid header value.
+            peer_ip: HeaderValue::from_str(&peer_ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            for_pair,
+            by_pair,
+        }
+    }
+}
+
 /// What Switchyard saw of a request's connection, for the forwarding headers.
 #[derive(Debug, Clone, Copy)]
 pub struct Forwarded<'a> {
-    /// The immediate peer, or the PROXY-protocol address when there was one.
-    pub peer: SocketAddr,
-    /// The resolved client address ([`resolve_client`]). Not written into headers (each
-    /// hop reports its own peer, which the next hop can check); carried for logs and keys.
-    pub client: IpAddr,
-    /// Whether `peer` is inside `trusted_proxies`.
+    /// The connection the request arrived on.
+    pub hop: &'a Hop,
+    /// Whether the hop's peer is inside `trusted_proxies`.
     pub peer_trusted: bool,
     /// `"http"` or `"https"`: how the client reached Switchyard.
     pub scheme: &'a str,
@@ -125,8 +172,6 @@ pub struct Forwarded<'a> {
     pub host: Option<&'a str>,
     /// The client's HTTP version (for `Via`).
     pub version: Version,
-    /// The local address the request arrived on (`by=` of `Forwarded`).
-    pub listener_addr: SocketAddr,
 }
 
 /// Strips hop-by-hop headers (Connection, Keep-Alive, Proxy-Connection, TE except
@@ -154,15 +199,15 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
             te_trailers: true,
         },
     );
-    if !forwarded.peer_trusted {
+    if !forwarded.peer_trusted && headers.keys().any(is_forwarding_claim) {
         headers.remove(FORWARDED);
         headers.remove(X_FORWARDED_PROTO);
         headers.remove(X_FORWARDED_HOST);
         remove_client_cert_headers(headers);
     }
 
-    let peer_ip = forwarded.peer.ip().to_canonical();
-    append_to_list(headers, X_FORWARDED_FOR, &peer_ip.to_string());
+    let hop = forwarded.hop;
+    append_to_list(headers, X_FORWARDED_FOR, hop.peer_ip.clone());
     if !headers.contains_key(X_FORWARDED_PROTO) {
         if let Some(scheme) = scheme_value(forwarded.scheme) {
             headers.insert(X_FORWARDED_PROTO, scheme);
@@ -175,8 +220,23 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
             }
         }
     }
-    append_to_list(headers, FORWARDED, &forwarded_element(forwarded, peer_ip));
-    append_to_list(headers, VIA, via_entry(forwarded.version));
+    if let Some(element) = forwarded_element(forwarded) {
+        append_to_list(headers, FORWARDED, element);
+    }
+    append_to_list(
+        headers,
+        VIA,
+        HeaderValue::from_static(via_entry(forwarded.version)),
+    );
+}
+
+/// A header only a trusted proxy may set: the forwarding headers Switchyard writes itself
+/// and the client-certificate headers.
+fn is_forwarding_claim(name: &HeaderName) -> bool {
+    name == FORWARDED
+        || name == X_FORWARDED_PROTO
+        || name == X_FORWARDED_HOST
+        || name.as_str().starts_with(CLIENT_CERT_PREFIX)
 }
 
 /// Hop-by-hop stripping for responses (the same list, plus headers named in Connection).
@@ -201,19 +261,43 @@ struct Keep {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
-    let nominated = connection_nominated(headers);
-    let offers_trailers = keep.te_trailers
-        && comma_tokens(headers, &TE).any(|t| {
-            t.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        });
-    headers.remove(TE);
-    if offers_trailers {
-        headers.insert(TE, HeaderValue::from_static("trailers"));
+    // One pass over the names finds what is there; most requests carry no hop-by-hop
+    // header and most responses only `Connection`, so only those are looked up again.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    let mut has_te = false;
+    for name in headers.keys() {
+        if name == TE {
+            has_te = true;
+        } else if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[index] = true;
+        }
     }
-    let keep_upgrade = keep.upgrade && headers.contains_key(UPGRADE);
-    for name in &HOP_BY_HOP {
+    if !has_te && !present.contains(&true) {
+        return;
+    }
+    let nominated = if present[CONNECTION_INDEX] {
+        connection_nominated(headers)
+    } else {
+        Vec::new()
+    };
+    if has_te {
+        let offers_trailers = keep.te_trailers
+            && comma_tokens(headers, &TE).any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+        headers.remove(TE);
+        if offers_trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
+    }
+    let keep_upgrade = keep.upgrade && present[UPGRADE_INDEX];
+    for (name, _) in HOP_BY_HOP
+        .iter()
+        .zip(present)
+        .filter(|(_, present)| *present)
+    {
         if keep_upgrade && name == UPGRADE {
             continue;
         }
@@ -273,6 +357,12 @@ pub fn set_client_cert(headers: &mut HeaderMap, client: Option<&ClientIdentity>)
 }
 
 fn remove_client_cert_headers(headers: &mut HeaderMap) {
+    if !headers
+        .keys()
+        .any(|name| name.as_str().starts_with(CLIENT_CERT_PREFIX))
+    {
+        return;
+    }
     let names: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with(CLIENT_CERT_PREFIX))
@@ -285,9 +375,16 @@ fn remove_client_cert_headers(headers: &mut HeaderMap) {
 
 /// Appends `item` to the comma-separated list `name`, folding existing lines into one
 /// value (some upstreams read only the first line).
-fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
+    let mut entry = match headers.entry(name) {
+        Entry::Vacant(vacant) => {
+            vacant.insert(item);
+            return;
+        }
+        Entry::Occupied(occupied) => occupied,
+    };
     let mut joined: Vec<u8> = Vec::new();
-    for value in headers.get_all(&name) {
+    for value in entry.iter() {
         let value = value.as_bytes().trim_ascii();
         if !value.is_empty() {
             joined.extend_from_slice(value);
@@ -297,14 +394,10 @@ fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
     joined.extend_from_slice(item.as_bytes());
     match HeaderValue::from_bytes(&joined) {
         Ok(value) => {
-            headers.insert(name, value);
+            entry.insert(value);
         }
-        Err(_) => {
-            // Not reachable with valid inbound values; still never drop our own entry.
-            if let Ok(value) = HeaderValue::from_str(item) {
-                headers.append(name, value);
-            }
-        }
+        // Not reachable with valid inbound values; still never drop our own entry.
+        Err(_) => entry.append(item),
     }
 }
 
@@ -328,23 +421,17 @@ fn via_entry(version: Version) -> &'static str {
 }
 
 /// This hop's RFC 7239 element: `for=192.0.2.1;proto=https;host=example.com;by="10.0.0.1:443"`.
-fn forwarded_element(forwarded: &Forwarded<'_>, peer_ip: IpAddr) -> String {
+fn forwarded_element(forwarded: &Forwarded<'_>) -> Option<HeaderValue> {
+    let hop = forwarded.hop;
     let mut element = String::with_capacity(96);
-    let node = match peer_ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    };
-    push_pair(&mut element, "for", &node);
+    element.push_str(&hop.for_pair);
     push_pair(&mut element, "proto", forwarded.scheme);
     if let Some(host) = forwarded.host {
         push_pair(&mut element, "host", host);
     }
-    let by = SocketAddr::new(
-        forwarded.listener_addr.ip().to_canonical(),
-        forwarded.listener_addr.port(),
-    );
-    push_pair(&mut element, "by", &by.to_string());
-    element
+    element.push(';');
+    element.push_str(&hop.by_pair);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(element)).ok()
 }
 
 /// `;key=value`, the value quoted (with `"` and `\` escaped) unless it is a token.
@@ -380,11 +467,14 @@ pub fn ensure_request_id(
     headers: &mut HeaderMap,
     generated: impl FnOnce() -> HeaderValue,
 ) -> HeaderValue {
-    let id = headers
+    let mut id = headers
         .get(X_REQUEST_ID)
         .filter(|id| is_valid_request_id(id))
         .cloned()
         .unwrap_or_else(generated);
+    // Unique per request: HPACK must not index it (each insert into an HTTP/2 peer's
+    // dynamic table would evict an entry that repeats, like `server` or `content-type`).
+    id.set_sensitive(true);
     headers.insert(X_REQUEST_ID, id.clone());
     id
 }
@@ -500,16 +590,21 @@ mod tests {
             .collect()
     }
 
+    /// A connection's hop, kept for the test's life.
+    fn hop(peer: &str, local: &str) -> &'static Hop {
+        Box::leak(Box::new(Hop::new(
+            peer.parse().unwrap(),
+            local.parse().unwrap(),
+        )))
+    }
+
     fn seen(peer: &str, trusted: bool) -> Forwarded<'static> {
-        let peer: SocketAddr = peer.parse().unwrap();
         Forwarded {
-            peer,
-            client: peer.ip(),
+            hop: hop(peer, "10.0.0.1:443"),
             peer_trusted: trusted,
             scheme: "https",
             host: Some("shop.example.com"),
             version: Version::HTTP_11,
-            listener_addr: "10.0.0.1:443".parse().unwrap(),
         }
     }
 
@@ -649,7 +744,7 @@ mod tests {
         let mut map = HeaderMap::new();
         let mut forwarded = seen("[2001:db8::1]:5000", false);
         forwarded.host = Some("shop.example.com:8443");
-        forwarded.listener_addr = "[2001:db8::ff]:8443".parse().unwrap();
+        forwarded.hop = hop("[2001:db8::1]:5000", "[2001:db8::ff]:8443");
         prepare_request(&mut map, &forwarded);
         assert_eq!(
             values(&map, "forwarded"),
@@ -680,6 +775,12 @@ mod tests {
     }
 
     #[test]
+    fn the_indexes_name_their_headers() {
+        assert_eq!(HOP_BY_HOP[CONNECTION_INDEX], CONNECTION);
+        assert_eq!(HOP_BY_HOP[UPGRADE_INDEX], UPGRADE);
+    }
+
+    #[test]
     fn hop_by_hop_headers_are_stripped_from_requests() {
         let mut map = headers(&[
             ("connection", "keep-alive"),
@@ -693,8 +794,8 @@ mod tests {
             ("accept", "*/*"),
         ]);
         prepare_request(&mut map, &seen("10.0.0.2:5000", true));
-        for name in HOP_BY_HOP {
-            assert!(map.get(&name).is_none(), "{name}");
+        for name in &HOP_BY_HOP {
+            assert!(map.get(name).is_none(), "{name}");
         }
         assert_eq!(values(&map, "accept"), ["*/*"]);
     }

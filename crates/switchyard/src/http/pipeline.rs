@@ -55,10 +55,9 @@ pub struct Downstream {
     pub listener: Arc<HttpListenerRuntime>,
     /// Where the listener in force is published (`None`: the connection keeps `listener`).
     pub slot: Option<Arc<arc_swap::ArcSwap<HttpListenerRuntime>>>,
-    /// The immediate peer, or the address a PROXY header carried.
-    pub peer: SocketAddr,
-    /// The address the client connected to.
-    pub local: SocketAddr,
+    /// The peer (or the address a PROXY header carried) and the address the client
+    /// connected to, with their forwarding-header text.
+    pub hop: forwarding::Hop,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Where request lines go.
@@ -149,7 +148,7 @@ impl Record {
             } else {
                 String::new()
             },
-            client: downstream.peer,
+            client: downstream.hop.peer,
             grpc: is_grpc(request.headers()),
             request_id: None,
             route: None,
@@ -271,8 +270,8 @@ async fn proxy(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let listener = &downstream.listener;
     let trusted = listener.trusted_proxies();
-    let client_ip = forwarding::resolve_client(downstream.peer, request.headers(), trusted);
-    record.client = SocketAddr::new(client_ip, downstream.peer.port());
+    let client_ip = forwarding::resolve_client(downstream.hop.peer, request.headers(), trusted);
+    record.client = SocketAddr::new(client_ip, downstream.hop.peer.port());
 
     // admit
     if let Some(limit) = listener.config.max_request_body {
@@ -317,9 +316,9 @@ async fn proxy(
     record.route = Some(Arc::clone(&route));
     if let Some(limiter) = &route.rate_limit {
         let key = limiter.key(client_ip, request.headers(), claims.as_ref());
-        let verdict = limiter
-            .take(&route.name, key, route.global_limit.as_deref())
-            .await;
+        // Boxed: the fleet-wide limiter's Redis round trip is a large future, and only
+        // rate-limited routes should carry it.
+        let verdict = Box::pin(limiter.take(&route.name, key, route.global_limit.as_deref())).await;
         if let Err(retry_after_secs) = verdict {
             return Err(ProxyError::RateLimited { retry_after_secs });
         }
@@ -356,7 +355,7 @@ async fn proxy(
         hash_key => request_key(
             hash_key,
             record.client,
-            downstream.local,
+            downstream.hop.local,
             request.headers(),
             request.uri().path(),
         ),
@@ -370,13 +369,11 @@ async fn proxy(
     forwarding::prepare_request(
         request.headers_mut(),
         &Forwarded {
-            peer: downstream.peer,
-            client: client_ip,
-            peer_trusted: forwarding::is_trusted(downstream.peer.ip(), trusted),
+            hop: &downstream.hop,
+            peer_trusted: forwarding::is_trusted(downstream.hop.peer.ip(), trusted),
             scheme: downstream.scheme,
             host: host.as_deref(),
             version,
-            listener_addr: downstream.local,
         },
     );
     if let Some(tls) = &downstream.tls {
@@ -563,7 +560,9 @@ async fn attempt(
                     after,
                     try_deadline,
                 );
-                let winner = race.await;
+                // Boxed: a hedged race holds several sends at once; only hedged routes
+                // should pay for its size.
+                let winner = Box::pin(race).await;
                 record.attempts += winner.hedges;
                 (winner.index, winner.endpoint, winner.in_flight, winner.sent)
             }

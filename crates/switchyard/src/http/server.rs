@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, info};
 
 use super::error::ProxyError;
+use super::forwarding::Hop;
 use super::h1_guard::{GuardConfig, H1Guard, HeadLimits, Rejection};
 use super::listener::HttpListenerRuntime;
 use super::pipeline::{self, Downstream};
@@ -162,8 +163,7 @@ async fn serve_tcp(
         let downstream = Arc::new(Downstream {
             listener: runtime,
             slot: Some(Arc::clone(&in_force)),
-            peer: client,
-            local,
+            hop: Hop::new(client, local),
             scheme: "http",
             log: log.log,
             include_query: log.include_query,
@@ -191,8 +191,7 @@ async fn serve_tcp(
     let downstream = Arc::new(Downstream {
         listener: runtime,
         slot: Some(Arc::clone(&in_force)),
-        peer: client,
-        local,
+        hop: Hop::new(client, local),
         scheme: "https",
         log: log.log,
         include_query: log.include_query,
@@ -268,7 +267,7 @@ async fn serve_cleartext<S>(
     .await;
     if seen.first() == Some(&TLS_HANDSHAKE_RECORD) {
         downstream.listener.rejected.count("tls");
-        info!(listener = %downstream.listener.name, client = %downstream.peer, "TLS handshake on a cleartext http listener; closed");
+        info!(listener = %downstream.listener.name, client = %downstream.hop.peer, "TLS handshake on a cleartext http listener; closed");
         return;
     }
     let h2 = match detected {
@@ -347,7 +346,9 @@ where
         // The guard ends the read side when it refuses a pipelined head; hyper must still
         // finish the responses it owes for the requests before it.
         .half_close(true)
-        .max_headers(MAX_HEADER_FIELDS + 1)
+        // No `max_headers`: the guard already refused a head past MAX_HEADER_FIELDS, and
+        // hyper's default (the same 100) keeps its header index on the stack, where any
+        // explicit limit puts it on the heap for every request.
         .serve_connection(TokioIo::new(guard), service)
         .with_upgrades();
     let stopping = Stopping {
@@ -364,7 +365,7 @@ where
     match rejection.get() {
         Some(Rejection::SlowHead) => downstream.listener.rejected.count("slow_head"),
         Some(Rejection::Malformed(error)) => {
-            debug!(listener = %downstream.listener.name, client = %downstream.peer, details = error.details(), "request head refused");
+            debug!(listener = %downstream.listener.name, client = %downstream.hop.peer, details = error.details(), "request head refused");
             downstream
                 .listener
                 .unrouted
@@ -427,7 +428,10 @@ where
     let config = &downstream.listener.config;
     let service = {
         let downstream = Arc::clone(&downstream);
-        service_fn(move |request| pipeline::handle(Arc::clone(&downstream), request))
+        // Boxed: hyper spawns every stream as a task, and moving a request future of
+        // several kilobytes into the task (and its output over it) cost more than the
+        // rest of the stream's work; a box moves a pointer.
+        service_fn(move |request| Box::pin(pipeline::handle(Arc::clone(&downstream), request)))
     };
     let connection = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())

@@ -288,7 +288,11 @@ impl EndpointPool {
             UpstreamProtocol::Auto => match self.learned.load(Ordering::Acquire) {
                 LEARNED_H2 => self.send_h2(request).await,
                 LEARNED_H1 => self.send_h1(request).await,
-                _ => match self.learn().await {
+                // Boxed, like every connect path below: a connect (TCP, maybe TLS) is
+                // rare next to a pooled send and its future is large; kept inline it
+                // would grow every request's future, which hyper's HTTP/2 server copies
+                // when it spawns each stream.
+                _ => match Box::pin(self.learn()).await {
                     Ok(true) => self.send_h2(request).await,
                     Ok(false) => self.send_h1(request).await,
                     Err(error) => Err(SendError {
@@ -400,7 +404,7 @@ impl EndpointPool {
             }
             match self.reserve_slot() {
                 Ok(slot) => {
-                    let sender = self.connect_h1().await?;
+                    let sender = Box::pin(self.connect_h1()).await?;
                     return Ok((sender, 0, slot, false));
                 }
                 Err(NoSlot::Cluster) => return Err(UpstreamError::PoolFull),
@@ -597,7 +601,7 @@ impl EndpointPool {
         }
         match self.reserve_slot() {
             Ok(slot) => {
-                let sender = self.connect_h2().await?;
+                let sender = Box::pin(self.connect_h2()).await?;
                 let connection = Arc::new(H2Connection {
                     sender,
                     streams: AtomicU32::new(0),

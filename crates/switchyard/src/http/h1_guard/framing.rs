@@ -37,6 +37,25 @@ enum State {
     Passthrough,
 }
 
+impl State {
+    /// Where the stream stands once a head passed.
+    fn after_head(summary: &head::HeadSummary) -> State {
+        if summary.upgrade {
+            return State::Passthrough;
+        }
+        match summary.body {
+            BodyFraming::None => State::Head,
+            BodyFraming::Length(n) => State::Length(n),
+            BodyFraming::Chunked => State::Chunked(Chunk::Size {
+                line: 0,
+                size: 0,
+                digits: false,
+                ext: false,
+            }),
+        }
+    }
+}
+
 /// What feeding bytes produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -116,6 +135,28 @@ impl Framing {
                         Err(error) => return Err(error),
                     }
                 }
+                State::Head if self.held.is_empty() => {
+                    // The usual case: a whole head arrived in one read. It is checked
+                    // where it lies and passed on, never copied into `held`.
+                    if input.is_empty() {
+                        return Ok(());
+                    }
+                    match head::inspect(input, &self.limits) {
+                        Verdict::Partial => {
+                            self.held.extend_from_slice(input);
+                            return Ok(());
+                        }
+                        Verdict::Reject(error) => return Err(error),
+                        Verdict::Complete(summary) => {
+                            out.extend_from_slice(&input[..summary.len]);
+                            input = &input[summary.len..];
+                            self.state = State::after_head(&summary);
+                            if input.is_empty() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
                 State::Head => {
                     self.held.extend_from_slice(input);
                     if self.held.is_empty() {
@@ -127,20 +168,7 @@ impl Framing {
                         Verdict::Complete(summary) => {
                             let head = self.held.split_to(summary.len);
                             out.extend_from_slice(&head);
-                            self.state = if summary.upgrade {
-                                State::Passthrough
-                            } else {
-                                match summary.body {
-                                    BodyFraming::None => State::Head,
-                                    BodyFraming::Length(n) => State::Length(n),
-                                    BodyFraming::Chunked => State::Chunked(Chunk::Size {
-                                        line: 0,
-                                        size: 0,
-                                        digits: false,
-                                        ext: false,
-                                    }),
-                                }
-                            };
+                            self.state = State::after_head(&summary);
                             // What followed the head is processed in the new state.
                             let rest = std::mem::take(&mut self.held);
                             if rest.is_empty() {

@@ -4,6 +4,8 @@
 //! values, request targets of the wrong form, a missing or repeated Host, and the size
 //! limits. Pure: bytes in, a verdict out.
 
+use std::mem::MaybeUninit;
+
 use http::StatusCode;
 
 use crate::http::error::ProxyError;
@@ -87,16 +89,18 @@ pub fn inspect(buf: &[u8], limits: &HeadLimits) -> Verdict {
     let head = &buf[skipped..];
     // One slot past the limit, so "too many" is told from "exactly the limit"; on the
     // stack for the usual limit (SPEC: 100 fields), so a head costs no allocation.
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Left uninitialised: httparse writes the slots it fills, and filling 128 empty ones
+    // per head would cost more than the parse.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let slots: &mut [httparse::Header<'_>] = if limits.max_headers < STACK_HEADERS {
+    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers < STACK_HEADERS {
         &mut stack[..=limits.max_headers]
     } else {
-        heap.resize(limits.max_headers + 1, httparse::EMPTY_HEADER);
+        heap.resize(limits.max_headers + 1, MaybeUninit::uninit());
         &mut heap
     };
-    let mut request = httparse::Request::new(slots);
-    let parsed = match request.parse(head) {
+    let mut request = httparse::Request::new(&mut []);
+    let parsed = match request.parse_with_uninit_headers(head, slots) {
         Ok(httparse::Status::Partial) => {
             return if buf.len() > limits.max_header_bytes {
                 reject(TOO_LARGE, "max_header_bytes")
