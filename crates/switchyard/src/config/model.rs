@@ -877,6 +877,8 @@ pub struct ClusterTls {
 pub struct GlobalRateLimit {
     /// `redis://host:port`.
     pub redis: String,
+    /// The longest a request waits for Redis before its local bucket decides (extension).
+    pub timeout: Duration,
 }
 
 /// XDP attach mode.

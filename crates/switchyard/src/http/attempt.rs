@@ -14,19 +14,19 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{BodyProgress, Replay, RequestBody};
 use super::listener::{RouteRuntime, UpstreamCluster};
 use super::retry;
-use super::upstream::{Lease, SendError};
+use super::upstream::{Lease, SendError, UpstreamBody};
 use crate::cluster::{Endpoint, InFlight};
 use crate::config::model::{HedgeAfter, RetryPolicy};
 use crate::runtime::clock;
 
 /// One attempt's outcome: the head (with its lease), a send error, or the per-try deadline.
-pub type Sent = Result<Result<(Response<Incoming>, Lease), SendError>, tokio::time::error::Elapsed>;
+pub type Sent =
+    Result<Result<(Response<UpstreamBody>, Lease), SendError>, tokio::time::error::Elapsed>;
 
 /// A first attempt deposits in the cluster's budget (and the route's, when it has one).
 pub fn deposit(upstream: &UpstreamCluster, route: &RouteRuntime) {

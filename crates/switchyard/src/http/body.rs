@@ -30,6 +30,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::upstream::UpstreamBody;
+
 /// What a body stream can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -141,6 +143,17 @@ impl RequestBody {
             progress: Arc::default(),
             recorder: None,
             pacing,
+        }
+    }
+
+    /// A body that has already ended.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            source: RequestSource::Done,
+            limit: None,
+            progress: Arc::default(),
+            recorder: None,
+            pacing: None,
         }
     }
 
@@ -394,7 +407,7 @@ pub trait Completion: Send + 'static {
 enum Source {
     Empty,
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 /// A response body on its way to the client.
@@ -415,7 +428,7 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// An upstream's body.
-    pub fn upstream(inner: Incoming) -> ResponseBody {
+    pub fn upstream(inner: UpstreamBody) -> ResponseBody {
         ResponseBody {
             source: Source::Upstream(inner),
             bytes: 0,
@@ -479,12 +492,7 @@ impl Body for ResponseBody {
         let polled = match &mut this.source {
             Source::Empty => Poll::Ready(None),
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error).into()))),
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            Source::Upstream(inner) => Pin::new(inner).poll_frame(cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

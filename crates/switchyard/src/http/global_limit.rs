@@ -4,13 +4,19 @@
 //!
 //! One round trip per request: a Lua script refills and takes a token atomically, reading
 //! the clock of the Redis server so instances with skewed clocks agree. A request never
-//! waits on Redis for more than [`CALL_TIMEOUT`]: a slow or dead Redis makes the instance
-//! fall back to its local bucket for that request (counted in
-//! `rate_limit_backend_errors_total`, logged once per outage), and a background task
-//! reconnects once a second. The connection is multiplexed: every request shares it.
+//! waits on Redis for more than `[global_rate_limit] timeout` ([`DEFAULT_CALL_TIMEOUT`]): a
+//! slow or dead Redis makes the instance fall back to its local bucket for that request
+//! (counted in `rate_limit_backend_errors_total`, logged once per outage), and a background
+//! task reconnects once a second. The connection is multiplexed: every request shares it.
+//!
+//! One late answer says nothing about the connection (a loaded machine can miss a few
+//! milliseconds now and then), so a timeout keeps it; only a broken connection, or one
+//! that has not answered anything for [`RECONNECT_EVERY`] while requests wait on it, is
+//! replaced. Dropping it at the first timeout would turn one late reply into a second of
+//! local-only decisions on this instance.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -20,8 +26,9 @@ use tracing::{info, warn};
 use crate::admin::metrics::Counter;
 use crate::config::model::RateLimit;
 
-/// The longest a request waits on Redis before the local bucket decides.
-pub const CALL_TIMEOUT: Duration = Duration::from_millis(5);
+/// The longest a request waits on Redis before the local bucket decides, unless
+/// `[global_rate_limit] timeout` says otherwise.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(5);
 
 /// How often a lost connection is retried.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
@@ -59,7 +66,10 @@ return {allowed, wait}
 #[derive(Debug)]
 pub struct GlobalLimiter {
     url: String,
+    call_timeout: Duration,
     connection: ArcSwapOption<MultiplexedConnection>,
+    /// When Redis last answered (or the connection was made), on the process clock.
+    last_answer: AtomicU64,
     errors: Counter,
     down_logged: AtomicBool,
 }
@@ -70,8 +80,8 @@ pub enum BackendError {
     /// No connection (Redis down or not reached yet).
     #[error("not connected")]
     NotConnected,
-    /// No answer within [`CALL_TIMEOUT`].
-    #[error("no answer within {CALL_TIMEOUT:?}")]
+    /// No answer within the call timeout.
+    #[error("no answer in time")]
     Timeout,
     /// Redis answered with an error, or the connection broke.
     #[error("redis: {0}")]
@@ -79,11 +89,14 @@ pub enum BackendError {
 }
 
 impl GlobalLimiter {
-    /// A limiter for `url`; call [`GlobalLimiter::maintain`] in a task to connect.
-    pub fn new(url: &str, errors: Counter) -> Arc<GlobalLimiter> {
+    /// A limiter for `url` that waits at most `call_timeout` per request; call
+    /// [`GlobalLimiter::maintain`] in a task to connect.
+    pub fn new(url: &str, call_timeout: Duration, errors: Counter) -> Arc<GlobalLimiter> {
         Arc::new(GlobalLimiter {
             url: url.to_owned(),
+            call_timeout,
             connection: ArcSwapOption::empty(),
+            last_answer: AtomicU64::new(0),
             errors,
             down_logged: AtomicBool::new(false),
         })
@@ -105,6 +118,7 @@ impl GlobalLimiter {
                     Ok(Ok(connection)) => {
                         info!(url = %self.url, "global_rate_limit: connected to redis");
                         self.down_logged.store(false, Ordering::Relaxed);
+                        self.note_answer();
                         self.connection.store(Some(Arc::new(connection)));
                     }
                     Ok(Err(error)) => self.note_down(&BackendError::Redis(error)),
@@ -131,15 +145,37 @@ impl GlobalLimiter {
         limit: &RateLimit,
     ) -> Result<Result<(), u32>, BackendError> {
         let result = self.call(route, key, limit).await;
-        if let Err(error) = &result {
-            self.errors.inc();
-            self.note_down(error);
-            if !matches!(error, BackendError::NotConnected) {
-                // A broken or stuck connection is replaced by the maintenance task.
-                self.connection.store(None);
+        match &result {
+            Ok(_) => self.note_answer(),
+            Err(error) => {
+                self.errors.inc();
+                self.note_down(error);
+                if self.connection_is_lost(error) {
+                    // The maintenance task connects again.
+                    self.connection.store(None);
+                }
             }
         }
         result
+    }
+
+    fn note_answer(&self) {
+        self.last_answer
+            .store(crate::runtime::clock::now(), Ordering::Relaxed);
+    }
+
+    /// Whether `error` means the connection must be replaced: it broke, or it is stuck
+    /// (nothing answered for [`RECONNECT_EVERY`]). A single late reply keeps it.
+    fn connection_is_lost(&self, error: &BackendError) -> bool {
+        match error {
+            BackendError::NotConnected => false,
+            BackendError::Redis(_) => true,
+            BackendError::Timeout => {
+                let last = self.last_answer.load(Ordering::Relaxed);
+                let silent = crate::runtime::clock::now().saturating_sub(last);
+                silent >= u64::try_from(RECONNECT_EVERY.as_nanos()).unwrap_or(u64::MAX)
+            }
+        }
     }
 
     async fn call(
@@ -165,7 +201,7 @@ impl GlobalLimiter {
             .arg(per_ms)
             .arg(limit.burst);
         let reply = tokio::time::timeout(
-            CALL_TIMEOUT,
+            self.call_timeout,
             command.query_async::<(i64, i64)>(&mut connection),
         )
         .await

@@ -10,6 +10,7 @@ pub mod body;
 pub mod error;
 pub mod forwarding;
 pub mod global_limit;
+pub mod h1_client;
 pub mod h1_guard;
 pub mod jwt;
 pub mod listener;

@@ -39,7 +39,7 @@ use super::retry::{self, RetryAfter};
 use super::router::{ClaimsSource, RequestFacts};
 use super::sticky;
 use super::upgrade;
-use super::upstream::{Lease, UpstreamError};
+use super::upstream::{Lease, UpstreamBody, UpstreamError};
 use crate::admin::access_log::{AccessLog, HttpLine};
 use crate::cluster::{Endpoint, InFlight, request_key};
 use crate::config::model::{HashKey, RetryOn, UpstreamProtocol};
@@ -455,7 +455,7 @@ async fn attempt(
     key: Option<u64>,
     mut pinned: Option<usize>,
     record: &mut Record,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let upstream = &branch.upstream;
     if upstream.limits.try_acquire(Limit::Requests).is_err() {
         return Err(ProxyError::Shed(ShedReason::Requests));
@@ -673,7 +673,7 @@ async fn attempt(
 /// The outcome a retry that is not made leaves the client with.
 enum Last {
     Error(ProxyError),
-    Response(Response<Incoming>, Lease, InFlight),
+    Response(Response<UpstreamBody>, Lease, InFlight),
 }
 
 fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {

@@ -15,13 +15,24 @@
 //! A request that could not be written because a pooled connection turned out closed is
 //! handed back untouched ([`SendError::request`]) so the caller can send it again on a
 //! fresh connection, whatever its method (SPEC 3.1).
+//!
+//! HTTP/1.1 exchanges run in the request's own task ([`super::h1_client`]): the response
+//! body carries the connection and checks it back in when it ends. An upgrade request
+//! (WebSocket) instead gets a hyper client connection of its own, never pooled, so hyper
+//! can hand both upgraded connections to the tunnel.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::UPGRADE;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,7 +40,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::body::RequestBody;
+use super::body::{BoxError, RequestBody};
+use super::h1_client::{Checkin, Connection, DirectBody, Exchange, HeadFailure};
 use crate::admin::metrics::Gauge;
 use switchyard_algo::resilience::{Limit, Limits};
 
@@ -161,7 +173,7 @@ enum NoSlot {
 
 #[derive(Debug)]
 struct IdleH1 {
-    sender: http1::SendRequest<RequestBody>,
+    connection: Connection,
     since: Instant,
     served: u32,
     slot: OpenSlot,
@@ -169,8 +181,91 @@ struct IdleH1 {
 
 impl IdleH1 {
     /// Still open and idle for less than `idle_timeout`.
-    fn is_usable(&self, idle_timeout: Duration) -> bool {
-        self.since.elapsed() < idle_timeout && !self.sender.is_closed()
+    fn is_usable(&mut self, idle_timeout: Duration) -> bool {
+        self.since.elapsed() < idle_timeout && self.connection.is_alive()
+    }
+}
+
+/// Counts a connection as active until dropped.
+#[derive(Debug)]
+struct Active(Gauge);
+
+impl Active {
+    fn new(gauge: &Gauge) -> Active {
+        gauge.inc();
+        Active(gauge.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Where an HTTP/1.1 connection goes back when its exchange ended cleanly; dropped
+/// instead, the connection closes and its slot is freed.
+#[derive(Debug)]
+struct PoolReturn {
+    pool: Arc<EndpointPool>,
+    /// Requests served on the connection, this one included.
+    served: u32,
+    slot: OpenSlot,
+    _active: Active,
+}
+
+impl Checkin for PoolReturn {
+    fn put_back(self: Box<Self>, connection: Connection) {
+        let PoolReturn {
+            pool, served, slot, ..
+        } = *self;
+        pool.put_back(IdleH1 {
+            connection,
+            since: Instant::now(),
+            served,
+            slot,
+        });
+    }
+}
+
+/// An upstream response body: read by this task from an HTTP/1.1 connection, or from a
+/// hyper connection (HTTP/2, upgrades).
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// HTTP/1.1, read in the request's task.
+    Direct(DirectBody),
+    /// HTTP/2 or an upgrade request's connection.
+    Hyper(Incoming),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Direct(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Hyper(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|error| Box::new(error) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Direct(body) => body.is_end_stream(),
+            UpstreamBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Direct(body) => body.size_hint(),
+            UpstreamBody::Hyper(body) => body.size_hint(),
+        }
     }
 }
 
@@ -182,29 +277,26 @@ struct H2Connection {
     _slot: OpenSlot,
 }
 
-/// A connection lent to one request; give it back with [`Lease::release`] once the
-/// response body was read to the end, or drop it to discard the connection (HTTP/1.1) /
-/// end the stream count (HTTP/2).
+/// What a response holds of its upstream connection until the exchange is over: release
+/// it with [`Lease::release`] once the response body was read to the end, or drop it.
 #[derive(Debug)]
 pub enum Lease {
-    /// An HTTP/1.1 connection, exclusively.
-    H1 {
-        /// Its sender.
-        sender: http1::SendRequest<RequestBody>,
-        /// Requests served so far, this one included.
-        served: u32,
-        /// Its place under the endpoint's connection limit.
-        slot: OpenSlotHandle,
-        /// Where it goes back.
-        pool: Arc<EndpointPool>,
-    },
+    /// HTTP/1.1: the response body itself carries the connection back to the pool.
+    H1,
+    /// An upgrade request's own hyper connection (never pooled): its place under the
+    /// endpoint's connection limit, held until the exchange or the tunnel is over.
+    Upgrade(UpgradeConnection),
     /// A stream on a shared HTTP/2 connection.
     H2(H2Stream),
 }
 
-/// An opaque [`OpenSlot`], so a lease can carry it.
+/// An upgrade request's connection, counted against the limits while it lives.
 #[derive(Debug)]
-pub struct OpenSlotHandle(OpenSlot);
+pub struct UpgradeConnection {
+    _sender: http1::SendRequest<RequestBody>,
+    _slot: OpenSlot,
+    _active: Active,
+}
 
 /// One stream's share of an HTTP/2 connection.
 #[derive(Debug)]
@@ -221,23 +313,10 @@ impl Drop for H2Stream {
 }
 
 impl Lease {
-    /// The exchange finished cleanly: an HTTP/1.1 connection goes back to the idle stack.
+    /// The exchange finished cleanly. An HTTP/1.1 connection is already back in its pool
+    /// (its body checked it in); the others end their stream or connection here.
     pub fn release(self) {
-        if let Lease::H1 {
-            sender,
-            served,
-            slot,
-            pool,
-        } = self
-        {
-            pool.gauges.active.dec();
-            pool.put_back(IdleH1 {
-                sender,
-                since: Instant::now(),
-                served,
-                slot: slot.0,
-            });
-        }
+        drop(self);
     }
 }
 
@@ -281,7 +360,10 @@ impl EndpointPool {
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
+        if request.headers().contains_key(UPGRADE) {
+            return Box::pin(self.send_upgrade(request)).await;
+        }
         match self.settings.protocol {
             UpstreamProtocol::H2 => self.send_h2(request).await,
             UpstreamProtocol::Http1 => self.send_h1(request).await,
@@ -321,9 +403,8 @@ impl EndpointPool {
                 _slot: slot,
             }));
         } else {
-            let sender = Self::handshake_h1(io).await?;
             self.put_back(IdleH1 {
-                sender,
+                connection: Connection::new(io.into_inner()),
                 since: Instant::now(),
                 served: 0,
                 slot,
@@ -335,12 +416,12 @@ impl EndpointPool {
     async fn send_h1(
         self: &Arc<Self>,
         mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         // A pooled connection may have been closed by the upstream while idle; a request
         // that could not be written on one goes out again, once, on a fresh connection.
         let mut fresh_only = false;
         loop {
-            let (mut sender, served, slot, reused) = match self.checkout_h1(fresh_only).await {
+            let (connection, served, slot, reused) = match self.checkout_h1(fresh_only).await {
                 Ok(found) => found,
                 Err(error) => {
                     return Err(SendError {
@@ -349,40 +430,108 @@ impl EndpointPool {
                     });
                 }
             };
-            self.gauges.active.inc();
-            match sender.try_send_request(request).await {
+            let checkin = Box::new(PoolReturn {
+                pool: Arc::clone(self),
+                served: served + 1,
+                slot,
+                _active: Active::new(&self.gauges.active),
+            });
+            let exchange = match Exchange::start(connection, request, checkin) {
+                Ok(exchange) => exchange,
+                Err(unsendable) => {
+                    return Err(SendError {
+                        error: UpstreamError::RequestBody,
+                        request: Some(*unsendable),
+                    });
+                }
+            };
+            match exchange.head().await {
                 Ok(response) => {
-                    let lease = Lease::H1 {
-                        sender,
-                        served: served + 1,
-                        slot: OpenSlotHandle(slot),
-                        pool: Arc::clone(self),
-                    };
-                    return Ok((response, lease));
+                    let response = response.map(UpstreamBody::Direct);
+                    return Ok((response, Lease::H1));
                 }
-                Err(mut failed) => {
-                    self.gauges.active.dec();
-                    let unsent = failed.take_message();
-                    let error = classify(failed.error());
-                    match unsent {
-                        Some(unsent) if reused && !fresh_only => {
-                            debug!(endpoint = %self.address, "pooled connection was closed; sending on a fresh one");
-                            request = unsent;
-                            fresh_only = true;
-                        }
-                        unsent => {
-                            let error = if unsent.is_some() {
-                                UpstreamError::Connect(ConnectFailure::Other)
-                            } else {
-                                error
-                            };
-                            return Err(SendError {
-                                error,
-                                request: unsent,
-                            });
-                        }
-                    }
+                Err(HeadFailure::Unsent(unsent)) if reused && !fresh_only => {
+                    debug!(endpoint = %self.address, "pooled connection was closed; sending on a fresh one");
+                    request = *unsent;
+                    fresh_only = true;
                 }
+                Err(HeadFailure::Unsent(unsent)) => {
+                    return Err(SendError {
+                        error: UpstreamError::Connect(ConnectFailure::Other),
+                        request: Some(*unsent),
+                    });
+                }
+                Err(HeadFailure::RequestBody) => {
+                    return Err(SendError {
+                        error: UpstreamError::RequestBody,
+                        request: None,
+                    });
+                }
+                Err(HeadFailure::Upstream) => {
+                    return Err(SendError {
+                        error: UpstreamError::Reset,
+                        request: None,
+                    });
+                }
+                Err(HeadFailure::Tls(failure)) => {
+                    return Err(SendError {
+                        error: UpstreamError::Tls(failure),
+                        request: None,
+                    });
+                }
+            }
+        }
+    }
+
+    /// An upgrade request (WebSocket) on a hyper connection of its own, so hyper can hand
+    /// the upgraded connection to the tunnel; it never returns to the pool.
+    async fn send_upgrade(
+        self: &Arc<Self>,
+        request: Request<RequestBody>,
+    ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
+        let slot = match self.reserve_slot_waiting().await {
+            Ok(slot) => slot,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    request: Some(request),
+                });
+            }
+        };
+        let sender = match self.connect_io().await {
+            Ok((io, _)) => Self::handshake_h1(io).await,
+            Err(error) => Err(error),
+        };
+        let mut sender = match sender {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    request: Some(request),
+                });
+            }
+        };
+        let active = Active::new(&self.gauges.active);
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                let lease = Lease::Upgrade(UpgradeConnection {
+                    _sender: sender,
+                    _slot: slot,
+                    _active: active,
+                });
+                Ok((response.map(UpstreamBody::Hyper), lease))
+            }
+            Err(mut failed) => {
+                let unsent = failed.take_message();
+                let error = if unsent.is_some() {
+                    UpstreamError::Connect(ConnectFailure::Other)
+                } else {
+                    classify(failed.error())
+                };
+                Err(SendError {
+                    error,
+                    request: unsent,
+                })
             }
         }
     }
@@ -392,20 +541,18 @@ impl EndpointPool {
     async fn checkout_h1(
         &self,
         fresh_only: bool,
-    ) -> Result<(http1::SendRequest<RequestBody>, u32, OpenSlot, bool), UpstreamError> {
+    ) -> Result<(Connection, u32, OpenSlot, bool), UpstreamError> {
+        if !fresh_only {
+            if let Some(idle) = self.take_idle() {
+                return Ok((idle.connection, idle.served, idle.slot, true));
+            }
+        }
         let deadline = Instant::now() + self.settings.connect_timeout;
         loop {
-            if !fresh_only {
-                while let Some(mut idle) = self.take_idle() {
-                    if idle.sender.ready().await.is_ok() {
-                        return Ok((idle.sender, idle.served, idle.slot, true));
-                    }
-                }
-            }
             match self.reserve_slot() {
                 Ok(slot) => {
-                    let sender = Box::pin(self.connect_h1()).await?;
-                    return Ok((sender, 0, slot, false));
+                    let connection = Box::pin(self.connect_h1()).await?;
+                    return Ok((connection, 0, slot, false));
                 }
                 Err(NoSlot::Cluster) => return Err(UpstreamError::PoolFull),
                 Err(NoSlot::Endpoint) => {}
@@ -417,12 +564,36 @@ impl EndpointPool {
             {
                 return Err(UpstreamError::PoolFull);
             }
+            if !fresh_only {
+                if let Some(idle) = self.take_idle() {
+                    return Ok((idle.connection, idle.served, idle.slot, true));
+                }
+            }
+        }
+    }
+
+    /// A slot for a new connection, waiting at most `connect_timeout` for one when the
+    /// endpoint is at `max_connections_per_endpoint`.
+    async fn reserve_slot_waiting(&self) -> Result<OpenSlot, UpstreamError> {
+        let deadline = Instant::now() + self.settings.connect_timeout;
+        loop {
+            match self.reserve_slot() {
+                Ok(slot) => return Ok(slot),
+                Err(NoSlot::Cluster) => return Err(UpstreamError::PoolFull),
+                Err(NoSlot::Endpoint) => {}
+            }
+            if tokio::time::timeout_at(deadline, self.freed.notified())
+                .await
+                .is_err()
+            {
+                return Err(UpstreamError::PoolFull);
+            }
         }
     }
 
     fn take_idle(&self) -> Option<IdleH1> {
         let mut idle = self.lock_idle();
-        while let Some(candidate) = idle.pop() {
+        while let Some(mut candidate) = idle.pop() {
             self.gauges.idle.dec();
             if candidate.is_usable(self.settings.idle_timeout) {
                 return Some(candidate);
@@ -433,7 +604,7 @@ impl EndpointPool {
 
     fn put_back(&self, connection: IdleH1) {
         let limit = self.settings.max_requests_per_connection;
-        if (limit > 0 && connection.served >= limit) || connection.sender.is_closed() {
+        if limit > 0 && connection.served >= limit {
             return;
         }
         let mut idle = self.lock_idle();
@@ -459,7 +630,7 @@ impl EndpointPool {
     pub fn evict_expired(&self, all: bool) {
         let mut idle = self.lock_idle();
         let before = idle.len();
-        idle.retain(|c| !all && c.is_usable(self.settings.idle_timeout));
+        idle.retain_mut(|c| !all && c.is_usable(self.settings.idle_timeout));
         self.gauges.idle.add(-((before - idle.len()) as i64));
         drop(idle);
         self.lock_h2().retain(|c| !all && !c.sender.is_closed());
@@ -525,9 +696,9 @@ impl EndpointPool {
         }
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, UpstreamError> {
+    async fn connect_h1(&self) -> Result<Connection, UpstreamError> {
         let (io, _) = self.connect_io().await?;
-        Self::handshake_h1(io).await
+        Ok(Connection::new(io.into_inner()))
     }
 
     async fn handshake_h1(
@@ -548,7 +719,7 @@ impl EndpointPool {
     async fn send_h2(
         self: &Arc<Self>,
         request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         let connection = match self.checkout_h2().await {
             Ok(connection) => connection,
             Err(error) => {
@@ -565,7 +736,7 @@ impl EndpointPool {
         };
         let mut sender = connection.sender.clone();
         match sender.try_send_request(request).await {
-            Ok(response) => Ok((response, Lease::H2(stream))),
+            Ok(response) => Ok((response.map(UpstreamBody::Hyper), Lease::H2(stream))),
             Err(mut failed) => {
                 let unsent = failed.take_message();
                 let error = if unsent.is_some() {

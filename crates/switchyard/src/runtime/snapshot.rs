@@ -86,6 +86,7 @@ impl Snapshot {
         let global_limit = config.global_rate_limit.as_ref().map(|global| {
             GlobalLimiter::new(
                 &global.redis,
+                global.timeout,
                 registry.counter(&metrics::RATE_LIMIT_BACKEND_ERRORS_TOTAL, &[]),
             )
         });

@@ -329,3 +329,29 @@ fn every_error_is_collected_not_only_the_first() {
     let lines: Vec<_> = errors(text).into_iter().map(|e| e.0).collect();
     assert_eq!(lines, [2, 4, 6, 9, 10]);
 }
+
+#[test]
+fn the_global_rate_limit_timeout_defaults_to_5ms_and_must_be_positive() {
+    let text = format!(
+        "{}[global_rate_limit]\nredis = \"redis://127.0.0.1:6379\"\n",
+        tcp("")
+    );
+    let config = load_str(&text, Path::new("t.toml")).unwrap();
+    let global = config.global_rate_limit.unwrap();
+    assert_eq!(global.timeout, std::time::Duration::from_millis(5));
+
+    let text = format!("{}timeout = \"20ms\"\n", text);
+    let config = load_str(&text, Path::new("t.toml")).unwrap();
+    assert_eq!(
+        config.global_rate_limit.unwrap().timeout,
+        std::time::Duration::from_millis(20)
+    );
+
+    let text = format!(
+        "{}[global_rate_limit]\nredis = \"redis://127.0.0.1:6379\"\ntimeout = \"0s\"\n",
+        tcp("")
+    );
+    let (line, path, msg, _) = one(&text);
+    assert_eq!((line, path.as_str()), (12, "global_rate_limit.timeout"));
+    assert_eq!(msg, "timeout must be greater than 0");
+}

@@ -31,6 +31,8 @@ drain_timeout = "1s"
 
 [global_rate_limit]
 redis = "redis://{REDIS}:6379"
+# Four veth hops on a loaded two-core CI machine: give Redis room so it decides.
+timeout = "50ms"
 
 [[listener]]
 name = "web"
@@ -255,19 +257,20 @@ fn xdp_fleet_one_l7_instance_dies_mid_traffic() {
     assert!(share < 0.2, "failed share {share}");
     let window = window.unwrap_or_default();
     assert!(window < Duration::from_secs(3), "taken out in {window:?}");
-    // The 5 ms Redis bound is missed now and then on a loaded two-core machine (then the
-    // instance's local bucket decides, SPEC 3.1), the more often the faster the proxies
-    // answer (this client is closed-loop): misses, but most decisions made by Redis, not
-    // a Redis never reached (that would be every request of the survivors).
+    // A Redis answer later than `timeout` lets the instance's local bucket decide that one
+    // request (SPEC 3.1). Most decisions must still be Redis's: a Redis never reached
+    // would be every request of the survivors.
     assert!(
         errors < total as f64 / 2.0,
         "the survivors reached Redis: {errors} errors"
     );
     assert!(limited > 0, "the client asks for more than the fleet limit");
-    // One bucket for the fleet: burst + rate x duration succeed, far from the three times
-    // that much three separate buckets would let through.
+    // One bucket for the fleet: burst + rate x duration succeed (plus at most one per
+    // local fallback decision), far from the three times that much three separate buckets
+    // would let through.
+    let shared_budget = 1.5 * f64::from(RATE) * (secs + 1.0) + errors;
     assert!(
-        (ok as f64) < 2.5 * f64::from(RATE) * (secs + 1.0),
-        "the fleet shares one limit: {ok} ok in {secs}s"
+        (ok as f64) < shared_budget,
+        "the fleet shares one limit: {ok} ok in {secs}s (budget {shared_budget:.0})"
     );
 }

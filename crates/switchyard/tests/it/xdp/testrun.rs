@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use switchyard::xdp::dataplane::{Dataplane, RunResult, Sizes, action};
+use switchyard::xdp::error::XdpError;
 use switchyard::xdp::layout::{
     self, PROTO_TCP, PROTO_UDP, VIP_F_IPIP, VIP_F_SKIP_FLOW_LOOKUP, Vip,
 };
@@ -298,8 +299,15 @@ fn xdp_testrun_cost_per_packet() {
             ("dsr flow-table hit (live frames)", 0),
         ] {
             let (mut dp, _) = program(flags);
-            let per = dp.test_run_live(&syn, ifindex, repeat).expect("live run");
-            out.push((label.to_owned(), per));
+            match dp.test_run_live(&syn, ifindex, repeat) {
+                Ok(per) => out.push((label.to_owned(), per)),
+                // Some kernels refuse the live-frames mode (EPERM) even to root; the
+                // plain runs above and below still measure the program.
+                Err(error @ XdpError::NotPermitted { .. }) => {
+                    eprintln!("xdp cost: {label}: not measured here ({error})");
+                }
+                Err(error) => panic!("live run: {error}"),
+            }
         }
         let (mut dp, _) = program(VIP_F_IPIP);
         let pass = run(&mut dp, &stranger, ifindex, repeat);

@@ -1,0 +1,777 @@
+//! The bytes of an HTTP/1.1 exchange as the proxy's upstream client writes and reads them:
+//! the request head, how the request body is framed, the response head and how the
+//! response body is delimited (RFC 9112 section 6.3), and the chunked decoder. Pure: no
+//! I/O, no clock, so every rule is tested with exact bytes.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+
+/// Header fields accepted in a response head or a trailer section.
+pub const MAX_HEADERS: usize = 100;
+/// The largest response head accepted, in bytes (64 KiB less one, so that every offset
+/// into a head fits 16 bits).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024 - 1;
+/// The longest chunk-size line accepted (with extensions).
+const MAX_CHUNK_LINE: usize = 1024;
+/// The largest trailer section accepted, in bytes.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// What an upstream sent that cannot be read as an HTTP/1.1 response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    /// The head does not parse (or has more than [`MAX_HEADERS`] fields).
+    #[error("malformed response head")]
+    Head,
+    /// The head is larger than [`MAX_HEAD_BYTES`].
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    /// `Content-Length` is not a number, or repeated with different values.
+    #[error("invalid Content-Length in response")]
+    ContentLength,
+    /// `101 Switching Protocols` to a request that asked for no upgrade.
+    #[error("unexpected 101 Switching Protocols")]
+    UnexpectedSwitch,
+    /// A chunk-size line, chunk delimiter or trailer section is malformed.
+    #[error("malformed chunked body")]
+    Chunked,
+}
+
+/// How a request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+impl RequestFraming {
+    /// The framing of a request with `headers` (hop-by-hop fields already removed) whose
+    /// body is `end_stream` already or, when known, exactly `exact` bytes long. A
+    /// `Content-Length` the request carries is kept; otherwise a known length is declared,
+    /// and an unknown one is chunked. `None` when the request's `Content-Length` is not a
+    /// number.
+    pub fn of(headers: &HeaderMap, end_stream: bool, exact: Option<u64>) -> Option<Self> {
+        if let Some(value) = headers.get(CONTENT_LENGTH) {
+            return parse_length(value.as_bytes()).map(RequestFraming::Length);
+        }
+        Some(match exact {
+            _ if end_stream => RequestFraming::Empty,
+            Some(0) => RequestFraming::Empty,
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
+        })
+    }
+}
+
+/// Appends the request head to `out`: request line, `headers`, and the framing field
+/// the body needs when the request did not carry one.
+pub fn encode_request_head(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+    out: &mut BytesMut,
+) {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    out.reserve(method.as_str().len() + target.len() + fields + 48);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Length(n) if !headers.contains_key(CONTENT_LENGTH) => {
+            use std::fmt::Write;
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        RequestFraming::Length(_) | RequestFraming::Empty => {}
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// Appends the chunk-size line of a `len`-byte chunk.
+pub fn encode_chunk_size(len: usize, out: &mut BytesMut) {
+    use std::fmt::Write;
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// Appends the last chunk and `trailers` (none: an empty trailer section).
+pub fn encode_last_chunk(trailers: Option<&HeaderMap>, out: &mut BytesMut) {
+    out.put_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// Everything until the upstream closes.
+    UntilClose,
+}
+
+/// A response head, parsed.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status.
+    pub status: StatusCode,
+    /// The header fields (values share the head's bytes).
+    pub headers: HeaderMap,
+    /// How the body is delimited.
+    pub framing: ResponseFraming,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head at the front of `buf`, consuming it when complete; `Ok(None)`
+/// when more bytes are needed. `head_request`: the request was HEAD (no body follows,
+/// whatever the fields say).
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, ResponseError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(ResponseError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(ResponseError::Head),
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(ResponseError::HeadTooLarge);
+    }
+    let code = response.code.ok_or(ResponseError::Head)?;
+    let status = StatusCode::from_u16(code).map_err(|_| ResponseError::Head)?;
+    let http10 = response.version == Some(0);
+    let (spans, count) = spans_of(buf, response.headers);
+    let head = buf.split_to(len).freeze();
+    let headers = header_map(&head, &spans[..count])?;
+    let (framing, keep_alive) = framing_of(status, &headers, head_request, http10)?;
+    let mut headers = headers;
+    if framing == ResponseFraming::Chunked || framing == ResponseFraming::UntilClose {
+        // A length beside a transfer coding is meaningless (and unsafe to pass on).
+        headers.remove(CONTENT_LENGTH);
+    }
+    Ok(Some(ResponseHead {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Where a field's name and value lie in the buffer it was parsed from: offsets and
+/// lengths (a head is at most [`MAX_HEAD_BYTES`], so they fit 16 bits), so the values can
+/// share the head's bytes once it is split off.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: u16,
+    name_len: u16,
+    value: u16,
+    value_len: u16,
+}
+
+/// The spans of `fields`, parsed from `buf`, and how many there are.
+fn spans_of(buf: &[u8], fields: &[httparse::Header<'_>]) -> ([Span; MAX_HEADERS], usize) {
+    let base = buf.as_ptr() as usize;
+    let offset = |part: &[u8]| u16::try_from(part.as_ptr() as usize - base).unwrap_or(u16::MAX);
+    let length = |part: &[u8]| u16::try_from(part.len()).unwrap_or(u16::MAX);
+    let mut spans = [Span::default(); MAX_HEADERS];
+    for (span, field) in spans.iter_mut().zip(fields) {
+        *span = Span {
+            name: offset(field.name.as_bytes()),
+            name_len: length(field.name.as_bytes()),
+            value: offset(field.value),
+            value_len: length(field.value),
+        };
+    }
+    (spans, fields.len().min(MAX_HEADERS))
+}
+
+/// The header map of the fields at `spans` in `head`.
+fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, ResponseError> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let (name, value) = (usize::from(span.name), usize::from(span.value));
+        let name = head
+            .get(name..name + usize::from(span.name_len))
+            .and_then(|name| HeaderName::from_bytes(name).ok())
+            .ok_or(ResponseError::Head)?;
+        let value = head
+            .get(value..value + usize::from(span.value_len))
+            .map(|_| head.slice(value..value + usize::from(span.value_len)))
+            .and_then(|value| HeaderValue::from_maybe_shared(value).ok())
+            .ok_or(ResponseError::Head)?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// The body framing and keep-alive of a response (RFC 9112 sections 6.3 and 9.3).
+fn framing_of(
+    status: StatusCode,
+    headers: &HeaderMap,
+    head_request: bool,
+    http10: bool,
+) -> Result<(ResponseFraming, bool), ResponseError> {
+    let mut keep_alive = !http10;
+    for value in headers.get_all(CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                keep_alive = true;
+            }
+        }
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(ResponseError::UnexpectedSwitch);
+    }
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((ResponseFraming::None, keep_alive));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // The final coding decides; anything but chunked runs until the close.
+        let last = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .rfind(|coding| !coding.is_empty());
+        let chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        // With a Content-Length beside it the message was ambiguous: never reuse.
+        let ambiguous = headers.contains_key(CONTENT_LENGTH);
+        return Ok(if chunked {
+            (ResponseFraming::Chunked, keep_alive && !ambiguous)
+        } else {
+            (ResponseFraming::UntilClose, false)
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let n = parse_length(part.trim_ascii()).ok_or(ResponseError::ContentLength)?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(ResponseError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (ResponseFraming::Length(n), keep_alive),
+        None => (ResponseFraming::UntilClose, false),
+    })
+}
+
+/// A decimal `Content-Length` (digits only, at most 18 of them).
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// What the chunked decoder found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer section; the body has ended.
+    Trailers(HeaderMap),
+    /// The body has ended (no trailers).
+    End,
+    /// More input is needed.
+    NeedMore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailers,
+    Done,
+}
+
+/// Decodes a chunked body from the front of a read buffer, consuming what it used.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: ChunkState::Size,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Whether the last chunk and the trailer section were read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// The next piece of the body from `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ResponseError> {
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok(Decoded::End),
+                ChunkState::Size => {
+                    let window = &buf[..buf.len().min(MAX_CHUNK_LINE)];
+                    let Some(end) = window.iter().position(|b| *b == b'\n') else {
+                        if buf.len() >= MAX_CHUNK_LINE {
+                            return Err(ResponseError::Chunked);
+                        }
+                        return Ok(Decoded::NeedMore);
+                    };
+                    let size = chunk_size(&buf[..=end])?;
+                    buf.advance(end + 1);
+                    self.state = if size == 0 {
+                        ChunkState::Trailers
+                    } else {
+                        ChunkState::Data(size)
+                    };
+                }
+                ChunkState::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(ResponseError::Chunked);
+                    }
+                    buf.advance(2);
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::Trailers => return self.trailers(buf),
+            }
+        }
+    }
+
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ResponseError> {
+        if buf.len() < 2 {
+            return Ok(Decoded::NeedMore);
+        }
+        if &buf[..2] == b"\r\n" {
+            buf.advance(2);
+            self.state = ChunkState::Done;
+            return Ok(Decoded::End);
+        }
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (len, count) = match httparse::parse_headers(buf, &mut slots) {
+            Ok(httparse::Status::Complete((len, fields))) => (len, fields.len()),
+            Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILER_BYTES => {
+                return Err(ResponseError::Chunked);
+            }
+            Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
+            Err(_) => return Err(ResponseError::Chunked),
+        };
+        if len > MAX_TRAILER_BYTES {
+            return Err(ResponseError::Chunked);
+        }
+        let (spans, count) = spans_of(buf, &slots[..count]);
+        let section = buf.split_to(len).freeze();
+        let trailers = header_map(&section, &spans[..count]).map_err(|_| ResponseError::Chunked)?;
+        self.state = ChunkState::Done;
+        Ok(Decoded::Trailers(trailers))
+    }
+}
+
+/// The size of a chunk-size `line` (through its LF): hex digits, optional extensions
+/// after `;`, CRLF.
+fn chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
+    let line = line.strip_suffix(b"\r\n").ok_or(ResponseError::Chunked)?;
+    let digits_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    let (digits, rest) = line.split_at(digits_end);
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(ResponseError::Chunked);
+    }
+    let rest = rest.trim_ascii_start();
+    if !(rest.is_empty() || rest.starts_with(b";"))
+        || rest.iter().any(|b| b.is_ascii_control() && *b != b'\t')
+    {
+        return Err(ResponseError::Chunked);
+    }
+    Ok(digits.iter().fold(0u64, |n, d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => d - b'A' + 10,
+        };
+        n * 16 + u64::from(v)
+    }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, ResponseError> {
+        parse_response_head(&mut BytesMut::from(text), head_request)
+    }
+
+    #[test]
+    fn a_get_head_is_one_request_line_and_the_fields() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a.example"));
+        headers.append("x-two", HeaderValue::from_static("1"));
+        headers.append("x-two", HeaderValue::from_static("2"));
+        let mut out = BytesMut::new();
+        let uri: Uri = "/p?q=1".parse().unwrap();
+        encode_request_head(
+            &Method::GET,
+            &uri,
+            &headers,
+            RequestFraming::Empty,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_body_gets_a_length_or_chunks_unless_the_request_declared_one() {
+        let empty = HeaderMap::new();
+        assert_eq!(
+            RequestFraming::of(&empty, true, Some(0)),
+            Some(RequestFraming::Empty)
+        );
+        assert_eq!(
+            RequestFraming::of(&empty, false, Some(0)),
+            Some(RequestFraming::Empty)
+        );
+        assert_eq!(
+            RequestFraming::of(&empty, false, Some(5)),
+            Some(RequestFraming::Length(5))
+        );
+        assert_eq!(
+            RequestFraming::of(&empty, false, None),
+            Some(RequestFraming::Chunked)
+        );
+        let mut declared = HeaderMap::new();
+        declared.insert(CONTENT_LENGTH, HeaderValue::from_static("7"));
+        assert_eq!(
+            RequestFraming::of(&declared, false, None),
+            Some(RequestFraming::Length(7))
+        );
+        declared.insert(CONTENT_LENGTH, HeaderValue::from_static("7x"));
+        assert_eq!(RequestFraming::of(&declared, false, None), None);
+
+        let uri: Uri = "/".parse().unwrap();
+        let mut out = BytesMut::new();
+        encode_request_head(
+            &Method::POST,
+            &uri,
+            &empty,
+            RequestFraming::Length(5),
+            &mut out,
+        );
+        assert_eq!(&out[..], b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
+        out.clear();
+        encode_request_head(
+            &Method::POST,
+            &uri,
+            &empty,
+            RequestFraming::Chunked,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        out.clear();
+        let mut declared = HeaderMap::new();
+        declared.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        encode_request_head(
+            &Method::PUT,
+            &uri,
+            &declared,
+            RequestFraming::Length(5),
+            &mut out,
+        );
+        assert_eq!(&out[..], b"PUT / HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
+    }
+
+    #[test]
+    fn chunks_and_the_last_chunk_with_trailers_are_encoded() {
+        let mut out = BytesMut::new();
+        encode_chunk_size(300, &mut out);
+        assert_eq!(&out[..], b"12c\r\n");
+        out.clear();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        encode_last_chunk(Some(&trailers), &mut out);
+        assert_eq!(&out[..], b"0\r\ngrpc-status: 0\r\n\r\n");
+        out.clear();
+        encode_last_chunk(None, &mut out);
+        assert_eq!(&out[..], b"0\r\n\r\n");
+    }
+
+    #[test]
+    fn a_response_head_is_consumed_and_its_framing_found() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello");
+        let parsed = parse_response_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(parsed.status, StatusCode::OK);
+        assert_eq!(parsed.framing, ResponseFraming::Length(5));
+        assert!(parsed.keep_alive);
+        assert_eq!(parsed.headers.get("x-a").unwrap(), "b");
+        assert_eq!(&buf[..], b"hello");
+
+        let partial = head("HTTP/1.1 200 OK\r\nContent-Le", false).unwrap();
+        assert!(partial.is_none());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_section_6_3() {
+        let framing = |text: &str, head_request| {
+            let h = head(text, head_request).unwrap().unwrap();
+            (h.framing, h.keep_alive)
+        };
+        use ResponseFraming as F;
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n", false),
+            (F::None, true)
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            (F::None, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true),
+            (F::None, true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 100 Continue\r\n\r\n", false),
+            (F::None, true)
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false
+            ),
+            (F::Chunked, true)
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                false
+            ),
+            (F::Chunked, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+            (F::UntilClose, false)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", false),
+            (F::UntilClose, false)
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n",
+                false
+            ),
+            (F::Length(3), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n", false),
+            (F::Length(3), false)
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\n",
+                false
+            ),
+            (F::Length(3), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n", false),
+            (F::Length(3), true)
+        );
+        // A transfer coding drops the length from what is passed on.
+        let h = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(h.headers.get(CONTENT_LENGTH).is_none());
+    }
+
+    #[test]
+    fn broken_heads_are_errors() {
+        assert_eq!(
+            head(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+                false
+            )
+            .unwrap_err(),
+            ResponseError::ContentLength
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).unwrap_err(),
+            ResponseError::ContentLength
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", false).unwrap_err(),
+            ResponseError::ContentLength
+        );
+        assert_eq!(
+            head("HTTP/1.1 101 Switching Protocols\r\n\r\n", false).unwrap_err(),
+            ResponseError::UnexpectedSwitch
+        );
+        assert_eq!(
+            head("HTTX/1.1 200 OK\r\n\r\n", false).unwrap_err(),
+            ResponseError::Head
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", false).unwrap_err(),
+            ResponseError::Head
+        );
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
+        assert_eq!(head(&huge, false).unwrap_err(), ResponseError::HeadTooLarge);
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        assert_eq!(
+            head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).unwrap_err(),
+            ResponseError::Head
+        );
+    }
+
+    /// A decoded body: data, trailers, and what was left in the buffer after it.
+    type Whole = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
+
+    /// Decodes all of `input` fed in pieces of `step` bytes.
+    fn decode_all(input: &[u8], step: usize) -> Result<Whole, ResponseError> {
+        let mut decoder = ChunkedDecoder::default();
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut fed = 0;
+        loop {
+            match decoder.decode(&mut buf)? {
+                Decoded::Data(data) => body.extend_from_slice(&data),
+                Decoded::Trailers(t) => return Ok((body, Some(t), buf.to_vec())),
+                Decoded::End => return Ok((body, None, buf.to_vec())),
+                Decoded::NeedMore => {
+                    if fed == input.len() {
+                        return Err(ResponseError::Chunked);
+                    }
+                    let n = step.min(input.len() - fed);
+                    buf.extend_from_slice(&input[fed..fed + n]);
+                    fed += n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let input = b"5\r\nhello\r\nA;ext=1\r\n, world!!!\r\n0\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, 64] {
+            let (body, trailers, left) = decode_all(input, step).unwrap();
+            assert_eq!(body, b"hello, world!!!", "step {step}");
+            assert!(trailers.is_none());
+            // Nothing past the body is consumed.
+            assert!(b"NEXT".starts_with(&left), "step {step}: {left:?}");
+        }
+        let with_trailers = b"3\r\nabc\r\n0\r\ngrpc-status: 0\r\ngrpc-message: ok\r\n\r\n";
+        for step in [1, 5, 100] {
+            let (body, trailers, left) = decode_all(with_trailers, step).unwrap();
+            assert_eq!(body, b"abc");
+            let trailers = trailers.unwrap();
+            assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+            assert_eq!(trailers.get("grpc-message").unwrap(), "ok");
+            assert!(left.is_empty());
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        for bad in [
+            &b"x\r\nabc\r\n0\r\n\r\n"[..],
+            b"\r\nabc\r\n0\r\n\r\n",
+            b"3\r\nabcX\r\n0\r\n\r\n",
+            b"3\nabc\r\n0\r\n\r\n",
+            b"3 x\r\nabc\r\n0\r\n\r\n",
+            b"1000000000000000\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ] {
+            assert_eq!(
+                decode_all(bad, 100).unwrap_err(),
+                ResponseError::Chunked,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long_line = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
+        assert_eq!(
+            decode_all(&long_line, 4096).unwrap_err(),
+            ResponseError::Chunked
+        );
+    }
+}
