@@ -360,6 +360,9 @@ async fn proxy(
             request.uri().path(),
         ),
     };
+    // Room for what the proxy adds (request id, forwarding headers, Via, Host): one
+    // growth of the map instead of one per insert.
+    request.headers_mut().reserve(8);
     let request_id = forwarding::ensure_request_id(request.headers_mut(), || {
         forwarding::format_request_id(rng::with_rng(|rng| rng.random()))
     });

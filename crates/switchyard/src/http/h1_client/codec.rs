@@ -9,6 +9,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
+/// `Keep-Alive` (RFC 2068), which `http` has no constant for.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
 /// Header fields accepted in a response head or a trailer section.
 pub const MAX_HEADERS: usize = 100;
 /// The largest response head accepted, in bytes (64 KiB less one, so that every offset
@@ -178,12 +181,17 @@ pub fn parse_response_head(
     let http10 = response.version == Some(0);
     let (spans, count) = spans_of(buf, response.headers);
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, &spans[..count])?;
+    let mut headers = header_map(&head, &spans[..count])?;
     let (framing, keep_alive) = framing_of(status, &headers, head_request, http10)?;
-    let mut headers = headers;
     if framing == ResponseFraming::Chunked || framing == ResponseFraming::UntilClose {
         // A length beside a transfer coding is meaningless (and unsafe to pass on).
         headers.remove(CONTENT_LENGTH);
+    }
+    if connection_is_consumed(&headers) {
+        // `Connection: keep-alive` / `close` spoke to this connection only and has been
+        // acted on; the hop-by-hop pass need not look at it again.
+        headers.remove(CONNECTION);
+        headers.remove(KEEP_ALIVE);
     }
     Ok(Some(ResponseHead {
         status,
@@ -238,6 +246,21 @@ fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, ResponseError> 
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// Whether every `Connection` token is `keep-alive` or `close` (none names another
+/// header that the hop-by-hop pass must remove).
+fn connection_is_consumed(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(CONNECTION).iter().peekable();
+    values.peek().is_some()
+        && values.all(|value| {
+            value.as_bytes().split(|b| *b == b',').all(|token| {
+                let token = token.trim_ascii();
+                token.is_empty()
+                    || token.eq_ignore_ascii_case(b"keep-alive")
+                    || token.eq_ignore_ascii_case(b"close")
+            })
+        })
 }
 
 /// The body framing and keep-alive of a response (RFC 9112 sections 6.3 and 9.3).
@@ -662,6 +685,21 @@ mod tests {
         .unwrap()
         .unwrap();
         assert!(h.headers.get(CONTENT_LENGTH).is_none());
+    }
+
+    #[test]
+    fn connection_management_is_consumed_but_nominated_headers_are_left_to_strip() {
+        let h = head("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(h.headers.get(CONNECTION).is_none());
+        assert!(h.headers.get("keep-alive").is_none());
+        let h = head("HTTP/1.1 200 OK\r\nConnection: close, x-private\r\nX-Private: 1\r\nContent-Length: 0\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(!h.keep_alive);
+        assert_eq!(h.headers[CONNECTION], "close, x-private");
+        assert_eq!(h.headers["x-private"], "1");
     }
 
     #[test]
