@@ -30,6 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::h2_server::ClientH2Body;
 use super::upstream::UpstreamBody;
 
 /// What a body stream can fail with.
@@ -105,6 +106,49 @@ impl BodyProgress {
 #[error("request body larger than max_request_body ({0} bytes)")]
 pub struct BodyTooLarge(pub u64);
 
+/// A client's request body as its connection delivers it: hyper's (HTTP/1.1) or an
+/// HTTP/2 stream's.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// HTTP/1.1, read by hyper's server.
+    H1(Incoming),
+    /// An HTTP/2 stream.
+    H2(ClientH2Body),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::H1(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|error| Box::new(error) as BoxError),
+            ClientBody::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|error| Box::new(error) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H1(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H1(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// A client's request body on its way upstream: the client's stream, or a replay of a
 /// body recorded during an earlier attempt.
 #[derive(Debug)]
@@ -118,7 +162,7 @@ pub struct RequestBody {
 
 #[derive(Debug)]
 enum RequestSource {
-    Client(Incoming),
+    Client(ClientBody),
     Replay {
         data: VecDeque<Bytes>,
         trailers: Option<HeaderMap>,
@@ -128,7 +172,7 @@ enum RequestSource {
 
 impl RequestBody {
     /// Wraps `inner`, cutting it off past `limit` bytes or when slower than `pace`.
-    pub fn new(inner: Incoming, limit: Option<u64>, pace: Option<BodyPace>) -> RequestBody {
+    pub fn new(inner: ClientBody, limit: Option<u64>, pace: Option<BodyPace>) -> RequestBody {
         let pacing = pace
             .filter(|p| !p.timeout.is_zero() && !inner.is_end_stream())
             .map(|pace| Pacing {
@@ -336,7 +380,7 @@ impl Body for RequestBody {
             }
             Poll::Ready(Some(Err(error))) => {
                 this.end_recording(false);
-                Poll::Ready(Some(Err(Box::new(error))))
+                Poll::Ready(Some(Err(error)))
             }
             Poll::Ready(None) => {
                 this.source = RequestSource::Done;

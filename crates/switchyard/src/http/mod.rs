@@ -12,6 +12,7 @@ pub mod forwarding;
 pub mod global_limit;
 pub mod h1_client;
 pub mod h1_guard;
+pub mod h2_server;
 pub mod jwt;
 pub mod listener;
 pub mod pipeline;

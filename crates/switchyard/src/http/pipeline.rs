@@ -22,7 +22,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, LOCATION};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use rand::Rng;
 use switchyard_algo::outlier::Outcome;
 use switchyard_algo::resilience::{Limit, backoff};
@@ -30,7 +29,9 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::attempt::{self, Replayable};
-use super::body::{BodyEnd, BodyPace, BodyProgress, Completion, RequestBody, ResponseBody};
+use super::body::{
+    BodyEnd, BodyPace, BodyProgress, ClientBody, Completion, RequestBody, ResponseBody,
+};
 use super::error::{ProxyError, ShedReason};
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::jwt;
@@ -89,7 +90,7 @@ impl Downstream {
 /// Serves one request; never fails (every failure is a response).
 pub async fn handle(
     downstream: Arc<Downstream>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let downstream = downstream.current();
     let mut record = Record::new(&downstream, &request);
@@ -127,7 +128,7 @@ struct Record {
 }
 
 impl Record {
-    fn new(downstream: &Arc<Downstream>, request: &Request<Incoming>) -> Record {
+    fn new(downstream: &Arc<Downstream>, request: &Request<ClientBody>) -> Record {
         let path = if downstream.include_query {
             request
                 .uri()
@@ -265,7 +266,7 @@ fn respond(mut response: Response<ResponseBody>, mut record: Record) -> Response
 /// admit → route → attempt, up to the upstream's response head.
 async fn proxy(
     downstream: &Arc<Downstream>,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     record: &mut Record,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let listener = &downstream.listener;
@@ -844,7 +845,7 @@ fn retarget(
 }
 
 fn redirect_response(
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
     redirect: &crate::config::model::Redirect,
     downstream: &Downstream,
 ) -> Response<ResponseBody> {

@@ -2,7 +2,8 @@
 //! told apart by the HTTP/2 connection preface. A PROXY header, when configured, is read
 //! first. HTTP/1.1 connections run below hyper through the request-head guard (framing
 //! hygiene, `max_header_bytes`, `header_read_timeout`, `idle_timeout`); HTTP/2 connections
-//! get the listener's stream and window limits and hyper's rapid-reset bound.
+//! go to [`super::h2_server`] (the listener's stream and window limits, the rapid-reset
+//! bound, every stream in the connection's task).
 //!
 //! An https listener reads the ClientHello first (with the L4 tier's parser, under the
 //! same `header_read_timeout` as the whole handshake), so a client speaking plain HTTP to
@@ -19,17 +20,19 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use bytes::BytesMut;
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::body::ClientBody;
 use super::error::ProxyError;
 use super::forwarding::Hop;
 use super::h1_guard::{GuardConfig, H1Guard, HeadLimits, Rejection};
+use super::h2_server;
 use super::listener::HttpListenerRuntime;
 use super::pipeline::{self, Downstream};
 use super::rewind::Rewind;
@@ -41,13 +44,6 @@ use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
 
 /// The HTTP/2 client connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// HTTP/2 streams a client may reset before the server has processed them, before the
-/// connection is closed (CVE-2023-44487 "rapid reset").
-const MAX_PENDING_RESETS: usize = 20;
-
-/// HTTP/2 resets the server itself may send because of client errors before closing.
-const MAX_LOCAL_ERROR_RESETS: usize = 256;
 
 /// SPEC 3.1: past 100 header fields, 431.
 const MAX_HEADER_FIELDS: usize = 100;
@@ -294,7 +290,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if h2 {
-        serve_h2(downstream, stream, shutdown).await;
+        h2_server::serve(downstream, stream, shutdown).await;
     } else {
         serve_h1(downstream, stream, shutdown).await;
     }
@@ -327,6 +323,7 @@ where
             let downstream = Arc::clone(&downstream);
             let closing = Arc::clone(&closing);
             async move {
+                let request = request.map(ClientBody::H1);
                 let mut response = pipeline::handle(downstream, request).await?;
                 if closing.load(Ordering::Relaxed)
                     && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
@@ -418,39 +415,5 @@ where
     tokio::select! {
         result = connection.as_mut() => result,
         () = shutdown.reached(Phase::Closed) => Ok(()),
-    }
-}
-
-async fn serve_h2<S>(downstream: Arc<Downstream>, stream: S, mut shutdown: Shutdown)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let config = &downstream.listener.config;
-    let service = {
-        let downstream = Arc::clone(&downstream);
-        // Boxed: hyper spawns every stream as a task, and moving a request future of
-        // several kilobytes into the task (and its output over it) cost more than the
-        // rest of the stream's work; a box moves a pointer.
-        service_fn(move |request| Box::pin(pipeline::handle(Arc::clone(&downstream), request)))
-    };
-    let connection = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.http2_max_concurrent_streams)
-        .initial_stream_window_size(config.http2_initial_stream_window)
-        .initial_connection_window_size(config.http2_initial_connection_window)
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
-        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESETS)
-        .serve_connection(TokioIo::new(stream), service);
-    let stopping = Stopping {
-        announce: || {},
-        grace: Duration::ZERO,
-    };
-    let result = drive(connection, &mut shutdown, stopping, |c| {
-        c.graceful_shutdown()
-    })
-    .await;
-    if let Err(error) = result {
-        debug!(listener = %downstream.listener.name, %error, "HTTP/2 connection ended with an error");
     }
 }

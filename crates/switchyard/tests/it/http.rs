@@ -900,3 +900,37 @@ async fn a_slow_body_that_keeps_the_pace_goes_through() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn h2_bodies_larger_than_the_windows_stream_both_ways_with_date_and_length() {
+    let backends = http_backends(1).await;
+    let toml = one_cluster(&endpoints(&[backends[0].local_addr()], &["b1"]), "").replace(
+        "protocol = \"http\"",
+        "protocol = \"http\"\nhttp2_initial_stream_window = \"64KiB\"\nhttp2_initial_connection_window = \"64KiB\"",
+    );
+    let server = balancer(&toml).await;
+    let web = address(&server, "web");
+    let client = h2_client();
+    // 1 MiB up and echoed back: sixteen windows' worth each way.
+    let upload: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let response = within(
+        client
+            .post(format!("http://{web}/echo"))
+            .body(upload.clone())
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert!(response.headers().contains_key("date"));
+    let echoed = within(response.bytes()).await.unwrap();
+    assert_eq!(echoed.len(), upload.len());
+    assert!(echoed[..] == upload[..], "the echo differs");
+    // A known length is declared.
+    let response = within(client.get(format!("http://{web}/bytes/300000")).send())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-length"], "300000");
+    assert_eq!(within(response.bytes()).await.unwrap().len(), 300_000);
+}

@@ -1,0 +1,267 @@
+//! HTTP/2 client connections, served with the h2 crate directly: every stream runs inside
+//! the connection's own task.
+//!
+//! hyper's HTTP/2 server spawns a task per stream, so each request crosses from the
+//! connection task to its stream task and each response back: two wakeups and a task
+//! allocation per request, on top of the h2 crate's own work. Here the streams are futures
+//! in one `FuturesUnordered` polled by the task that also drives the connection; a stream
+//! woken by its upstream socket is polled alone, and the frames it queues are written the
+//! next time the connection is polled, in the same turn.
+//!
+//! Everything else is hyper's HTTP/2 server's behaviour, kept: the listener's stream,
+//! window and header-list limits and the rapid-reset bounds (h2's builder), a `Date` and a
+//! `Content-Length` (when the body's length is known) on every response, request bodies
+//! whose flow-control capacity is released as they are read (so a slow upstream pushes
+//! back on the client through the stream window), responses written within the client's
+//! window, trailers in both directions, and a client's RST_STREAM cancelling the request.
+//! Shutdown sends GOAWAY(2^31-1) and a PING, then GOAWAY(last stream id), lets the open
+//! streams finish, and drops what is left when the drain time ends.
+
+use std::future::poll_fn;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+use http::header::{CONTENT_LENGTH, DATE};
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+use super::body::{BoxError, ClientBody, ResponseBody};
+use super::pipeline::{self, Downstream};
+use crate::runtime::shutdown::{Phase, Shutdown};
+
+/// HTTP/2 streams a client may reset before the server has processed them, before the
+/// connection is closed (CVE-2023-44487 "rapid reset").
+const MAX_PENDING_RESETS: usize = 20;
+
+/// HTTP/2 resets the server itself may send because of client errors before closing.
+const MAX_LOCAL_ERROR_RESETS: usize = 256;
+
+/// A stream's work, boxed: the request future is several kilobytes and the set moves
+/// pointers, not futures.
+type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Serves one HTTP/2 connection until the client closes it, it fails, or shutdown ends it.
+pub async fn serve<S>(downstream: Arc<Downstream>, stream: S, mut shutdown: Shutdown)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &downstream.listener.config;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        .initial_window_size(config.http2_initial_stream_window)
+        .initial_connection_window_size(config.http2_initial_connection_window)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
+    let handshake = builder.handshake::<S, Bytes>(stream);
+    let mut closing = shutdown.clone();
+    let mut closed = pin!(async move { closing.reached(Phase::Closed).await });
+    let mut connection = tokio::select! {
+        handshake = handshake => match handshake {
+            Ok(connection) => connection,
+            Err(error) => {
+                debug!(listener = %downstream.listener.name, %error, "HTTP/2 handshake failed");
+                return;
+            }
+        },
+        () = closed.as_mut() => return,
+    };
+    let mut stop_accepting = pin!(async move { shutdown.reached(Phase::StopAccepting).await });
+    let mut streams: FuturesUnordered<StreamTask> = FuturesUnordered::new();
+    let mut going_away = false;
+    loop {
+        tokio::select! {
+            accepted = connection.accept() => match accepted {
+                Some(Ok((request, respond))) => {
+                    streams.push(Box::pin(serve_stream(Arc::clone(&downstream), request, respond)));
+                }
+                Some(Err(error)) => {
+                    debug!(listener = %downstream.listener.name, %error, "HTTP/2 connection ended with an error");
+                    break;
+                }
+                None => break,
+            },
+            Some(()) = streams.next(), if !streams.is_empty() => {}
+            () = stop_accepting.as_mut(), if !going_away => {
+                going_away = true;
+                connection.graceful_shutdown();
+            }
+            () = closed.as_mut() => return,
+        }
+    }
+    // The connection is done; streams still answering finish what they can (their sends
+    // fail at once when the connection is gone).
+    tokio::select! {
+        () = async { while streams.next().await.is_some() {} } => {}
+        () = closed.as_mut() => {}
+    }
+}
+
+/// One stream: the request through the pipeline, then the response onto the stream.
+async fn serve_stream(
+    downstream: Arc<Downstream>,
+    request: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
+    let request = request.map(|recv| ClientBody::H2(ClientH2Body::new(recv)));
+    let handled = pipeline::handle(downstream, request);
+    // A client's RST_STREAM cancels the request (and with it the upstream exchange).
+    let response = tokio::select! {
+        response = handled => match response {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    };
+    let (mut parts, body) = response.into_parts();
+    if !parts.headers.contains_key(DATE) {
+        parts.headers.insert(DATE, now_date());
+    }
+    let end = body.is_end_stream();
+    if !parts.headers.contains_key(CONTENT_LENGTH) && !parts.status.is_informational() {
+        if let Some(length) = body.size_hint().exact() {
+            if length > 0 || end {
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
+            }
+        }
+    }
+    let Ok(send) = respond.send_response(Response::from_parts(parts, ()), end) else {
+        return;
+    };
+    if !end {
+        if let Err(error) = pipe(body, send).await {
+            debug!(%error, "HTTP/2 response body not delivered");
+        }
+    }
+}
+
+/// Streams `body` onto `send` within the client's flow-control window.
+async fn pipe(mut body: ResponseBody, mut send: SendStream<Bytes>) -> Result<(), BoxError> {
+    loop {
+        let frame = tokio::select! {
+            frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => frame,
+            reset = poll_fn(|cx| send.poll_reset(cx)) => {
+                return Err(format!("client reset the stream ({reset:?})").into());
+            }
+        };
+        let Some(frame) = frame else {
+            send.send_data(Bytes::new(), true)?;
+            return Ok(());
+        };
+        let frame = match frame?.into_data() {
+            Ok(mut data) => {
+                let last = body.is_end_stream();
+                while !data.is_empty() {
+                    send.reserve_capacity(data.len());
+                    let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
+                        Some(granted) => granted?,
+                        None => return Err("stream closed before its body was sent".into()),
+                    };
+                    if granted == 0 {
+                        continue;
+                    }
+                    let piece = data.split_to(granted.min(data.len()));
+                    send.send_data(piece, last && data.is_empty())?;
+                }
+                if last {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            send.send_trailers(trailers)?;
+            return Ok(());
+        }
+    }
+}
+
+/// An HTTP/2 request body: data as the client sends it (its flow-control capacity given
+/// back as it is read, so the window reopens only as fast as the upstream takes it), then
+/// the trailers.
+#[derive(Debug)]
+pub struct ClientH2Body {
+    recv: RecvStream,
+    data_done: bool,
+}
+
+impl ClientH2Body {
+    fn new(recv: RecvStream) -> ClientH2Body {
+        ClientH2Body {
+            recv,
+            data_done: false,
+        }
+    }
+}
+
+impl Body for ClientH2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error))),
+                Poll::Ready(None) => this.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match this.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// The `Date` value for now, formatted once per second per thread.
+fn now_date() -> HeaderValue {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((0, None)) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        if cached.0 != second || cached.1.is_none() {
+            let text = httpdate::fmt_http_date(now);
+            cached.1 = HeaderValue::from_str(&text).ok();
+            cached.0 = second;
+        }
+        cached
+            .1
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+    })
+}
