@@ -6,7 +6,9 @@
 //! `max_concurrent_streams_per_connection` streams. Both honour
 //! `max_connections_per_endpoint` (a request that finds every connection busy waits at most
 //! `connect_timeout` for one, then is shed), `max_requests_per_connection` (recycling) and
-//! `pool_idle_timeout` / `pool_max_idle_per_endpoint`.
+//! `pool_idle_timeout` / `pool_max_idle_per_endpoint` (idle connections beyond it are closed
+//! once they have not been needed for a second, never the moment they come back: under a
+//! burst that connection is about to be used again).
 //!
 //! With `[cluster.tls]` every connection is opened through [`UpstreamTls::connect`]; for
 //! `protocol = "auto"` the first connection's ALPN answer decides whether the pool runs
@@ -615,22 +617,31 @@ impl EndpointPool {
             .count();
         idle.drain(..expired);
         self.gauges.idle.add(-(expired as i64));
-        if idle.len() >= self.settings.max_idle {
-            return;
-        }
+        // Kept even past `pool_max_idle_per_endpoint`: during a burst a connection coming
+        // back is about to be needed again, and closing it here only to open another a
+        // moment later is the most expensive thing a pool can do. The sweep closes what
+        // stays surplus ([`surplus`]).
         idle.push(connection);
         self.gauges.idle.inc();
         drop(idle);
         self.freed.notify_one();
     }
 
-    /// Closes idle connections older than `pool_idle_timeout` (run periodically), or every
-    /// idle connection when `all` (the endpoint is draining). Shared HTTP/2 connections
-    /// are let go too when `all`: streams still open on them finish, new ones go elsewhere.
+    /// Closes idle connections older than `pool_idle_timeout` and those beyond
+    /// `pool_max_idle_per_endpoint` that sat idle for a whole [`SURPLUS_GRACE`] (run once a
+    /// second), or every idle connection when `all` (the endpoint is draining). Shared
+    /// HTTP/2 connections are let go too when `all`: streams still open on them finish,
+    /// new ones go elsewhere.
     pub fn evict_expired(&self, all: bool) {
         let mut idle = self.lock_idle();
         let before = idle.len();
         idle.retain_mut(|c| !all && c.is_usable(self.settings.idle_timeout));
+        let surplus = surplus(
+            idle.iter().map(|c| c.since.elapsed()),
+            idle.len(),
+            self.settings.max_idle,
+        );
+        idle.drain(..surplus);
         self.gauges.idle.add(-((before - idle.len()) as i64));
         drop(idle);
         self.lock_h2().retain(|c| !all && !c.sender.is_closed());
@@ -830,6 +841,20 @@ impl EndpointPool {
     }
 }
 
+/// How long an idle HTTP/1.1 connection beyond `pool_max_idle_per_endpoint` is kept: one
+/// that has not been needed for this long is surplus.
+pub const SURPLUS_GRACE: Duration = Duration::from_secs(1);
+
+/// How many idle connections to close from the bottom of the stack (the longest idle
+/// first): those beyond `max_idle` that have been idle for at least [`SURPLUS_GRACE`].
+/// `ages`: how long each has been idle, bottom first. Pure.
+pub fn surplus(ages: impl Iterator<Item = Duration>, len: usize, max_idle: usize) -> usize {
+    let excess = len.saturating_sub(max_idle);
+    ages.take(excess)
+        .take_while(|age| *age >= SURPLUS_GRACE)
+        .count()
+}
+
 /// The class of a failed exchange, from hyper's error and the h2 reason under it.
 fn classify(error: &hyper::Error) -> UpstreamError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
@@ -854,4 +879,27 @@ fn classify(error: &hyper::Error) -> UpstreamError {
         return UpstreamError::RequestBody;
     }
     UpstreamError::Reset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ages(secs: &[f64]) -> Vec<Duration> {
+        secs.iter().map(|s| Duration::from_secs_f64(*s)).collect()
+    }
+
+    #[test]
+    fn only_connections_beyond_the_limit_that_sat_idle_a_second_are_surplus() {
+        // Within the limit: nothing, however old.
+        assert_eq!(surplus(ages(&[9.0, 9.0]).into_iter(), 2, 2), 0);
+        // Two beyond the limit, both idle for over a second: both.
+        assert_eq!(surplus(ages(&[3.0, 2.0, 0.1, 0.0]).into_iter(), 4, 2), 2);
+        // Beyond the limit but just returned (a burst): kept.
+        assert_eq!(surplus(ages(&[0.5, 0.2, 0.1, 0.0]).into_iter(), 4, 2), 0);
+        // The oldest goes, the one returned half a second ago stays.
+        assert_eq!(surplus(ages(&[1.5, 0.5, 0.1, 0.0]).into_iter(), 4, 2), 1);
+        // A limit of zero: every connection idle for a second.
+        assert_eq!(surplus(ages(&[1.0, 1.0, 0.3]).into_iter(), 3, 0), 2);
+    }
 }
