@@ -79,23 +79,41 @@ where
     let mut streams: FuturesUnordered<StreamTask> = FuturesUnordered::new();
     let mut going_away = false;
     loop {
-        tokio::select! {
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
-                    streams.push(Box::pin(serve_stream(Arc::clone(&downstream), request, respond)));
+        // Every stream that can move does so before the connection is polled, so the
+        // frames they queue go out together in one write.
+        let event = poll_fn(|cx| {
+            loop {
+                while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+                if closed.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Closed);
                 }
-                Some(Err(error)) => {
-                    debug!(listener = %downstream.listener.name, %error, "HTTP/2 connection ended with an error");
-                    break;
+                if !going_away && stop_accepting.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::StopAccepting);
                 }
-                None => break,
-            },
-            Some(()) = streams.next(), if !streams.is_empty() => {}
-            () = stop_accepting.as_mut(), if !going_away => {
+                match connection.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((request, respond)))) => {
+                        // Started at once: the loop polls it before the connection again.
+                        let downstream = Arc::clone(&downstream);
+                        streams.push(Box::pin(serve_stream(downstream, request, respond)));
+                    }
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Event::Failed(error)),
+                    Poll::Ready(None) => return Poll::Ready(Event::Ended),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+        match event {
+            Event::Failed(error) => {
+                debug!(listener = %downstream.listener.name, %error, "HTTP/2 connection ended with an error");
+                break;
+            }
+            Event::Ended => break,
+            Event::StopAccepting => {
                 going_away = true;
                 connection.graceful_shutdown();
             }
-            () = closed.as_mut() => return,
+            Event::Closed => return,
         }
     }
     // The connection is done; streams still answering finish what they can (their sends
@@ -104,6 +122,18 @@ where
         () = async { while streams.next().await.is_some() {} } => {}
         () = closed.as_mut() => {}
     }
+}
+
+/// What woke the connection's loop.
+enum Event {
+    /// The connection failed.
+    Failed(h2::Error),
+    /// The client closed the connection, or GOAWAY completed with every stream done.
+    Ended,
+    /// Shutdown stopped accepting: time for GOAWAY.
+    StopAccepting,
+    /// The drain time is over.
+    Closed,
 }
 
 /// One stream: the request through the pipeline, then the response onto the stream.
