@@ -27,6 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -106,48 +107,9 @@ impl BodyProgress {
 #[error("request body larger than max_request_body ({0} bytes)")]
 pub struct BodyTooLarge(pub u64);
 
-/// A client's request body as its connection delivers it: hyper's (HTTP/1.1) or an
-/// HTTP/2 stream's.
-#[derive(Debug)]
-pub enum ClientBody {
-    /// HTTP/1.1, read by hyper's server.
-    H1(Incoming),
-    /// An HTTP/2 stream.
-    H2(ClientH2Body),
-}
-
-impl Body for ClientBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ClientBody::H1(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|error| Box::new(error) as BoxError),
-            ClientBody::H2(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|error| Box::new(error) as BoxError),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::H1(body) => body.is_end_stream(),
-            ClientBody::H2(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::H1(body) => body.size_hint(),
-            ClientBody::H2(body) => body.size_hint(),
-        }
-    }
-}
+/// A client's request body as its connection delivers it: hyper's (HTTP/1.1, `Left`) or
+/// an HTTP/2 stream's (`Right`).
+pub type ClientBody = Either<Incoming, ClientH2Body>;
 
 /// A client's request body on its way upstream: the client's stream, or a replay of a
 /// body recorded during an earlier attempt.

@@ -142,7 +142,7 @@ async fn serve_stream(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
-    let request = request.map(|recv| ClientBody::H2(ClientH2Body::new(recv)));
+    let request = request.map(|recv| ClientBody::Right(ClientH2Body::new(recv)));
     let handled = pipeline::handle(downstream, request);
     // A client's RST_STREAM cancels the request (and with it the upstream exchange).
     let response = tokio::select! {

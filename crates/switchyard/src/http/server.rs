@@ -323,7 +323,7 @@ where
             let downstream = Arc::clone(&downstream);
             let closing = Arc::clone(&closing);
             async move {
-                let request = request.map(ClientBody::H1);
+                let request = request.map(ClientBody::Left);
                 let mut response = pipeline::handle(downstream, request).await?;
                 if closing.load(Ordering::Relaxed)
                     && response.status() != http::StatusCode::SWITCHING_PROTOCOLS

@@ -28,13 +28,9 @@ use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http::header::UPGRADE;
 use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -42,7 +38,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::body::{BoxError, RequestBody};
+use super::body::RequestBody;
 use super::h1_client::{Checkin, Connection, DirectBody, Exchange, HeadFailure};
 use crate::admin::metrics::Gauge;
 use switchyard_algo::resilience::{Limit, Limits};
@@ -139,6 +135,16 @@ pub struct SendError {
     pub request: Option<Request<RequestBody>>,
 }
 
+impl SendError {
+    /// `error` before `request` was written: it can go out again.
+    fn unsent(error: UpstreamError, request: Request<RequestBody>) -> SendError {
+        SendError {
+            error,
+            request: Some(request),
+        }
+    }
+}
+
 /// The pool's metric handles (per cluster).
 #[derive(Debug, Clone)]
 pub struct PoolGauges {
@@ -230,46 +236,9 @@ impl Checkin for PoolReturn {
     }
 }
 
-/// An upstream response body: read by this task from an HTTP/1.1 connection, or from a
-/// hyper connection (HTTP/2, upgrades).
-#[derive(Debug)]
-pub enum UpstreamBody {
-    /// HTTP/1.1, read in the request's task.
-    Direct(DirectBody),
-    /// HTTP/2 or an upgrade request's connection.
-    Hyper(Incoming),
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Direct(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Hyper(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map_err(|error| Box::new(error) as BoxError),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Direct(body) => body.is_end_stream(),
-            UpstreamBody::Hyper(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpstreamBody::Direct(body) => body.size_hint(),
-            UpstreamBody::Hyper(body) => body.size_hint(),
-        }
-    }
-}
+/// An upstream response body: read by the request's task from an HTTP/1.1 connection
+/// (`Left`), or from a hyper connection (`Right`: HTTP/2, upgrades).
+pub type UpstreamBody = Either<DirectBody, Incoming>;
 
 #[derive(Debug)]
 struct H2Connection {
@@ -426,10 +395,7 @@ impl EndpointPool {
             let (connection, served, slot, reused) = match self.checkout_h1(fresh_only).await {
                 Ok(found) => found,
                 Err(error) => {
-                    return Err(SendError {
-                        error,
-                        request: Some(request),
-                    });
+                    return Err(SendError::unsent(error, request));
                 }
             };
             let checkin = Box::new(PoolReturn {
@@ -449,7 +415,7 @@ impl EndpointPool {
             };
             match exchange.head().await {
                 Ok(response) => {
-                    let response = response.map(UpstreamBody::Direct);
+                    let response = response.map(Either::Left);
                     return Ok((response, Lease::H1));
                 }
                 Err(HeadFailure::Unsent(unsent)) if reused && !fresh_only => {
@@ -494,10 +460,7 @@ impl EndpointPool {
         let slot = match self.reserve_slot_waiting().await {
             Ok(slot) => slot,
             Err(error) => {
-                return Err(SendError {
-                    error,
-                    request: Some(request),
-                });
+                return Err(SendError::unsent(error, request));
             }
         };
         let sender = match self.connect_io().await {
@@ -507,10 +470,7 @@ impl EndpointPool {
         let mut sender = match sender {
             Ok(sender) => sender,
             Err(error) => {
-                return Err(SendError {
-                    error,
-                    request: Some(request),
-                });
+                return Err(SendError::unsent(error, request));
             }
         };
         let active = Active::new(&self.gauges.active);
@@ -521,7 +481,7 @@ impl EndpointPool {
                     _slot: slot,
                     _active: active,
                 });
-                Ok((response.map(UpstreamBody::Hyper), lease))
+                Ok((response.map(Either::Right), lease))
             }
             Err(mut failed) => {
                 let unsent = failed.take_message();
@@ -734,10 +694,7 @@ impl EndpointPool {
         let connection = match self.checkout_h2().await {
             Ok(connection) => connection,
             Err(error) => {
-                return Err(SendError {
-                    error,
-                    request: Some(request),
-                });
+                return Err(SendError::unsent(error, request));
             }
         };
         self.gauges.active.inc();
@@ -747,7 +704,7 @@ impl EndpointPool {
         };
         let mut sender = connection.sender.clone();
         match sender.try_send_request(request).await {
-            Ok(response) => Ok((response.map(UpstreamBody::Hyper), Lease::H2(stream))),
+            Ok(response) => Ok((response.map(Either::Right), Lease::H2(stream))),
             Err(mut failed) => {
                 let unsent = failed.take_message();
                 let error = if unsent.is_some() {
