@@ -834,8 +834,15 @@ fn retarget(
         UpstreamProtocol::Http1 | UpstreamProtocol::Auto => {
             *request.uri_mut() = Uri::from(path_and_query);
             if let Some(authority) = authority {
-                if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                    request.headers_mut().insert(HOST, value);
+                // Usually the client's own Host, already in place.
+                let unchanged = request
+                    .headers()
+                    .get(HOST)
+                    .is_some_and(|host| host.as_bytes() == authority.as_str().as_bytes());
+                if !unchanged {
+                    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                        request.headers_mut().insert(HOST, value);
+                    }
                 }
             }
             *request.version_mut() = Version::HTTP_11;

@@ -266,20 +266,27 @@ impl<T> Router<T> {
 /// The host of an authority: without userinfo, port, IPv6 brackets or a trailing dot.
 /// Case is left alone.
 fn normalise_host(authority: &str) -> &str {
-    let authority = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let host = if let Some(bracketed) = authority.strip_prefix('[') {
-        bracketed
-            .split_once(']')
-            .map_or(authority, |(inside, _)| inside)
-    } else if authority.bytes().filter(|&b| b == b':').count() > 1 {
-        // A bare IPv6 address (only a configuration would write one).
-        authority
+    // One pass over the bytes: this runs for every request.
+    let bytes = authority.as_bytes();
+    let start = bytes
+        .iter()
+        .rposition(|&b| b == b'@')
+        .map_or(0, |at| at + 1);
+    let authority = &authority[start..];
+    let bytes = authority.as_bytes();
+    let host = if bytes.first() == Some(&b'[') {
+        match bytes.iter().position(|&b| b == b']') {
+            Some(end) => &authority[1..end],
+            None => authority,
+        }
     } else {
-        authority
-            .split_once(':')
-            .map_or(authority, |(host, _)| host)
+        let mut colons = bytes.iter().enumerate().filter(|(_, b)| **b == b':');
+        match (colons.next(), colons.next()) {
+            // host:port
+            (Some((colon, _)), None) => &authority[..colon],
+            // No port, or a bare IPv6 address (only a configuration would write one).
+            _ => authority,
+        }
     };
     host.strip_suffix('.').unwrap_or(host)
 }
@@ -632,6 +639,24 @@ mod tests {
 
     fn pick(router: &Router<usize>, request: &Request) -> Option<usize> {
         router.find(&request.facts()).copied()
+    }
+
+    #[test]
+    fn hosts_lose_userinfo_port_brackets_and_a_trailing_dot() {
+        for (authority, host) in [
+            ("a.example", "a.example"),
+            ("a.example:8080", "a.example"),
+            ("user:pw@a.example:80", "a.example"),
+            ("A.Example.", "A.Example"),
+            ("a.example.:80", "a.example"),
+            ("[::1]:8080", "::1"),
+            ("[::1]", "::1"),
+            ("::1", "::1"),
+            ("[::1", "[::1"),
+            ("", ""),
+        ] {
+            assert_eq!(normalise_host(authority), host, "{authority}");
+        }
     }
 
     #[test]
