@@ -154,22 +154,7 @@ fn walk_cluster(w: &mut Walker<'_>, n: &Node<'_, '_>, defaults: &Defaults) -> Cl
     let slow_start = w
         .duration(n, "slow_start")
         .unwrap_or(Duration::from_secs(30));
-    let connect_timeout = match w.duration(n, "connect_timeout") {
-        Some(d) if d.is_zero() => {
-            let span = n
-                .get("connect_timeout")
-                .map(toml::Spanned::span)
-                .unwrap_or_default();
-            w.err(
-                &span,
-                &n.sub("connect_timeout"),
-                "connect_timeout must be greater than 0",
-            );
-            Duration::from_secs(1)
-        }
-        Some(d) => d,
-        None => Duration::from_secs(1),
-    };
+    let connect_timeout = w.positive_duration(n, "connect_timeout", Duration::from_secs(1));
     let drain_timeout = w
         .duration(n, "drain_timeout")
         .unwrap_or(defaults.drain_timeout);
@@ -392,18 +377,7 @@ fn walk_discovery(w: &mut Walker<'_>, n: &Node<'_, '_>) -> Option<Discovery> {
         },
         None => None,
     };
-    let refresh = match w.duration(&d, "refresh") {
-        Some(r) if r.is_zero() => {
-            let span = d
-                .get("refresh")
-                .map(toml::Spanned::span)
-                .unwrap_or_default();
-            w.err(&span, &d.sub("refresh"), "refresh must be greater than 0");
-            Duration::from_secs(30)
-        }
-        Some(r) => r,
-        None => Duration::from_secs(30),
-    };
+    let refresh = w.positive_duration(&d, "refresh", Duration::from_secs(30));
     let (dns, span) = w.req_string(&d, "dns")?;
     let ok = match dns.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0),
@@ -528,17 +502,8 @@ fn walk_health(w: &mut Walker<'_>, h: &Node<'_, '_>, has_tls: bool) -> Health {
         Some((p, _)) => p.to_string(),
         None => "/healthz".to_string(),
     };
-    let positive = |w: &mut Walker<'_>, key: &str, default: Duration| match w.duration(h, key) {
-        Some(d) if d.is_zero() => {
-            let span = h.get(key).map(toml::Spanned::span).unwrap_or_default();
-            w.err(&span, &h.sub(key), format!("{key} must be greater than 0"));
-            default
-        }
-        Some(d) => d,
-        None => default,
-    };
-    let interval = positive(w, "interval", Duration::from_secs(5));
-    let timeout = positive(w, "timeout", Duration::from_secs(2));
+    let interval = w.positive_duration(h, "interval", Duration::from_secs(5));
+    let timeout = w.positive_duration(h, "timeout", Duration::from_secs(2));
     let unhealthy_threshold = w.u32_in(h, "unhealthy_threshold", 1, u32::MAX).unwrap_or(3);
     let healthy_threshold = w.u32_in(h, "healthy_threshold", 1, u32::MAX).unwrap_or(2);
     let expect_status =

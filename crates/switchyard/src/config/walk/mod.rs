@@ -365,6 +365,24 @@ impl Walker<'_> {
         self.unit(v, &path, units::parse_duration(s))
     }
 
+    /// The duration `key`, which must be greater than 0; `default` when it is not written
+    /// (or, after the error, when it is 0).
+    fn positive_duration(&mut self, node: &Node<'_, '_>, key: &str, default: Duration) -> Duration {
+        match self.duration(node, key) {
+            Some(d) if d.is_zero() => {
+                let span = node.get(key).map(toml::Spanned::span).unwrap_or_default();
+                self.err(
+                    &span,
+                    &node.sub(key),
+                    format!("{key} must be greater than 0"),
+                );
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
     /// The size `key` in bytes, if written.
     fn size(&mut self, node: &Node<'_, '_>, key: &str) -> Option<u64> {
         let v = node.get(key)?;

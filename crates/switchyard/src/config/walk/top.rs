@@ -223,18 +223,11 @@ fn walk_defaults(w: &mut Walker<'_>, root: &Node<'_, '_>) -> Defaults {
 fn walk_global_rate_limit(w: &mut Walker<'_>, root: &Node<'_, '_>) -> Option<GlobalRateLimit> {
     let n = w.table(root, "global_rate_limit")?;
     w.keys(&n, &["redis", "timeout"]);
-    let timeout = match w.duration(&n, "timeout") {
-        Some(d) if d.is_zero() => {
-            let span = n
-                .get("timeout")
-                .map(toml::Spanned::span)
-                .unwrap_or_default();
-            w.err(&span, &n.sub("timeout"), "timeout must be greater than 0");
-            crate::http::global_limit::DEFAULT_CALL_TIMEOUT
-        }
-        Some(d) => d,
-        None => crate::http::global_limit::DEFAULT_CALL_TIMEOUT,
-    };
+    let timeout = w.positive_duration(
+        &n,
+        "timeout",
+        crate::http::global_limit::DEFAULT_CALL_TIMEOUT,
+    );
     let (s, span) = w.req_string(&n, "redis")?;
     if !(s.starts_with("redis://") || s.starts_with("rediss://")) || s.len() <= "redis://".len() {
         w.err_hint(
