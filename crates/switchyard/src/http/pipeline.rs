@@ -189,11 +189,9 @@ impl Record {
 
 impl Completion for Record {
     fn finish(mut self: Box<Self>, end: BodyEnd) {
-        if let Some(lease) = self.lease.take() {
-            if end.complete {
-                lease.release();
-            }
-        }
+        // The exchange is over: an HTTP/2 stream or an upgrade's connection ends here (an
+        // HTTP/1.1 connection went back to its pool with the body's last byte).
+        drop(self.lease.take());
         drop(self.in_flight.take());
         if let Some(upstream) = self.holds_request_slot.take() {
             upstream.limits.release(Limit::Requests);

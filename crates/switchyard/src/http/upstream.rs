@@ -248,8 +248,8 @@ struct H2Connection {
     _slot: OpenSlot,
 }
 
-/// What a response holds of its upstream connection until the exchange is over: release
-/// it with [`Lease::release`] once the response body was read to the end, or drop it.
+/// What a response holds of its upstream connection until the exchange is over; dropped
+/// when the response body has ended (or was abandoned).
 #[derive(Debug)]
 pub enum Lease {
     /// HTTP/1.1: the response body itself carries the connection back to the pool.
@@ -273,21 +273,12 @@ pub struct UpgradeConnection {
 #[derive(Debug)]
 pub struct H2Stream {
     connection: Arc<H2Connection>,
-    active: Gauge,
+    _active: Active,
 }
 
 impl Drop for H2Stream {
     fn drop(&mut self) {
         self.connection.streams.fetch_sub(1, Ordering::AcqRel);
-        self.active.dec();
-    }
-}
-
-impl Lease {
-    /// The exchange finished cleanly. An HTTP/1.1 connection is already back in its pool
-    /// (its body checked it in); the others end their stream or connection here.
-    pub fn release(self) {
-        drop(self);
     }
 }
 
@@ -457,11 +448,9 @@ impl EndpointPool {
         self: &Arc<Self>,
         request: Request<RequestBody>,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
-        let slot = match self.reserve_slot_waiting().await {
+        let slot = match self.wait_for(|| self.try_slot()).await {
             Ok(slot) => slot,
-            Err(error) => {
-                return Err(SendError::unsent(error, request));
-            }
+            Err(error) => return Err(SendError::unsent(error, request)),
         };
         let sender = match self.connect_io().await {
             Ok((io, _)) => Self::handshake_h1(io).await,
@@ -504,45 +493,46 @@ impl EndpointPool {
         &self,
         fresh_only: bool,
     ) -> Result<(Connection, u32, OpenSlot, bool), UpstreamError> {
-        if !fresh_only {
-            if let Some(idle) = self.take_idle() {
-                return Ok((idle.connection, idle.served, idle.slot, true));
-            }
-        }
-        let deadline = Instant::now() + self.settings.connect_timeout;
-        loop {
-            match self.reserve_slot() {
-                Ok(slot) => {
-                    let connection = Box::pin(self.connect_h1()).await?;
-                    return Ok((connection, 0, slot, false));
+        let found = self
+            .wait_for(|| {
+                if !fresh_only {
+                    if let Some(idle) = self.take_idle() {
+                        return Ok(Some(Ok(idle)));
+                    }
                 }
-                Err(NoSlot::Cluster) => return Err(UpstreamError::PoolFull),
-                Err(NoSlot::Endpoint) => {}
-            }
-            // At the limit: wait for a connection to come back or close.
-            if tokio::time::timeout_at(deadline, self.freed.notified())
-                .await
-                .is_err()
-            {
-                return Err(UpstreamError::PoolFull);
-            }
-            if !fresh_only {
-                if let Some(idle) = self.take_idle() {
-                    return Ok((idle.connection, idle.served, idle.slot, true));
-                }
+                Ok(self.try_slot()?.map(Err))
+            })
+            .await?;
+        match found {
+            Ok(idle) => Ok((idle.connection, idle.served, idle.slot, true)),
+            Err(slot) => {
+                let connection = Box::pin(self.connect_h1()).await?;
+                Ok((connection, 0, slot, false))
             }
         }
     }
 
-    /// A slot for a new connection, waiting at most `connect_timeout` for one when the
-    /// endpoint is at `max_connections_per_endpoint`.
-    async fn reserve_slot_waiting(&self) -> Result<OpenSlot, UpstreamError> {
+    /// A slot for a new connection: `None` while the endpoint is at
+    /// `max_connections_per_endpoint` (one may come back soon), an error at the cluster's
+    /// `max_connections` (a fast 503, never a queue).
+    fn try_slot(&self) -> Result<Option<OpenSlot>, UpstreamError> {
+        match self.reserve_slot() {
+            Ok(slot) => Ok(Some(slot)),
+            Err(NoSlot::Cluster) => Err(UpstreamError::PoolFull),
+            Err(NoSlot::Endpoint) => Ok(None),
+        }
+    }
+
+    /// Asks `attempt` again each time a connection comes back or closes, until it finds
+    /// something, fails, or `connect_timeout` has passed (then the pool is full).
+    async fn wait_for<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<Option<T>, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
         let deadline = Instant::now() + self.settings.connect_timeout;
         loop {
-            match self.reserve_slot() {
-                Ok(slot) => return Ok(slot),
-                Err(NoSlot::Cluster) => return Err(UpstreamError::PoolFull),
-                Err(NoSlot::Endpoint) => {}
+            if let Some(found) = attempt()? {
+                return Ok(found);
             }
             if tokio::time::timeout_at(deadline, self.freed.notified())
                 .await
@@ -697,10 +687,9 @@ impl EndpointPool {
                 return Err(SendError::unsent(error, request));
             }
         };
-        self.gauges.active.inc();
         let stream = H2Stream {
             connection: Arc::clone(&connection),
-            active: self.gauges.active.clone(),
+            _active: Active::new(&self.gauges.active),
         };
         let mut sender = connection.sender.clone();
         match sender.try_send_request(request).await {

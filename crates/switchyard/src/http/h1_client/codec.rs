@@ -182,12 +182,18 @@ pub fn parse_response_head(
     let (spans, count) = spans_of(buf, response.headers);
     let head = buf.split_to(len).freeze();
     let mut headers = header_map(&head, &spans[..count])?;
-    let (framing, keep_alive) = framing_of(status, &headers, head_request, http10)?;
+    let connection = ConnectionTokens::of(&headers);
+    let (framing, keep_alive) = framing_of(
+        status,
+        &headers,
+        head_request,
+        connection.keep_alive(http10),
+    )?;
     if framing == ResponseFraming::Chunked || framing == ResponseFraming::UntilClose {
         // A length beside a transfer coding is meaningless (and unsafe to pass on).
         headers.remove(CONTENT_LENGTH);
     }
-    if connection_is_consumed(&headers) {
+    if connection.only_management() {
         // `Connection: keep-alive` / `close` spoke to this connection only and has been
         // acted on; the hop-by-hop pass need not look at it again.
         headers.remove(CONNECTION);
@@ -248,39 +254,65 @@ fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, ResponseError> 
     Ok(headers)
 }
 
-/// Whether every `Connection` token is `keep-alive` or `close` (none names another
-/// header that the hop-by-hop pass must remove).
-fn connection_is_consumed(headers: &HeaderMap) -> bool {
-    let mut values = headers.get_all(CONNECTION).iter().peekable();
-    values.peek().is_some()
-        && values.all(|value| {
-            value.as_bytes().split(|b| *b == b',').all(|token| {
-                let token = token.trim_ascii();
-                token.is_empty()
-                    || token.eq_ignore_ascii_case(b"keep-alive")
-                    || token.eq_ignore_ascii_case(b"close")
-            })
-        })
+/// What a response's `Connection` fields say, read in one pass.
+#[derive(Debug, Default)]
+struct ConnectionTokens {
+    /// Any `Connection` field at all.
+    present: bool,
+    /// A `close` token.
+    close: bool,
+    /// The last of the `close` / `keep-alive` tokens was `keep-alive`.
+    last_keep_alive: bool,
+    /// A token other than those two: a header the hop-by-hop pass must remove.
+    nominates: bool,
 }
 
-/// The body framing and keep-alive of a response (RFC 9112 sections 6.3 and 9.3).
+impl ConnectionTokens {
+    fn of(headers: &HeaderMap) -> ConnectionTokens {
+        let mut tokens = ConnectionTokens::default();
+        for value in headers.get_all(CONNECTION) {
+            tokens.present = true;
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    tokens.close = true;
+                    tokens.last_keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    tokens.last_keep_alive = true;
+                } else if !token.is_empty() {
+                    tokens.nominates = true;
+                }
+            }
+        }
+        tokens
+    }
+
+    /// Whether the connection stays open after the response (RFC 9112 9.3): HTTP/1.1
+    /// unless `close`; HTTP/1.0 only when the last word was `keep-alive`.
+    fn keep_alive(&self, http10: bool) -> bool {
+        if http10 {
+            self.last_keep_alive
+        } else {
+            !self.close
+        }
+    }
+
+    /// Whether every token was `keep-alive` or `close`: the fields spoke to this
+    /// connection only and can be consumed here.
+    fn only_management(&self) -> bool {
+        self.present && !self.nominates
+    }
+}
+
+/// The body framing of a response (RFC 9112 section 6.3), and whether the connection
+/// stays open after it (`keep_alive`, from the `Connection` fields, unless the framing
+/// forbids it).
 fn framing_of(
     status: StatusCode,
     headers: &HeaderMap,
     head_request: bool,
-    http10: bool,
+    keep_alive: bool,
 ) -> Result<(ResponseFraming, bool), ResponseError> {
-    let mut keep_alive = !http10;
-    for value in headers.get_all(CONNECTION) {
-        for token in value.as_bytes().split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            if token.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
-                keep_alive = true;
-            }
-        }
-    }
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(ResponseError::UnexpectedSwitch);
     }
