@@ -6,6 +6,7 @@
 #
 #   bench/callgrind.sh                 # PROTO="h1 h2" N=12000, both proxies
 #   PROXIES=switchyard PROTO=h2 bench/callgrind.sh
+#   KEEP=1 PROTO=h1 bench/callgrind.sh  # keep the outputs (callgrind_annotate FILE)
 #
 # Each proxy runs under callgrind with the shared harness's configuration (one worker,
 # round robin over two nginx backends on loopback); h2load sends N requests (HTTP/1.1:
@@ -56,7 +57,8 @@ count() {
 
 nginx -p "$run" -e "$run/backend.error.log" -c "$run/backend.conf" &
 backend=$!
-trap 'kill "$backend" 2>/dev/null; wait "$backend" 2>/dev/null; rm -rf "$run"' EXIT
+# KEEP=1 leaves the callgrind outputs for callgrind_annotate (the directory is printed).
+trap 'kill "$backend" 2>/dev/null; wait "$backend" 2>/dev/null; if [ -n "${KEEP:-}" ]; then echo "kept: $run" >&2; else rm -rf "$run"; fi' EXIT
 sleep 0.5
 
 printf '| proxy | protocol | instructions per request |\n|---|---|---:|\n'

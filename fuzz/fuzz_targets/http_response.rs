@@ -5,7 +5,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use switchyard::http::h1_client::codec::{ChunkedDecoder, Decoded, parse_response_head};
+use switchyard::http::h1_codec::{ChunkedDecoder, Decoded, parse_response_head};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, data)) = data.split_first() else {

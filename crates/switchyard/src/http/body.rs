@@ -28,9 +28,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::h1_server::conn::H1Body;
 use super::h2_server::ClientH2Body;
 use super::upstream::UpstreamBody;
 
@@ -109,7 +109,7 @@ pub struct BodyTooLarge(pub u64);
 
 /// A client's request body as its connection delivers it: hyper's (HTTP/1.1, `Left`) or
 /// an HTTP/2 stream's (`Right`).
-pub type ClientBody = Either<Incoming, ClientH2Body>;
+pub type ClientBody = Either<H1Body, ClientH2Body>;
 
 /// A client's request body on its way upstream: the client's stream, or a replay of a
 /// body recorded during an earlier attempt.

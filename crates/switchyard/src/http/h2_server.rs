@@ -35,6 +35,7 @@ use tracing::debug;
 
 use super::body::{BoxError, ClientBody, ResponseBody};
 use super::pipeline::{self, Downstream};
+use super::server_fields;
 use crate::runtime::shutdown::{Phase, Shutdown};
 
 /// HTTP/2 streams a client may reset before the server has processed them, before the
@@ -154,17 +155,13 @@ async fn serve_stream(
     };
     let (mut parts, body) = response.into_parts();
     if !parts.headers.contains_key(DATE) {
-        parts.headers.insert(DATE, now_date());
+        parts.headers.insert(DATE, server_fields::now_date());
     }
     let end = body.is_end_stream();
-    if !parts.headers.contains_key(CONTENT_LENGTH) && !parts.status.is_informational() {
-        if let Some(length) = body.size_hint().exact() {
-            if length > 0 || end {
-                parts
-                    .headers
-                    .insert(CONTENT_LENGTH, HeaderValue::from(length));
-            }
-        }
+    if let Some(length) = server_fields::length_to_declare(parts.status, &parts.headers, &body) {
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
     }
     let Ok(send) = respond.send_response(Response::from_parts(parts, ()), end) else {
         return;
@@ -271,27 +268,4 @@ impl Body for ClientH2Body {
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
     }
-}
-
-/// The `Date` value for now, formatted once per second per thread.
-fn now_date() -> HeaderValue {
-    use std::cell::RefCell;
-    use std::time::{SystemTime, UNIX_EPOCH};
-    thread_local! {
-        static CACHED: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((0, None)) };
-    }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    CACHED.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != second || cached.1.is_none() {
-            let text = httpdate::fmt_http_date(now);
-            cached.1 = HeaderValue::from_str(&text).ok();
-            cached.0 = second;
-        }
-        cached
-            .1
-            .clone()
-            .unwrap_or_else(|| HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
-    })
 }

@@ -339,7 +339,9 @@ async fn proxy(
     // prepare the upstream request
     let mut request = request;
     let upgrade = upgrade::requested(&request);
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| request.extensions_mut().remove::<upgrade::ClientUpgrade>());
     let (parts, body) = request.into_parts();
     let mut request = Request::from_parts(parts, ());
     // Only the hash policies read a key; the others are not charged for hashing one.

@@ -1,9 +1,9 @@
 //! Serving HTTP clients: one cleartext port speaks HTTP/1.1 and h2c (prior knowledge),
 //! told apart by the HTTP/2 connection preface. A PROXY header, when configured, is read
-//! first. HTTP/1.1 connections run below hyper through the request-head guard (framing
-//! hygiene, `max_header_bytes`, `header_read_timeout`, `idle_timeout`); HTTP/2 connections
-//! go to [`super::h2_server`] (the listener's stream and window limits, the rapid-reset
-//! bound, every stream in the connection's task).
+//! first. HTTP/1.1 connections go to [`super::h1_server`] (request hygiene,
+//! `max_header_bytes`, `header_read_timeout`, `idle_timeout`); HTTP/2 connections go to
+//! [`super::h2_server`] (the listener's stream and window limits, the rapid-reset bound,
+//! every stream in the connection's task).
 //!
 //! An https listener reads the ClientHello first (with the L4 tier's parser, under the
 //! same `header_read_timeout` as the whole handshake), so a client speaking plain HTTP to
@@ -11,42 +11,31 @@
 //! [`crate::tls::acceptor`] and the decrypted stream, HTTP/1.1 or h2 as ALPN chose, to
 //! the same connection code as cleartext.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use bytes::BytesMut;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, info};
 
-use super::body::ClientBody;
 use super::error::ProxyError;
 use super::forwarding::Hop;
-use super::h1_guard::{GuardConfig, H1Guard, HeadLimits, Rejection};
+use super::h1_server;
 use super::h2_server;
 use super::listener::HttpListenerRuntime;
-use super::pipeline::{self, Downstream};
+use super::pipeline::Downstream;
 use super::rewind::Rewind;
 use crate::admin::access_log::AccessLog;
 use crate::listener::accept::{self, Admission, Admits, Admitted};
 use crate::listener::per_ip::PerIpCounts;
 use crate::listener::prelude::{self, Expect, PreludeError};
-use crate::runtime::shutdown::{ConnectionTracker, Phase, Shutdown};
+use crate::runtime::shutdown::{ConnectionTracker, Shutdown};
 
 /// The HTTP/2 client connection preface.
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// SPEC 3.1: past 100 header fields, 431.
-const MAX_HEADER_FIELDS: usize = 100;
 
 impl Admits for HttpListenerRuntime {
     fn admission(&self) -> Admission<'_> {
@@ -274,7 +263,11 @@ async fn serve_cleartext<S>(
             return;
         }
     };
-    dispatch(downstream, Rewind::new(seen.freeze(), stream), h2, shutdown).await;
+    if h2 {
+        h2_server::serve(downstream, Rewind::new(seen.freeze(), stream), shutdown).await;
+    } else {
+        h1_server::serve(downstream, Box::new(stream), seen, shutdown).await;
+    }
 }
 
 /// Serves an already decided HTTP/1.1 or HTTP/2 stream (the TLS listener after ALPN).
@@ -282,138 +275,9 @@ pub async fn serve_stream<S>(downstream: Arc<Downstream>, stream: S, h2: bool, s
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    dispatch(downstream, stream, h2, shutdown).await;
-}
-
-async fn dispatch<S>(downstream: Arc<Downstream>, stream: S, h2: bool, shutdown: Shutdown)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
     if h2 {
         h2_server::serve(downstream, stream, shutdown).await;
     } else {
-        serve_h1(downstream, stream, shutdown).await;
-    }
-}
-
-async fn serve_h1<S>(downstream: Arc<Downstream>, stream: S, mut shutdown: Shutdown)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let config = &downstream.listener.config;
-    let guard = H1Guard::new(
-        stream,
-        GuardConfig {
-            limits: HeadLimits {
-                max_header_bytes: usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX),
-                max_headers: MAX_HEADER_FIELDS,
-            },
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-        },
-    );
-    let rejection = guard.rejection_handle();
-    // Set when shutdown (or the listener's removal) begins: every later response says
-    // `Connection: close`, so a keep-alive client learns it on its next request.
-    let closing = Arc::new(AtomicBool::new(false));
-    let service = {
-        let downstream = Arc::clone(&downstream);
-        let closing = Arc::clone(&closing);
-        service_fn(move |request| {
-            let downstream = Arc::clone(&downstream);
-            let closing = Arc::clone(&closing);
-            async move {
-                let request = request.map(ClientBody::Left);
-                let mut response = pipeline::handle(downstream, request).await?;
-                if closing.load(Ordering::Relaxed)
-                    && response.status() != http::StatusCode::SWITCHING_PROTOCOLS
-                {
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        })
-    };
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        // The guard ends the read side when it refuses a pipelined head; hyper must still
-        // finish the responses it owes for the requests before it.
-        .half_close(true)
-        // No `max_headers`: the guard already refused a head past MAX_HEADER_FIELDS, and
-        // hyper's default (the same 100) keeps its header index on the stack, where any
-        // explicit limit puts it on the heap for every request.
-        .serve_connection(TokioIo::new(guard), service)
-        .with_upgrades();
-    let stopping = Stopping {
-        announce: move || closing.store(true, Ordering::Relaxed),
-        grace: KEEPALIVE_GRACE,
-    };
-    let result = drive(connection, &mut shutdown, stopping, |c| {
-        c.graceful_shutdown()
-    })
-    .await;
-    if let Err(error) = result {
-        debug!(listener = %downstream.listener.name, %error, "HTTP/1.1 connection ended with an error");
-    }
-    match rejection.get() {
-        Some(Rejection::SlowHead) => downstream.listener.rejected.count("slow_head"),
-        Some(Rejection::Malformed(error)) => {
-            debug!(listener = %downstream.listener.name, client = %downstream.hop.peer, details = error.details(), "request head refused");
-            downstream
-                .listener
-                .unrouted
-                .count(error.status().as_u16(), true);
-        }
-        Some(Rejection::Idle) | None => {}
-    }
-}
-
-/// How long an idle HTTP/1.1 keep-alive connection stays open once shutdown began, so a
-/// client's next request (already on its way) is answered with `Connection: close` instead
-/// of meeting a closed socket.
-const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
-
-/// What a connection does when shutdown stops accepting, before it is asked to finish.
-struct Stopping<F> {
-    /// Tells the connection's service (HTTP/1.1: answer with `Connection: close`).
-    announce: F,
-    /// How long to let it serve on before the graceful close.
-    grace: Duration,
-}
-
-/// Serves `connection` to its end; when shutdown stops accepting, announces it, waits the
-/// grace, then asks the connection to finish gracefully (HTTP/1.1: close once the request
-/// in flight is answered, at once when idle; HTTP/2: GOAWAY(2^31-1), a PING round trip,
-/// then GOAWAY(last stream id)), and drops it when the drain time is over.
-async fn drive<C, F: FnOnce()>(
-    connection: C,
-    shutdown: &mut Shutdown,
-    stopping: Stopping<F>,
-    graceful: impl FnOnce(Pin<&mut C>),
-) -> Result<(), hyper::Error>
-where
-    C: Future<Output = Result<(), hyper::Error>>,
-{
-    tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => return result,
-        () = shutdown.reached(Phase::StopAccepting) => {}
-    }
-    (stopping.announce)();
-    if !stopping.grace.is_zero() {
-        tokio::select! {
-            result = connection.as_mut() => return result,
-            () = shutdown.reached(Phase::Closed) => return Ok(()),
-            () = tokio::time::sleep(stopping.grace) => {}
-        }
-    }
-    graceful(connection.as_mut());
-    tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.reached(Phase::Closed) => Ok(()),
+        h1_server::serve(downstream, Box::new(stream), BytesMut::new(), shutdown).await;
     }
 }

@@ -1,12 +1,12 @@
 //! HTTP/1.1 Upgrade (WebSocket): the request keeps its `Connection: upgrade` and `Upgrade`
 //! headers on the way up; when the upstream answers 101, both connections are taken over
-//! from hyper and bytes are relayed between them until either side closes or nothing moves
+//! over (the client's from [`super::h1_server`], the upstream's from hyper) and bytes are relayed between them until either side closes or nothing moves
 //! for the listener's `idle_timeout` (SPEC 3.1: upgraded connections are bounded by
 //! `idle_timeout` after the 101).
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,8 +15,49 @@ use http::{HeaderMap, HeaderValue, Request, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
+
+/// A client connection's byte stream, whatever carries it (TCP, a PROXY-headed or TLS
+/// stream).
+pub trait ClientIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
+
+/// A client connection, type-erased.
+pub type BoxedIo = Box<dyn ClientIo>;
+
+/// Where the HTTP/1.1 server hands over the client's connection once it has written a
+/// `101 Switching Protocols` (a request extension on every upgrade request; dropped
+/// unused when the upstream did not switch).
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<BoxedIo>>>>);
+
+impl std::fmt::Debug for ClientUpgrade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientUpgrade")
+    }
+}
+
+impl ClientUpgrade {
+    /// The extension for a request, and the sender the server hands the connection to.
+    pub fn pair() -> (ClientUpgrade, oneshot::Sender<BoxedIo>) {
+        let (tx, rx) = oneshot::channel();
+        (ClientUpgrade(Arc::new(Mutex::new(Some(rx)))), tx)
+    }
+
+    /// Resolves to the client's connection once the `101` was written to it.
+    async fn upgraded(self) -> Result<BoxedIo, &'static str> {
+        let receiver = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match receiver {
+            Some(receiver) => receiver
+                .await
+                .map_err(|_| "the client connection ended before the switch"),
+            None => Err("the client connection was already taken"),
+        }
+    }
+}
 
 /// An upgrade the client asked for.
 #[derive(Debug, Clone)]
@@ -48,17 +89,22 @@ pub fn restore_request_headers(headers: &mut HeaderMap, upgrade: &UpgradeRequest
 }
 
 /// Relays between the two upgraded connections in a task of its own.
-pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade, idle_timeout: Duration) {
+pub fn tunnel(client: ClientUpgrade, upstream: OnUpgrade, idle_timeout: Duration) {
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(error) => {
-                debug!(%error, "upgrade did not complete");
+        let (client, upstream) = tokio::join!(client.upgraded(), upstream);
+        let (client, upstream) = match (client, upstream) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (Err(error), _) => {
+                debug!(error, "upgrade did not complete on the client side");
+                return;
+            }
+            (_, Err(error)) => {
+                debug!(%error, "upgrade did not complete on the upstream side");
                 return;
             }
         };
         let activity = Arc::new(Activity::new());
-        let mut client = Watched::new(TokioIo::new(client), Arc::clone(&activity));
+        let mut client = Watched::new(client, Arc::clone(&activity));
         let mut upstream = Watched::new(TokioIo::new(upstream), Arc::clone(&activity));
         let relay = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::pin!(relay);

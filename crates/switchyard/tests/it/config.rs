@@ -194,12 +194,12 @@ fn the_fuzz_corpus_replays_without_panicking() {
             } else if target == "proxy_protocol" {
                 let _ = switchyard::listener::proxy_protocol::parse(&bytes);
             } else if target == "http_head" {
-                let limits = switchyard::http::h1_guard::HeadLimits {
+                let limits = switchyard::http::h1_server::head::HeadLimits {
                     max_header_bytes: 16 * 1024,
                     max_headers: 100,
                 };
-                let _ = switchyard::http::h1_guard::head::inspect(&bytes, &limits);
-                let _ = switchyard::http::h1_guard::framing::Framing::new(limits).advance(&bytes);
+                let mut buf = bytes::BytesMut::from(&bytes[..]);
+                let _ = switchyard::http::h1_server::head::parse(&mut buf, &limits);
             } else if target == "config_load" {
                 let _ = load_str(&text, Path::new("fuzz.toml"));
             } else {

@@ -17,23 +17,20 @@
 //! Upgrades (WebSocket) do not come here: they take a hyper connection of their own,
 //! which is never pooled ([`super::upstream`]).
 
-pub mod codec;
-
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use self::codec::{ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
 use super::body::{BoxError, RequestBody};
+use super::h1_codec::{self as codec, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
+use super::read_buf;
 use crate::tls::upstream::{TlsFailure, UpstreamStream, failure_of};
 
-/// Bytes a read asks for at least (the read buffer grows by this much when full).
-const READ_CHUNK: usize = 16 * 1024;
 /// A request body frame up to this size is copied behind its framing and written in one
 /// call; a larger one is written from its own buffer.
 const COALESCE: usize = 16 * 1024;
@@ -408,11 +405,7 @@ impl Exchange {
     /// Reads more of the response into the read buffer: `Ok(0)` at the end of the stream.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         let connection = &mut self.connection;
-        if connection.read.capacity() - connection.read.len() < READ_CHUNK / 4 {
-            connection.read.reserve(READ_CHUNK);
-        }
-        let read = pin!(connection.io.read_buf(&mut connection.read));
-        read.poll(cx)
+        read_buf::poll_fill(&mut connection.io, &mut connection.read, cx)
     }
 
     /// The next piece of the response body.

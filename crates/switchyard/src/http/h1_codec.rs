@@ -1,7 +1,9 @@
-//! The bytes of an HTTP/1.1 exchange as the proxy's upstream client writes and reads them:
-//! the request head, how the request body is framed, the response head and how the
-//! response body is delimited (RFC 9112 section 6.3), and the chunked decoder. Pure: no
-//! I/O, no clock, so every rule is tested with exact bytes.
+//! The bytes of HTTP/1.1 that both sides of the proxy share. The upstream client
+//! ([`super::h1_client`]) writes request heads and framed bodies and reads response heads
+//! and how their bodies are delimited (RFC 9112 section 6.3); the client-facing server
+//! ([`super::h1_server`]) reads request heads and bodies and writes framed responses. Both
+//! use the same header-map builder, `Connection` reading, chunk encoder and chunked decoder
+//! from here. Pure: no I/O, no clock, so every rule is tested with exact bytes.
 
 use std::mem::MaybeUninit;
 
@@ -10,7 +12,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 /// `Keep-Alive` (RFC 2068), which `http` has no constant for.
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Header fields accepted in a response head or a trailer section.
 pub const MAX_HEADERS: usize = 100;
@@ -19,12 +21,15 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024 - 1;
 /// The longest chunk-size line accepted (with extensions).
 const MAX_CHUNK_LINE: usize = 1024;
+/// Fields the proxy may add to a response on its way to the client (request id, sticky
+/// cookie, route edits): room made when the map is built.
+const RESPONSE_ROOM: usize = 4;
 /// The largest trailer section accepted, in bytes.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
-/// What an upstream sent that cannot be read as an HTTP/1.1 response.
+/// What a peer sent that cannot be read as HTTP/1.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ResponseError {
+pub enum WireError {
     /// The head does not parse (or has more than [`MAX_HEADERS`] fields).
     #[error("malformed response head")]
     Head,
@@ -158,7 +163,7 @@ pub struct ResponseHead {
 pub fn parse_response_head(
     buf: &mut BytesMut,
     head_request: bool,
-) -> Result<Option<ResponseHead>, ResponseError> {
+) -> Result<Option<ResponseHead>, WireError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -168,20 +173,21 @@ pub fn parse_response_head(
     ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
-            return Err(ResponseError::HeadTooLarge);
+            return Err(WireError::HeadTooLarge);
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(ResponseError::Head),
+        Err(_) => return Err(WireError::Head),
     };
     if len > MAX_HEAD_BYTES {
-        return Err(ResponseError::HeadTooLarge);
+        return Err(WireError::HeadTooLarge);
     }
-    let code = response.code.ok_or(ResponseError::Head)?;
-    let status = StatusCode::from_u16(code).map_err(|_| ResponseError::Head)?;
+    let code = response.code.ok_or(WireError::Head)?;
+    let status = StatusCode::from_u16(code).map_err(|_| WireError::Head)?;
     let http10 = response.version == Some(0);
-    let (spans, count) = spans_of(buf, response.headers);
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = spans_of(buf, response.headers, &mut spans);
     let head = buf.split_to(len).freeze();
-    let mut headers = header_map(&head, &spans[..count])?;
+    let mut headers = header_map(&head, &spans[..count], RESPONSE_ROOM).ok_or(WireError::Head)?;
     let connection = ConnectionTokens::of(&headers);
     let (framing, keep_alive) = framing_of(
         status,
@@ -207,23 +213,27 @@ pub fn parse_response_head(
     }))
 }
 
-/// Where a field's name and value lie in the buffer it was parsed from: offsets and
-/// lengths (a head is at most [`MAX_HEAD_BYTES`], so they fit 16 bits), so the values can
-/// share the head's bytes once it is split off.
+/// Where a field's name and value lie in the buffer it was parsed from, as offsets and
+/// lengths, so the values can share the head's bytes once it is split off.
 #[derive(Debug, Clone, Copy, Default)]
-struct Span {
-    name: u16,
-    name_len: u16,
-    value: u16,
-    value_len: u16,
+pub struct Span {
+    name: u32,
+    name_len: u32,
+    value: u32,
+    value_len: u32,
 }
 
-/// The spans of `fields`, parsed from `buf`, and how many there are.
-fn spans_of(buf: &[u8], fields: &[httparse::Header<'_>]) -> ([Span; MAX_HEADERS], usize) {
+/// Fills `spans` with where `fields`, parsed from `buf`, lie; returns how many there are
+/// (at most [`MAX_HEADERS`]: callers parse with no more slots than that). The caller's
+/// array is filled in place: it is too large to return by value on every head.
+pub fn spans_of(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    spans: &mut [Span; MAX_HEADERS],
+) -> usize {
     let base = buf.as_ptr() as usize;
-    let offset = |part: &[u8]| u16::try_from(part.as_ptr() as usize - base).unwrap_or(u16::MAX);
-    let length = |part: &[u8]| u16::try_from(part.len()).unwrap_or(u16::MAX);
-    let mut spans = [Span::default(); MAX_HEADERS];
+    let offset = |part: &[u8]| u32::try_from(part.as_ptr() as usize - base).unwrap_or(u32::MAX);
+    let length = |part: &[u8]| u32::try_from(part.len()).unwrap_or(u32::MAX);
     for (span, field) in spans.iter_mut().zip(fields) {
         *span = Span {
             name: offset(field.name.as_bytes()),
@@ -232,31 +242,38 @@ fn spans_of(buf: &[u8], fields: &[httparse::Header<'_>]) -> ([Span; MAX_HEADERS]
             value_len: length(field.value),
         };
     }
-    (spans, fields.len().min(MAX_HEADERS))
+    fields.len().min(MAX_HEADERS)
 }
 
-/// The header map of the fields at `spans` in `head`.
-fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, ResponseError> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+/// The byte range a span part covers.
+fn range(start: u32, len: u32) -> std::ops::Range<usize> {
+    let start = start as usize;
+    start..start.saturating_add(len as usize)
+}
+
+/// The header map of the fields at `spans` in `head`, with room for `room` more fields
+/// (what the proxy will add, so the map never grows on the way) (`None`: a name or value
+/// that is not valid, which a head httparse accepted never has).
+pub fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + room);
     for span in spans {
-        let (name, value) = (usize::from(span.name), usize::from(span.value));
+        let name = range(span.name, span.name_len);
+        let value = range(span.value, span.value_len);
         let name = head
-            .get(name..name + usize::from(span.name_len))
-            .and_then(|name| HeaderName::from_bytes(name).ok())
-            .ok_or(ResponseError::Head)?;
+            .get(name)
+            .and_then(|name| HeaderName::from_bytes(name).ok())?;
         let value = head
-            .get(value..value + usize::from(span.value_len))
-            .map(|_| head.slice(value..value + usize::from(span.value_len)))
-            .and_then(|value| HeaderValue::from_maybe_shared(value).ok())
-            .ok_or(ResponseError::Head)?;
+            .get(value.clone())
+            .map(|_| head.slice(value))
+            .and_then(|value| HeaderValue::from_maybe_shared(value).ok())?;
         headers.append(name, value);
     }
-    Ok(headers)
+    Some(headers)
 }
 
-/// What a response's `Connection` fields say, read in one pass.
+/// What a message's `Connection` fields say, read in one pass.
 #[derive(Debug, Default)]
-struct ConnectionTokens {
+pub struct ConnectionTokens {
     /// Any `Connection` field at all.
     present: bool,
     /// A `close` token.
@@ -268,7 +285,8 @@ struct ConnectionTokens {
 }
 
 impl ConnectionTokens {
-    fn of(headers: &HeaderMap) -> ConnectionTokens {
+    /// The tokens of every `Connection` field in `headers`.
+    pub fn of(headers: &HeaderMap) -> ConnectionTokens {
         let mut tokens = ConnectionTokens::default();
         for value in headers.get_all(CONNECTION) {
             tokens.present = true;
@@ -289,7 +307,7 @@ impl ConnectionTokens {
 
     /// Whether the connection stays open after the response (RFC 9112 9.3): HTTP/1.1
     /// unless `close`; HTTP/1.0 only when the last word was `keep-alive`.
-    fn keep_alive(&self, http10: bool) -> bool {
+    pub fn keep_alive(&self, http10: bool) -> bool {
         if http10 {
             self.last_keep_alive
         } else {
@@ -299,7 +317,7 @@ impl ConnectionTokens {
 
     /// Whether every token was `keep-alive` or `close`: the fields spoke to this
     /// connection only and can be consumed here.
-    fn only_management(&self) -> bool {
+    pub fn only_management(&self) -> bool {
         self.present && !self.nominates
     }
 }
@@ -312,9 +330,9 @@ fn framing_of(
     headers: &HeaderMap,
     head_request: bool,
     keep_alive: bool,
-) -> Result<(ResponseFraming, bool), ResponseError> {
+) -> Result<(ResponseFraming, bool), WireError> {
     if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Err(ResponseError::UnexpectedSwitch);
+        return Err(WireError::UnexpectedSwitch);
     }
     if head_request
         || status.is_informational()
@@ -343,9 +361,9 @@ fn framing_of(
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for part in value.as_bytes().split(|b| *b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(ResponseError::ContentLength)?;
+            let n = parse_length(part.trim_ascii()).ok_or(WireError::ContentLength)?;
             if length.is_some_and(|seen| seen != n) {
-                return Err(ResponseError::ContentLength);
+                return Err(WireError::ContentLength);
             }
             length = Some(n);
         }
@@ -357,7 +375,7 @@ fn framing_of(
 }
 
 /// A decimal `Content-Length` (digits only, at most 18 of them).
-fn parse_length(digits: &[u8]) -> Option<u64> {
+pub fn parse_length(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
@@ -411,7 +429,7 @@ impl ChunkedDecoder {
     }
 
     /// The next piece of the body from `buf`.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ResponseError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, WireError> {
         loop {
             match self.state {
                 ChunkState::Done => return Ok(Decoded::End),
@@ -419,7 +437,7 @@ impl ChunkedDecoder {
                     let window = &buf[..buf.len().min(MAX_CHUNK_LINE)];
                     let Some(end) = window.iter().position(|b| *b == b'\n') else {
                         if buf.len() >= MAX_CHUNK_LINE {
-                            return Err(ResponseError::Chunked);
+                            return Err(WireError::Chunked);
                         }
                         return Ok(Decoded::NeedMore);
                     };
@@ -450,7 +468,7 @@ impl ChunkedDecoder {
                         return Ok(Decoded::NeedMore);
                     }
                     if &buf[..2] != b"\r\n" {
-                        return Err(ResponseError::Chunked);
+                        return Err(WireError::Chunked);
                     }
                     buf.advance(2);
                     self.state = ChunkState::Size;
@@ -460,7 +478,7 @@ impl ChunkedDecoder {
         }
     }
 
-    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ResponseError> {
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, WireError> {
         if buf.len() < 2 {
             return Ok(Decoded::NeedMore);
         }
@@ -473,17 +491,18 @@ impl ChunkedDecoder {
         let (len, count) = match httparse::parse_headers(buf, &mut slots) {
             Ok(httparse::Status::Complete((len, fields))) => (len, fields.len()),
             Ok(httparse::Status::Partial) if buf.len() > MAX_TRAILER_BYTES => {
-                return Err(ResponseError::Chunked);
+                return Err(WireError::Chunked);
             }
             Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
-            Err(_) => return Err(ResponseError::Chunked),
+            Err(_) => return Err(WireError::Chunked),
         };
         if len > MAX_TRAILER_BYTES {
-            return Err(ResponseError::Chunked);
+            return Err(WireError::Chunked);
         }
-        let (spans, count) = spans_of(buf, &slots[..count]);
+        let mut spans = [Span::default(); MAX_HEADERS];
+        let count = spans_of(buf, &slots[..count], &mut spans);
         let section = buf.split_to(len).freeze();
-        let trailers = header_map(&section, &spans[..count]).map_err(|_| ResponseError::Chunked)?;
+        let trailers = header_map(&section, &spans[..count], 0).ok_or(WireError::Chunked)?;
         self.state = ChunkState::Done;
         Ok(Decoded::Trailers(trailers))
     }
@@ -491,21 +510,21 @@ impl ChunkedDecoder {
 
 /// The size of a chunk-size `line` (through its LF): hex digits, optional extensions
 /// after `;`, CRLF.
-fn chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
-    let line = line.strip_suffix(b"\r\n").ok_or(ResponseError::Chunked)?;
+fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
+    let line = line.strip_suffix(b"\r\n").ok_or(WireError::Chunked)?;
     let digits_end = line
         .iter()
         .position(|b| !b.is_ascii_hexdigit())
         .unwrap_or(line.len());
     let (digits, rest) = line.split_at(digits_end);
     if digits.is_empty() || digits.len() > 15 {
-        return Err(ResponseError::Chunked);
+        return Err(WireError::Chunked);
     }
     let rest = rest.trim_ascii_start();
     if !(rest.is_empty() || rest.starts_with(b";"))
         || rest.iter().any(|b| b.is_ascii_control() && *b != b'\t')
     {
-        return Err(ResponseError::Chunked);
+        return Err(WireError::Chunked);
     }
     Ok(digits.iter().fold(0u64, |n, d| {
         let v = match d {
@@ -522,7 +541,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, ResponseError> {
 mod tests {
     use super::*;
 
-    fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, ResponseError> {
+    fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, WireError> {
         parse_response_head(&mut BytesMut::from(text), head_request)
     }
 
@@ -742,34 +761,34 @@ mod tests {
                 false
             )
             .unwrap_err(),
-            ResponseError::ContentLength
+            WireError::ContentLength
         );
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).unwrap_err(),
-            ResponseError::ContentLength
+            WireError::ContentLength
         );
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n", false).unwrap_err(),
-            ResponseError::ContentLength
+            WireError::ContentLength
         );
         assert_eq!(
             head("HTTP/1.1 101 Switching Protocols\r\n\r\n", false).unwrap_err(),
-            ResponseError::UnexpectedSwitch
+            WireError::UnexpectedSwitch
         );
         assert_eq!(
             head("HTTX/1.1 200 OK\r\n\r\n", false).unwrap_err(),
-            ResponseError::Head
+            WireError::Head
         );
         assert_eq!(
             head("HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n", false).unwrap_err(),
-            ResponseError::Head
+            WireError::Head
         );
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD_BYTES));
-        assert_eq!(head(&huge, false).unwrap_err(), ResponseError::HeadTooLarge);
+        assert_eq!(head(&huge, false).unwrap_err(), WireError::HeadTooLarge);
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
         assert_eq!(
             head(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).unwrap_err(),
-            ResponseError::Head
+            WireError::Head
         );
     }
 
@@ -777,7 +796,7 @@ mod tests {
     type Whole = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
 
     /// Decodes all of `input` fed in pieces of `step` bytes.
-    fn decode_all(input: &[u8], step: usize) -> Result<Whole, ResponseError> {
+    fn decode_all(input: &[u8], step: usize) -> Result<Whole, WireError> {
         let mut decoder = ChunkedDecoder::default();
         let mut buf = BytesMut::new();
         let mut body = Vec::new();
@@ -789,7 +808,7 @@ mod tests {
                 Decoded::End => return Ok((body, None, buf.to_vec())),
                 Decoded::NeedMore => {
                     if fed == input.len() {
-                        return Err(ResponseError::Chunked);
+                        return Err(WireError::Chunked);
                     }
                     let n = step.min(input.len() - fed);
                     buf.extend_from_slice(&input[fed..fed + n]);
@@ -833,7 +852,7 @@ mod tests {
         ] {
             assert_eq!(
                 decode_all(bad, 100).unwrap_err(),
-                ResponseError::Chunked,
+                WireError::Chunked,
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
@@ -841,7 +860,7 @@ mod tests {
         let long_line = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
         assert_eq!(
             decode_all(&long_line, 4096).unwrap_err(),
-            ResponseError::Chunked
+            WireError::Chunked
         );
     }
 }

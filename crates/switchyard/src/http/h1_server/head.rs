@@ -1,21 +1,26 @@
-//! Checking one HTTP/1.1 request head before anything acts on it (SPEC 4 "Request
+//! Reading one HTTP/1.1 request head, checked before anything acts on it (SPEC 4 "Request
 //! hygiene"): ambiguous framing (Content-Length with Transfer-Encoding, differing lengths,
 //! codings that do not end in chunked), obsolete line folding, bare CR, invalid names and
 //! values, request targets of the wrong form, a missing or repeated Host, and the size
-//! limits. Pure: bytes in, a verdict out.
+//! limits. The one parse both checks the head and builds the request from it: the header
+//! values share the head's bytes. Pure: bytes in, a verdict out.
 
 use std::mem::MaybeUninit;
 
-use http::StatusCode;
+use bytes::BytesMut;
+use http::header::{CONNECTION, EXPECT};
+use http::request::Parts;
+use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::http::error::ProxyError;
+use crate::http::h1_codec::{self, ConnectionTokens, KEEP_ALIVE};
 
 /// The limits a head is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
     /// Request line plus header lines, in bytes (`max_header_bytes`).
     pub max_header_bytes: usize,
-    /// Header fields (SPEC: 100).
+    /// Header fields (SPEC: 100; never more than [`h1_codec::MAX_HEADERS`]).
     pub max_headers: usize,
 }
 
@@ -30,24 +35,32 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// A valid head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadSummary {
-    /// Bytes of the head, leading empty lines and the final empty line included.
-    pub len: usize,
+/// A valid request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Method, target, version and header fields.
+    pub parts: Parts,
     /// The body's framing.
     pub body: BodyFraming,
-    /// The connection changes protocol after this request (Upgrade, CONNECT).
+    /// The client asks to switch protocols (`Upgrade` with `Connection: upgrade`).
     pub upgrade: bool,
+    /// A CONNECT request: whatever follows is not HTTP.
+    pub connect: bool,
+    /// The client lets the connection carry another request after this one (RFC 9112
+    /// 9.3: HTTP/1.1 unless `close`, HTTP/1.0 only with `keep-alive`).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on a request with a body: the client may wait for a
+    /// `100 Continue` before it sends the body.
+    pub expect_continue: bool,
 }
 
-/// What [`inspect`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`parse`] found.
+#[derive(Debug)]
 pub enum Verdict {
     /// More bytes are needed.
     Partial,
-    /// A complete, valid head.
-    Complete(HeadSummary),
+    /// A complete, valid head (its bytes consumed from the buffer).
+    Complete(Box<RequestHead>),
     /// A head that must be refused, and how.
     Reject(ProxyError),
 }
@@ -73,10 +86,21 @@ const KNOWN_CODINGS: [&str; 7] = [
     "identity",
 ];
 
-const STACK_HEADERS: usize = 128;
+/// Fields the proxy adds to a request on its way upstream (request id, the forwarding
+/// fields, `Via`): room made when the map is built, so it never grows on the way.
+const REQUEST_ROOM: usize = 8;
 
-/// Checks the head at the start of `buf`.
-pub fn inspect(buf: &[u8], limits: &HeadLimits) -> Verdict {
+/// What the head's fields say about framing and the connection, read in one pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fields {
+    body: BodyFraming,
+    upgrade: bool,
+    expect_continue: bool,
+}
+
+/// Reads the head at the front of `buf`, consuming it (and up to two empty lines before
+/// it) when it is complete and valid.
+pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Verdict {
     // RFC 9112 2.2: a server should ignore at least one empty line before the request line.
     let mut skipped = 0;
     for _ in 0..2 {
@@ -86,21 +110,15 @@ pub fn inspect(buf: &[u8], limits: &HeadLimits) -> Verdict {
             skipped += 1;
         }
     }
+    let max_headers = limits.max_headers.min(h1_codec::MAX_HEADERS);
     let head = &buf[skipped..];
     // One slot past the limit, so "too many" is told from "exactly the limit"; on the
-    // stack for the usual limit (SPEC: 100 fields), so a head costs no allocation.
-    // Left uninitialised: httparse writes the slots it fills, and filling 128 empty ones
-    // per head would cost more than the parse.
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers < STACK_HEADERS {
-        &mut stack[..=limits.max_headers]
-    } else {
-        heap.resize(limits.max_headers + 1, MaybeUninit::uninit());
-        &mut heap
-    };
+    // stack, so a head costs no allocation. Left uninitialised: httparse writes the slots
+    // it fills, and filling them all per head would cost more than the parse.
+    let mut slots =
+        [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; h1_codec::MAX_HEADERS + 1];
     let mut request = httparse::Request::new(&mut []);
-    let parsed = match request.parse_with_uninit_headers(head, slots) {
+    let parsed = match request.parse_with_uninit_headers(head, &mut slots[..=max_headers]) {
         Ok(httparse::Status::Partial) => {
             return if buf.len() > limits.max_header_bytes {
                 reject(TOO_LARGE, "max_header_bytes")
@@ -120,7 +138,7 @@ pub fn inspect(buf: &[u8], limits: &HeadLimits) -> Verdict {
     if skipped + parsed > limits.max_header_bytes {
         return reject(TOO_LARGE, "max_header_bytes");
     }
-    if request.headers.len() > limits.max_headers {
+    if request.headers.len() > max_headers {
         return reject(TOO_LARGE, "too many header fields");
     }
     let (Some(method), Some(target), Some(version)) =
@@ -131,14 +149,55 @@ pub fn inspect(buf: &[u8], limits: &HeadLimits) -> Verdict {
     if !target_form_ok(method, target) {
         return bad("request target form");
     }
-    match check_fields(request.headers, version == 1, method) {
-        Ok((body, upgrade)) => Verdict::Complete(HeadSummary {
-            len: skipped + parsed,
-            body,
-            upgrade,
-        }),
-        Err(verdict) => verdict,
+    let http11 = version == 1;
+    let fields = match check_fields(request.headers, http11, method) {
+        Ok(fields) => fields,
+        Err(verdict) => return verdict,
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return bad("invalid method or token");
+    };
+    // Where the target and the fields lie, so they can share the head's bytes.
+    let target_at = target.as_ptr() as usize - head.as_ptr() as usize;
+    let target_range = skipped + target_at..skipped + target_at + target.len();
+    let mut spans = [h1_codec::Span::default(); h1_codec::MAX_HEADERS];
+    let count = h1_codec::spans_of(buf, request.headers, &mut spans);
+    let head = buf.split_to(skipped + parsed).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target_range)) else {
+        return bad("request target form");
+    };
+    let Some(mut headers) = h1_codec::header_map(&head, &spans[..count], REQUEST_ROOM) else {
+        return bad("invalid header name");
+    };
+    let connection = ConnectionTokens::of(&headers);
+    let keep_alive = connection.keep_alive(!http11);
+    if connection.only_management() {
+        // `keep-alive` / `close` spoke to this connection only and has been acted on.
+        headers.remove(CONNECTION);
+        headers.remove(KEEP_ALIVE);
     }
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = if http11 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    parts.headers = headers;
+    let connect = parts.method == Method::CONNECT;
+    Verdict::Complete(Box::new(RequestHead {
+        parts,
+        body: if connect {
+            BodyFraming::None
+        } else {
+            fields.body
+        },
+        upgrade: fields.upgrade && http11,
+        connect,
+        keep_alive,
+        expect_continue: fields.expect_continue && http11 && fields.body != BodyFraming::None,
+    }))
 }
 
 fn target_form_ok(method: &str, target: &str) -> bool {
@@ -162,13 +221,14 @@ fn check_fields(
     headers: &[httparse::Header<'_>],
     http11: bool,
     method: &str,
-) -> Result<(BodyFraming, bool), Verdict> {
+) -> Result<Fields, Verdict> {
     let mut hosts = 0;
     let mut length: Option<u64> = None;
     let mut codings: Vec<String> = Vec::new();
     let mut transfer_encoding = false;
     let mut upgrade_header = false;
     let mut connection_upgrade = false;
+    let mut expect_continue = false;
     for header in headers {
         let name = header.name;
         let value = std::str::from_utf8(header.value).unwrap_or("");
@@ -202,6 +262,8 @@ fn check_fields(
             connection_upgrade |= value
                 .split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+        } else if name.eq_ignore_ascii_case(EXPECT.as_str()) {
+            expect_continue |= value.trim().eq_ignore_ascii_case("100-continue");
         }
     }
     if http11 && hosts != 1 {
@@ -238,8 +300,11 @@ fn check_fields(
             _ => BodyFraming::None,
         }
     };
-    let upgrade = method == "CONNECT" || (upgrade_header && connection_upgrade);
-    Ok((body, upgrade))
+    Ok(Fields {
+        body,
+        upgrade: method != "CONNECT" && upgrade_header && connection_upgrade,
+        expect_continue,
+    })
 }
 
 #[cfg(test)]
@@ -252,6 +317,10 @@ mod tests {
         max_headers: 100,
     };
 
+    fn inspect(bytes: &[u8], limits: &HeadLimits) -> Verdict {
+        parse(&mut BytesMut::from(bytes), limits)
+    }
+
     fn status(bytes: &[u8]) -> Option<u16> {
         match inspect(bytes, &LIMITS) {
             Verdict::Reject(error) => Some(error.status().as_u16()),
@@ -261,16 +330,62 @@ mod tests {
     }
 
     #[test]
-    fn a_plain_get_is_complete_with_its_length() {
-        let head = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nrest";
-        assert_eq!(
-            inspect(head, &LIMITS),
-            Verdict::Complete(HeadSummary {
-                len: head.len() - 4,
-                body: BodyFraming::None,
-                upgrade: false
-            })
+    fn a_plain_get_is_consumed_and_built_into_a_request() {
+        let mut buf =
+            BytesMut::from(&b"\r\nGET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Y: z\r\n\r\nrest"[..]);
+        let Verdict::Complete(head) = parse(&mut buf, &LIMITS) else {
+            panic!("not complete");
+        };
+        assert_eq!(&buf[..], b"rest");
+        assert_eq!(head.parts.method, Method::GET);
+        assert_eq!(head.parts.uri, "/a?b=1");
+        assert_eq!(head.parts.version, Version::HTTP_11);
+        assert_eq!(head.parts.headers["host"], "x");
+        assert_eq!(head.parts.headers["x-y"], "z");
+        assert_eq!(head.body, BodyFraming::None);
+        assert!(head.keep_alive && !head.upgrade && !head.connect && !head.expect_continue);
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_tokens_are_consumed() {
+        let cases: [(&[u8], bool); 4] = [
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                false,
+            ),
+            (b"GET / HTTP/1.0\r\n\r\n", false),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", true),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+        ];
+        for (bytes, keep_alive) in cases {
+            let Verdict::Complete(head) = inspect(bytes, &LIMITS) else {
+                panic!("not complete");
+            };
+            assert_eq!(
+                head.keep_alive,
+                keep_alive,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+            assert!(!head.parts.headers.contains_key(CONNECTION));
+        }
+        let nominating = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n";
+        let Verdict::Complete(head) = inspect(nominating, &LIMITS) else {
+            panic!("not complete");
+        };
+        assert!(
+            head.parts.headers.contains_key(CONNECTION),
+            "left for the hop-by-hop pass"
         );
+    }
+
+    #[test]
+    fn expect_continue_counts_only_with_a_body() {
+        let with_body =
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n";
+        assert!(matches!(inspect(with_body, &LIMITS), Verdict::Complete(h) if h.expect_continue));
+        let without = b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n";
+        assert!(matches!(inspect(without, &LIMITS), Verdict::Complete(h) if !h.expect_continue));
     }
 
     #[test]
@@ -365,5 +480,9 @@ mod tests {
     fn upgrades_are_recognised() {
         let head = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n";
         assert!(matches!(inspect(head, &LIMITS), Verdict::Complete(s) if s.upgrade));
+        let connect = b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n";
+        assert!(
+            matches!(inspect(connect, &LIMITS), Verdict::Complete(s) if s.connect && !s.upgrade)
+        );
     }
 }

@@ -1,0 +1,291 @@
+//! The bytes of a response to an HTTP/1.1 client: how its body is delimited (RFC 9112
+//! section 6.3, from the sending side), whether the connection stays open after it
+//! (section 9.3), and the head itself. Pure: the loop in [`super`] writes what this
+//! encodes.
+
+use bytes::{BufMut, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::http::h1_codec::{self, ConnectionTokens};
+
+/// How a response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, a switch of protocols).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked (HTTP/1.1 clients, length unknown).
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 clients, length unknown).
+    UntilClose,
+}
+
+/// What the request and the connection say about the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exchange {
+    /// The request was HEAD.
+    pub head_request: bool,
+    /// The client spoke HTTP/1.0.
+    pub http10: bool,
+    /// The client and the server both let the connection carry another request.
+    pub keep_alive: bool,
+    /// The response switches protocols (the connection goes to the tunnel after it).
+    pub switching: bool,
+}
+
+/// How one response is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    /// The body's framing.
+    pub framing: Framing,
+    /// A `Content-Length` field to add (the response did not declare one).
+    pub declare_length: Option<u64>,
+    /// The connection stays open after this response.
+    pub keep_alive: bool,
+}
+
+/// How a response with `status` and `headers` is sent in `exchange`; `known_length` is
+/// the body's length when it is known and the response did not declare one.
+pub fn plan(
+    status: StatusCode,
+    headers: &HeaderMap,
+    known_length: Option<u64>,
+    exchange: Exchange,
+) -> Plan {
+    let keep_alive = exchange.keep_alive && ConnectionTokens::of(headers).keep_alive(false);
+    if exchange.switching {
+        return Plan {
+            framing: Framing::None,
+            declare_length: None,
+            keep_alive: false,
+        };
+    }
+    let bodiless = exchange.head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if bodiless {
+        return Plan {
+            framing: Framing::None,
+            declare_length: known_length.filter(|_| exchange.head_request),
+            keep_alive,
+        };
+    }
+    if let Some(declared) = headers.get(CONTENT_LENGTH) {
+        if let Some(length) = h1_codec::parse_length(declared.as_bytes()) {
+            return Plan {
+                framing: Framing::Length(length),
+                declare_length: None,
+                keep_alive,
+            };
+        }
+    }
+    if let Some(length) = known_length {
+        return Plan {
+            framing: Framing::Length(length),
+            declare_length: Some(length),
+            keep_alive,
+        };
+    }
+    if exchange.http10 {
+        Plan {
+            framing: Framing::UntilClose,
+            declare_length: None,
+            keep_alive: false,
+        }
+    } else {
+        Plan {
+            framing: Framing::Chunked,
+            declare_length: None,
+            keep_alive,
+        }
+    }
+}
+
+/// Appends the head of a response with `status` and `headers`, sent as `plan` says, to
+/// `out`: the status line, the fields (a `Transfer-Encoding` is the server's to set, and
+/// an unreadable `Content-Length` is dropped), then `Date` (`date`) unless the response
+/// has one, the framing field, and the `Connection` field that tells the client whether
+/// the connection stays open.
+pub fn encode_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    plan: &Plan,
+    exchange: &Exchange,
+    date: &HeaderValue,
+    out: &mut BytesMut,
+) {
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    out.reserve(fields + 128);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    let drop_length = plan.declare_length.is_some()
+        || matches!(plan.framing, Framing::Chunked | Framing::UntilClose);
+    for (name, value) in headers {
+        if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && drop_length) {
+            continue;
+        }
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !headers.contains_key(DATE) {
+        put_field(out, b"date", date.as_bytes());
+    }
+    if let Some(length) = plan.declare_length {
+        put_field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(length).as_bytes(),
+        );
+    }
+    if plan.framing == Framing::Chunked {
+        put_field(out, b"transfer-encoding", b"chunked");
+    }
+    if !exchange.switching {
+        let says_close = !ConnectionTokens::of(headers).keep_alive(false);
+        if !plan.keep_alive && !says_close {
+            put_field(out, b"connection", b"close");
+        } else if plan.keep_alive && exchange.http10 {
+            put_field(out, b"connection", b"keep-alive");
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// Whether the response declares `Connection: close` itself.
+pub fn says_close(headers: &HeaderMap) -> bool {
+    headers.contains_key(CONNECTION) && !ConnectionTokens::of(headers).keep_alive(false)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const GET11: Exchange = Exchange {
+        head_request: false,
+        http10: false,
+        keep_alive: true,
+        switching: false,
+    };
+
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn encoded(
+        status: u16,
+        fields: &[(&'static str, &'static str)],
+        known: Option<u64>,
+        exchange: Exchange,
+    ) -> String {
+        let status = StatusCode::from_u16(status).unwrap();
+        let headers = headers(fields);
+        let plan = plan(status, &headers, known, exchange);
+        let mut out = BytesMut::new();
+        let date = HeaderValue::from_static("Mon, 07 Dec 2026 08:00:00 GMT");
+        encode_head(status, &headers, &plan, &exchange, &date, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn framing_follows_what_is_known_about_the_body() {
+        let none = HeaderMap::new();
+        assert_eq!(
+            plan(StatusCode::OK, &none, Some(5), GET11).framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            plan(StatusCode::OK, &none, None, GET11).framing,
+            Framing::Chunked
+        );
+        let http10 = Exchange {
+            http10: true,
+            ..GET11
+        };
+        let until_close = plan(StatusCode::OK, &none, None, http10);
+        assert_eq!(until_close.framing, Framing::UntilClose);
+        assert!(!until_close.keep_alive);
+        let declared = headers(&[("content-length", "7")]);
+        let kept = plan(StatusCode::OK, &declared, None, GET11);
+        assert_eq!(
+            (kept.framing, kept.declare_length),
+            (Framing::Length(7), None)
+        );
+        for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+            assert_eq!(plan(status, &none, Some(0), GET11).framing, Framing::None);
+        }
+        let head = Exchange {
+            head_request: true,
+            ..GET11
+        };
+        let head_plan = plan(StatusCode::OK, &none, Some(12), head);
+        assert_eq!(
+            (head_plan.framing, head_plan.declare_length),
+            (Framing::None, Some(12))
+        );
+    }
+
+    #[test]
+    fn a_head_has_the_status_line_fields_date_and_framing() {
+        assert_eq!(
+            encoded(200, &[("x-backend", "b1")], Some(2), GET11),
+            "HTTP/1.1 200 OK\r\nx-backend: b1\r\ndate: Mon, 07 Dec 2026 08:00:00 GMT\r\ncontent-length: 2\r\n\r\n"
+        );
+        assert_eq!(
+            encoded(502, &[("transfer-encoding", "gzip")], None, GET11),
+            "HTTP/1.1 502 Bad Gateway\r\ndate: Mon, 07 Dec 2026 08:00:00 GMT\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_connection_field_says_what_happens_next() {
+        let closing = Exchange {
+            keep_alive: false,
+            ..GET11
+        };
+        assert!(encoded(200, &[], Some(0), closing).contains("connection: close\r\n"));
+        let already = encoded(400, &[("connection", "close")], Some(0), GET11);
+        assert_eq!(already.matches("close").count(), 1, "{already}");
+        let http10 = Exchange {
+            http10: true,
+            ..GET11
+        };
+        assert!(encoded(200, &[], Some(0), http10).contains("connection: keep-alive\r\n"));
+        assert!(!encoded(200, &[], Some(0), GET11).contains("connection"));
+        let switching = Exchange {
+            switching: true,
+            ..GET11
+        };
+        let switched = encoded(
+            101,
+            &[("connection", "upgrade"), ("upgrade", "websocket")],
+            None,
+            switching,
+        );
+        assert!(
+            switched.starts_with("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n")
+        );
+        assert!(!switched.contains("close"));
+        assert!(says_close(&headers(&[("connection", "close")])));
+        assert!(!says_close(&headers(&[("connection", "upgrade")])));
+    }
+}
