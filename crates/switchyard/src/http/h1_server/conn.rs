@@ -206,6 +206,27 @@ impl State {
         }
     }
 
+    /// Whether what is left of the current body is known to be more than `budget` bytes
+    /// beyond what was already read (so the response can say the connection will close).
+    pub fn body_exceeds(&self, budget: usize) -> bool {
+        match self.body {
+            Reading::Length(left) => left > (budget + self.read.len()) as u64,
+            Reading::Idle | Reading::Chunked(_) | Reading::Broken => false,
+        }
+    }
+
+    /// Reads and throws away whatever the client still sends, at most `budget` more
+    /// bytes; `Ready` at the end of the stream, an error, or the budget spent.
+    pub fn poll_discard(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<()> {
+        loop {
+            self.read.clear();
+            match std::task::ready!(self.poll_fill(cx)) {
+                Ok(n) if n > 0 && n <= *budget => *budget -= n,
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+
     /// The stream and what was read past the last request, for an upgrade.
     pub fn take_io(&mut self) -> Option<(BoxedIo, Bytes)> {
         let io = self.io.take()?;

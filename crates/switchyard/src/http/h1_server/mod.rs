@@ -16,7 +16,8 @@
 //! refused head is answered with the proxy's own response (400, 408, 413, 431, 501, each
 //! with `Proxy-Status`) and the connection closed. A request body the pipeline did not read
 //! to its end is drained (up to [`DRAIN_BUDGET`]) so the connection can be reused, or the
-//! connection is closed. Shutdown: once it stops accepting, the request in flight is
+//! connection is closed; a close lingers (reads and drops for a bounded time) so the
+//! client's unread bytes do not turn it into a reset that destroys the last response. Shutdown: once it stops accepting, the request in flight is
 //! answered with `Connection: close`; an idle connection waits [`KEEPALIVE_GRACE`] for a
 //! request already on its way, then closes.
 
@@ -64,8 +65,12 @@ const DRAIN_BUDGET: usize = 64 * 1024;
 /// in the same write; a larger frame is written from its own buffer.
 const COALESCE: usize = 16 * 1024;
 
-/// How long a closing connection may take to send its last bytes.
+/// How long a closing connection may take to send its last bytes, and then how long it
+/// reads and drops what the client still sends.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// The most a closing connection reads and drops before it closes anyway.
+const LINGER_BUDGET: usize = 1024 * 1024;
 
 /// What a connection refused, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,9 +250,14 @@ impl Connection {
         };
         let (parts, body) = response.into_parts();
         let closing = self.shutdown.phase() >= Phase::StopAccepting;
-        let continue_unsent = self.shared.lock().final_response_begins();
+        let cannot_reuse = {
+            let mut state = self.shared.lock();
+            // A client still waiting for `100 Continue` may never send the body; one
+            // longer than the drain budget will not be read to its end.
+            state.final_response_begins() || state.body_exceeds(DRAIN_BUDGET)
+        };
         let exchange = Exchange {
-            keep_alive: exchange.keep_alive && !closing && !continue_unsent,
+            keep_alive: exchange.keep_alive && !closing && !cannot_reuse,
             switching: switch.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS,
             ..exchange
         };
@@ -443,11 +453,19 @@ impl Connection {
         let _ = tokio::time::timeout(CLOSE_WAIT, self.write(&mut answer, &mut Bytes::new())).await;
     }
 
-    /// Ends the connection: the write side shut (a TLS close_notify sent) within a bound.
+    /// Ends the connection: the write side shut (a TLS close_notify sent), then what the
+    /// client still sends read and dropped for a while (a lingering close: closing a
+    /// socket with unread bytes sends a reset, which can destroy the response still on
+    /// its way to the client), each within a bound.
     async fn close(&mut self) {
         let shared = &self.shared;
         let shutdown = poll_fn(|cx| shared.lock().poll_shutdown(cx));
-        let _ = tokio::time::timeout(CLOSE_WAIT, shutdown).await;
+        if tokio::time::timeout(CLOSE_WAIT, shutdown).await.is_err() {
+            return;
+        }
+        let mut budget = LINGER_BUDGET;
+        let linger = poll_fn(|cx| shared.lock().poll_discard(cx, &mut budget));
+        let _ = tokio::time::timeout(CLOSE_WAIT, linger).await;
     }
 }
 
