@@ -16,6 +16,12 @@ use switchyard::runtime::reload::ReloadTrigger;
 use switchyard::runtime::signals::{Request, Signals};
 use switchyard::runtime::upgrade;
 use switchyard::runtime::{Server, StartOptions};
+
+/// mimalloc instead of the system allocator: a request's header maps and buffers are
+/// allocated and freed on every request, and glibc's malloc takes several hundred
+/// instructions for each block past its small-size cache (`docs/performance.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::sync::Notify;
 
 const EXAMPLES: &str = "Examples:

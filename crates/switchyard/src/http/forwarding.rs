@@ -457,7 +457,7 @@ fn push_pair(element: &mut String, key: &str, value: &str) {
 
 /// RFC 9110 `tchar`.
 fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    matches!(b, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
 }
 
 /// X-Request-Id: keep a valid inbound one (visible ASCII, at most 128 bytes), else set

@@ -8,16 +8,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-
-/// `Keep-Alive` (RFC 2068), which `http` has no constant for.
-pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// Header fields accepted in a response head or a trailer section.
 pub const MAX_HEADERS: usize = 100;
-/// The largest response head accepted, in bytes (64 KiB less one, so that every offset
-/// into a head fits 16 bits).
+/// The largest response head accepted, in bytes.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024 - 1;
 /// The longest chunk-size line accepted (with extensions).
 const MAX_CHUNK_LINE: usize = 1024;
@@ -184,27 +180,19 @@ pub fn parse_response_head(
     let code = response.code.ok_or(WireError::Head)?;
     let status = StatusCode::from_u16(code).map_err(|_| WireError::Head)?;
     let http10 = response.version == Some(0);
-    let mut spans = [Span::default(); MAX_HEADERS];
-    let count = spans_of(buf, response.headers, &mut spans);
-    let head = buf.split_to(len).freeze();
-    let mut headers = header_map(&head, &spans[..count], RESPONSE_ROOM).ok_or(WireError::Head)?;
-    let connection = ConnectionTokens::of(&headers);
+    let fields = FramingFields::of(response.headers);
     let (framing, keep_alive) = framing_of(
         status,
-        &headers,
+        &fields,
         head_request,
-        connection.keep_alive(http10),
+        fields.connection.keep_alive(http10),
     )?;
-    if framing == ResponseFraming::Chunked || framing == ResponseFraming::UntilClose {
-        // A length beside a transfer coding is meaningless (and unsafe to pass on).
-        headers.remove(CONTENT_LENGTH);
-    }
-    if connection.only_management() {
-        // `Connection: keep-alive` / `close` spoke to this connection only and has been
-        // acted on; the hop-by-hop pass need not look at it again.
-        headers.remove(CONNECTION);
-        headers.remove(KEEP_ALIVE);
-    }
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = spans_of(buf, response.headers, &mut spans, |name| {
+        !fields.consumed(name, framing)
+    });
+    let head = buf.split_to(len).freeze();
+    let headers = header_map(&head, &spans[..count], RESPONSE_ROOM).ok_or(WireError::Head)?;
     Ok(Some(ResponseHead {
         status,
         headers,
@@ -223,26 +211,33 @@ pub struct Span {
     value_len: u32,
 }
 
-/// Fills `spans` with where `fields`, parsed from `buf`, lie; returns how many there are
-/// (at most [`MAX_HEADERS`]: callers parse with no more slots than that). The caller's
-/// array is filled in place: it is too large to return by value on every head.
+/// Fills `spans` with where the `fields` (parsed from `buf`) whose names `keep` accepts
+/// lie; returns how many there are (at most [`MAX_HEADERS`]: callers parse with no more
+/// slots than that). The caller's array is filled in place: it is too large to return by
+/// value on every head.
 pub fn spans_of(
     buf: &[u8],
     fields: &[httparse::Header<'_>],
     spans: &mut [Span; MAX_HEADERS],
+    keep: impl Fn(&[u8]) -> bool,
 ) -> usize {
     let base = buf.as_ptr() as usize;
     let offset = |part: &[u8]| u32::try_from(part.as_ptr() as usize - base).unwrap_or(u32::MAX);
     let length = |part: &[u8]| u32::try_from(part.len()).unwrap_or(u32::MAX);
-    for (span, field) in spans.iter_mut().zip(fields) {
+    let mut count = 0;
+    for field in fields.iter().filter(|field| keep(field.name.as_bytes())) {
+        let Some(span) = spans.get_mut(count) else {
+            break;
+        };
         *span = Span {
             name: offset(field.name.as_bytes()),
             name_len: length(field.name.as_bytes()),
             value: offset(field.value),
             value_len: length(field.value),
         };
+        count += 1;
     }
-    fields.len().min(MAX_HEADERS)
+    count
 }
 
 /// The byte range a span part covers.
@@ -282,6 +277,8 @@ pub struct ConnectionTokens {
     last_keep_alive: bool,
     /// A token other than those two: a header the hop-by-hop pass must remove.
     nominates: bool,
+    /// An `upgrade` token.
+    upgrade: bool,
 }
 
 impl ConnectionTokens {
@@ -289,20 +286,32 @@ impl ConnectionTokens {
     pub fn of(headers: &HeaderMap) -> ConnectionTokens {
         let mut tokens = ConnectionTokens::default();
         for value in headers.get_all(CONNECTION) {
-            tokens.present = true;
-            for token in value.as_bytes().split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    tokens.close = true;
-                    tokens.last_keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    tokens.last_keep_alive = true;
-                } else if !token.is_empty() {
-                    tokens.nominates = true;
-                }
-            }
+            tokens.add(value.as_bytes());
         }
         tokens
+    }
+
+    /// Reads one more `Connection` field's `value` (for callers already walking the
+    /// fields).
+    pub fn add(&mut self, value: &[u8]) {
+        self.present = true;
+        for token in value.split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+                self.last_keep_alive = false;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.last_keep_alive = true;
+            } else if !token.is_empty() {
+                self.nominates = true;
+                self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+            }
+        }
+    }
+
+    /// Whether a field listed `upgrade`.
+    pub fn lists_upgrade(&self) -> bool {
+        self.upgrade
     }
 
     /// Whether the connection stays open after the response (RFC 9112 9.3): HTTP/1.1
@@ -322,12 +331,84 @@ impl ConnectionTokens {
     }
 }
 
+/// What a response head's framing and connection fields say, read from the parsed fields
+/// in one pass before any header map is built.
+#[derive(Debug)]
+struct FramingFields {
+    connection: ConnectionTokens,
+    /// Any `Transfer-Encoding` field.
+    transfer_encoding: bool,
+    /// The final transfer coding is `chunked`.
+    chunked: bool,
+    /// Any `Content-Length` field.
+    content_length: bool,
+    /// The one length the `Content-Length` fields agree on (`Err`: unreadable or
+    /// differing).
+    length: Result<Option<u64>, WireError>,
+}
+
+impl FramingFields {
+    fn of(fields: &[httparse::Header<'_>]) -> FramingFields {
+        let mut out = FramingFields {
+            connection: ConnectionTokens::default(),
+            transfer_encoding: false,
+            chunked: false,
+            content_length: false,
+            length: Ok(None),
+        };
+        for field in fields {
+            let name = field.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
+                out.connection.add(field.value);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                out.transfer_encoding = true;
+                // The final coding decides; a field of empty items changes nothing.
+                let last = field
+                    .value
+                    .split(|b| *b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .rfind(|coding| !coding.is_empty());
+                if let Some(last) = last {
+                    out.chunked = last.eq_ignore_ascii_case(b"chunked");
+                }
+            } else if name.eq_ignore_ascii_case(b"content-length") {
+                out.content_length = true;
+                for part in field.value.split(|b| *b == b',') {
+                    out.length = match (out.length, parse_length(part.trim_ascii())) {
+                        (Ok(None), Some(n)) => Ok(Some(n)),
+                        (Ok(Some(seen)), Some(n)) if seen == n => Ok(Some(n)),
+                        _ => Err(WireError::ContentLength),
+                    };
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a field is left out of the header map: `Connection` / `Keep-Alive` when
+    /// they only spoke to this connection (acted on here, so the hop-by-hop pass need not
+    /// look at them again), and a length beside a transfer coding (meaningless, and unsafe
+    /// to pass on).
+    fn consumed(&self, name: &[u8], framing: ResponseFraming) -> bool {
+        let management = self.connection.only_management()
+            && (name.eq_ignore_ascii_case(b"connection")
+                || name.eq_ignore_ascii_case(b"keep-alive"));
+        let stray_length = self.content_length
+            && matches!(
+                framing,
+                ResponseFraming::Chunked | ResponseFraming::UntilClose
+            )
+            && name.eq_ignore_ascii_case(b"content-length");
+        management || stray_length
+    }
+}
+
 /// The body framing of a response (RFC 9112 section 6.3), and whether the connection
 /// stays open after it (`keep_alive`, from the `Connection` fields, unless the framing
 /// forbids it).
 fn framing_of(
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: &FramingFields,
     head_request: bool,
     keep_alive: bool,
 ) -> Result<(ResponseFraming, bool), WireError> {
@@ -341,34 +422,19 @@ fn framing_of(
     {
         return Ok((ResponseFraming::None, keep_alive));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        // The final coding decides; anything but chunked runs until the close.
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|coding| !coding.is_empty());
-        let chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-        // With a Content-Length beside it the message was ambiguous: never reuse.
-        let ambiguous = headers.contains_key(CONTENT_LENGTH);
-        return Ok(if chunked {
-            (ResponseFraming::Chunked, keep_alive && !ambiguous)
+    if fields.transfer_encoding {
+        // Anything but a final chunked runs until the close; with a Content-Length beside
+        // it the message was ambiguous: never reuse.
+        return Ok(if fields.chunked {
+            (
+                ResponseFraming::Chunked,
+                keep_alive && !fields.content_length,
+            )
         } else {
             (ResponseFraming::UntilClose, false)
         });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(WireError::ContentLength)?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err(WireError::ContentLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match fields.length? {
         Some(n) => (ResponseFraming::Length(n), keep_alive),
         None => (ResponseFraming::UntilClose, false),
     })
@@ -500,7 +566,7 @@ impl ChunkedDecoder {
             return Err(WireError::Chunked);
         }
         let mut spans = [Span::default(); MAX_HEADERS];
-        let count = spans_of(buf, &slots[..count], &mut spans);
+        let count = spans_of(buf, &slots[..count], &mut spans, |_| true);
         let section = buf.split_to(len).freeze();
         let trailers = header_map(&section, &spans[..count], 0).ok_or(WireError::Chunked)?;
         self.state = ChunkState::Done;

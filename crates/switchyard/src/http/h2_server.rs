@@ -158,7 +158,8 @@ async fn serve_stream(
         parts.headers.insert(DATE, server_fields::now_date());
     }
     let end = body.is_end_stream();
-    if let Some(length) = server_fields::length_to_declare(parts.status, &parts.headers, &body) {
+    let declared = parts.headers.contains_key(CONTENT_LENGTH);
+    if let Some(length) = server_fields::length_to_declare(parts.status, declared, &body) {
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(length));

@@ -8,12 +8,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, EXPECT};
+use http::header::EXPECT;
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::http::error::ProxyError;
-use crate::http::h1_codec::{self, ConnectionTokens, KEEP_ALIVE};
+use crate::http::h1_codec::{self, ConnectionTokens};
 
 /// The limits a head is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +91,12 @@ const KNOWN_CODINGS: [&str; 7] = [
 const REQUEST_ROOM: usize = 8;
 
 /// What the head's fields say about framing and the connection, read in one pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 struct Fields {
     body: BodyFraming,
     upgrade: bool,
     expect_continue: bool,
+    connection: ConnectionTokens,
 }
 
 /// Reads the head at the front of `buf`, consuming it (and up to two empty lines before
@@ -161,21 +162,22 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Verdict {
     let target_at = target.as_ptr() as usize - head.as_ptr() as usize;
     let target_range = skipped + target_at..skipped + target_at + target.len();
     let mut spans = [h1_codec::Span::default(); h1_codec::MAX_HEADERS];
-    let count = h1_codec::spans_of(buf, request.headers, &mut spans);
+    // `Connection: keep-alive` / `close` spoke to this connection only: acted on here
+    // (keep-alive), so left out of the request, as is a `Keep-Alive` beside it.
+    let consumed = fields.connection.only_management();
+    let count = h1_codec::spans_of(buf, request.headers, &mut spans, |name| {
+        !(consumed
+            && (name.eq_ignore_ascii_case(b"connection")
+                || name.eq_ignore_ascii_case(b"keep-alive")))
+    });
     let head = buf.split_to(skipped + parsed).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target_range)) else {
         return bad("request target form");
     };
-    let Some(mut headers) = h1_codec::header_map(&head, &spans[..count], REQUEST_ROOM) else {
+    let Some(headers) = h1_codec::header_map(&head, &spans[..count], REQUEST_ROOM) else {
         return bad("invalid header name");
     };
-    let connection = ConnectionTokens::of(&headers);
-    let keep_alive = connection.keep_alive(!http11);
-    if connection.only_management() {
-        // `keep-alive` / `close` spoke to this connection only and has been acted on.
-        headers.remove(CONNECTION);
-        headers.remove(KEEP_ALIVE);
-    }
+    let keep_alive = fields.connection.keep_alive(!http11);
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -227,7 +229,7 @@ fn check_fields(
     let mut codings: Vec<String> = Vec::new();
     let mut transfer_encoding = false;
     let mut upgrade_header = false;
-    let mut connection_upgrade = false;
+    let mut connection = ConnectionTokens::default();
     let mut expect_continue = false;
     for header in headers {
         let name = header.name;
@@ -259,9 +261,7 @@ fn check_fields(
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade_header = true;
         } else if name.eq_ignore_ascii_case("connection") {
-            connection_upgrade |= value
-                .split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+            connection.add(header.value);
         } else if name.eq_ignore_ascii_case(EXPECT.as_str()) {
             expect_continue |= value.trim().eq_ignore_ascii_case("100-continue");
         }
@@ -302,8 +302,9 @@ fn check_fields(
     };
     Ok(Fields {
         body,
-        upgrade: method != "CONNECT" && upgrade_header && connection_upgrade,
+        upgrade: method != "CONNECT" && upgrade_header && connection.lists_upgrade(),
         expect_continue,
+        connection,
     })
 }
 
@@ -311,6 +312,7 @@ fn check_fields(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use http::header::CONNECTION;
 
     const LIMITS: HeadLimits = HeadLimits {
         max_header_bytes: 1024,

@@ -40,7 +40,7 @@ use tracing::debug;
 
 use self::conn::{H1Body, Shared};
 use self::head::{HeadLimits, RequestHead, Verdict};
-use self::response::{Exchange, Framing};
+use self::response::{Exchange, Framing, ResponseFields};
 use super::body::{ClientBody, ResponseBody};
 use super::error::ProxyError;
 use super::h1_codec;
@@ -261,12 +261,15 @@ impl Connection {
             switching: switch.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS,
             ..exchange
         };
-        let known_length = server_fields::length_to_declare(parts.status, &parts.headers, &body);
-        let plan = response::plan(parts.status, &parts.headers, known_length, exchange);
+        let fields = ResponseFields::of(&parts.headers);
+        let declared = fields.declared_length.is_some();
+        let known_length = server_fields::length_to_declare(parts.status, declared, &body);
+        let plan = response::plan(parts.status, &fields, known_length, exchange);
         let mut out = BytesMut::new();
         response::encode_head(
             parts.status,
             &parts.headers,
+            &fields,
             &plan,
             &exchange,
             &server_fields::now_date(),

@@ -46,15 +46,51 @@ pub struct Plan {
     pub keep_alive: bool,
 }
 
-/// How a response with `status` and `headers` is sent in `exchange`; `known_length` is
+/// What a response's own fields say about how it is sent, read in one pass over them.
+#[derive(Debug, Default)]
+pub struct ResponseFields {
+    /// A `Content-Length` field: `Some(None)` when it does not read as one length.
+    pub declared_length: Option<Option<u64>>,
+    /// A `Date` field.
+    pub date: bool,
+    /// The `Connection` fields.
+    pub connection: ConnectionTokens,
+}
+
+impl ResponseFields {
+    /// Reads `headers` once.
+    pub fn of(headers: &HeaderMap) -> ResponseFields {
+        let mut fields = ResponseFields::default();
+        for (name, value) in headers {
+            if name == CONTENT_LENGTH {
+                let length = h1_codec::parse_length(value.as_bytes());
+                fields.declared_length = match fields.declared_length {
+                    Some(seen) if seen != length => Some(None),
+                    _ => Some(length),
+                };
+            } else if name == DATE {
+                fields.date = true;
+            } else if name == CONNECTION {
+                fields.connection.add(value.as_bytes());
+            }
+        }
+        fields
+    }
+
+    fn says_close(&self) -> bool {
+        !self.connection.keep_alive(false)
+    }
+}
+
+/// How a response with `status` and `fields` is sent in `exchange`; `known_length` is
 /// the body's length when it is known and the response did not declare one.
 pub fn plan(
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: &ResponseFields,
     known_length: Option<u64>,
     exchange: Exchange,
 ) -> Plan {
-    let keep_alive = exchange.keep_alive && ConnectionTokens::of(headers).keep_alive(false);
+    let keep_alive = exchange.keep_alive && !fields.says_close();
     if exchange.switching {
         return Plan {
             framing: Framing::None,
@@ -73,14 +109,12 @@ pub fn plan(
             keep_alive,
         };
     }
-    if let Some(declared) = headers.get(CONTENT_LENGTH) {
-        if let Some(length) = h1_codec::parse_length(declared.as_bytes()) {
-            return Plan {
-                framing: Framing::Length(length),
-                declare_length: None,
-                keep_alive,
-            };
-        }
+    if let Some(Some(length)) = fields.declared_length {
+        return Plan {
+            framing: Framing::Length(length),
+            declare_length: None,
+            keep_alive,
+        };
     }
     if let Some(length) = known_length {
         return Plan {
@@ -104,24 +138,25 @@ pub fn plan(
     }
 }
 
-/// Appends the head of a response with `status` and `headers`, sent as `plan` says, to
-/// `out`: the status line, the fields (a `Transfer-Encoding` is the server's to set, and
-/// an unreadable `Content-Length` is dropped), then `Date` (`date`) unless the response
-/// has one, the framing field, and the `Connection` field that tells the client whether
-/// the connection stays open.
+/// Appends the head of a response with `status`, `headers` (read as `fields`), sent as
+/// `plan` says, to `out`: the status line, the fields (a `Transfer-Encoding` is the
+/// server's to set, and a `Content-Length` the framing does not use is dropped), then
+/// `Date` (`date`) unless the response has one, the framing field, and the `Connection`
+/// field that tells the client whether the connection stays open.
 pub fn encode_head(
     status: StatusCode,
     headers: &HeaderMap,
+    fields: &ResponseFields,
     plan: &Plan,
     exchange: &Exchange,
     date: &HeaderValue,
     out: &mut BytesMut,
 ) {
-    let fields: usize = headers
+    let size: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    out.reserve(fields + 128);
+    out.reserve(size + 128);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
@@ -135,7 +170,7 @@ pub fn encode_head(
         }
         put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.contains_key(DATE) {
+    if !fields.date {
         put_field(out, b"date", date.as_bytes());
     }
     if let Some(length) = plan.declare_length {
@@ -149,8 +184,7 @@ pub fn encode_head(
         put_field(out, b"transfer-encoding", b"chunked");
     }
     if !exchange.switching {
-        let says_close = !ConnectionTokens::of(headers).keep_alive(false);
-        if !plan.keep_alive && !says_close {
+        if !plan.keep_alive && !fields.says_close() {
             put_field(out, b"connection", b"close");
         } else if plan.keep_alive && exchange.http10 {
             put_field(out, b"connection", b"keep-alive");
@@ -164,11 +198,6 @@ fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
-}
-
-/// Whether the response declares `Connection: close` itself.
-pub fn says_close(headers: &HeaderMap) -> bool {
-    headers.contains_key(CONNECTION) && !ConnectionTokens::of(headers).keep_alive(false)
 }
 
 #[cfg(test)]
@@ -199,16 +228,17 @@ mod tests {
     ) -> String {
         let status = StatusCode::from_u16(status).unwrap();
         let headers = headers(fields);
-        let plan = plan(status, &headers, known, exchange);
+        let fields = ResponseFields::of(&headers);
+        let plan = plan(status, &fields, known, exchange);
         let mut out = BytesMut::new();
         let date = HeaderValue::from_static("Mon, 07 Dec 2026 08:00:00 GMT");
-        encode_head(status, &headers, &plan, &exchange, &date, &mut out);
+        encode_head(status, &headers, &fields, &plan, &exchange, &date, &mut out);
         String::from_utf8(out.to_vec()).unwrap()
     }
 
     #[test]
     fn framing_follows_what_is_known_about_the_body() {
-        let none = HeaderMap::new();
+        let none = ResponseFields::default();
         assert_eq!(
             plan(StatusCode::OK, &none, Some(5), GET11).framing,
             Framing::Length(5)
@@ -224,7 +254,7 @@ mod tests {
         let until_close = plan(StatusCode::OK, &none, None, http10);
         assert_eq!(until_close.framing, Framing::UntilClose);
         assert!(!until_close.keep_alive);
-        let declared = headers(&[("content-length", "7")]);
+        let declared = ResponseFields::of(&headers(&[("content-length", "7")]));
         let kept = plan(StatusCode::OK, &declared, None, GET11);
         assert_eq!(
             (kept.framing, kept.declare_length),
@@ -285,7 +315,17 @@ mod tests {
             switched.starts_with("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n")
         );
         assert!(!switched.contains("close"));
-        assert!(says_close(&headers(&[("connection", "close")])));
-        assert!(!says_close(&headers(&[("connection", "upgrade")])));
+        let close = ResponseFields::of(&headers(&[("connection", "close")]));
+        assert!(close.says_close());
+        let upgrade = ResponseFields::of(&headers(&[("connection", "upgrade")]));
+        assert!(!upgrade.says_close());
+        let differing = ResponseFields::of(&headers(&[
+            ("content-length", "1"),
+            ("content-length", "2"),
+        ]));
+        assert_eq!(differing.declared_length, Some(None));
+        let date = ResponseFields::of(&headers(&[("date", "x")]));
+        assert!(date.date);
+        assert!(!encoded(200, &[("date", "x")], Some(0), GET11).contains("date: Mon"));
     }
 }
