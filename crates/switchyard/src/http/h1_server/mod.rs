@@ -100,10 +100,15 @@ enum After {
 pub async fn serve(downstream: Arc<Downstream>, io: BoxedIo, read: BytesMut, shutdown: Shutdown) {
     let mut closed = shutdown.clone();
     let shared = Shared::new(io, read);
+    let stop_accepting = {
+        let mut shutdown = shutdown.clone();
+        Box::pin(async move { shutdown.reached(Phase::StopAccepting).await })
+    };
     let connection = Connection {
         downstream,
         shared: Arc::clone(&shared),
         shutdown,
+        stop_accepting: Some(stop_accepting),
         clock: Box::pin(tokio::time::sleep(Duration::ZERO)),
     };
     tokio::select! {
@@ -117,6 +122,9 @@ struct Connection {
     downstream: Arc<Downstream>,
     shared: Arc<Shared>,
     shutdown: Shutdown,
+    /// Resolves when shutdown stops accepting (`None` once it did): made once per
+    /// connection, not once per wait for a head.
+    stop_accepting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     /// The head-read and idle clock, reset for each wait.
     clock: Pin<Box<Sleep>>,
 }
@@ -163,9 +171,11 @@ impl Connection {
                 }
         });
         self.clock.as_mut().reset(deadline);
-        let mut stopping = self.shutdown.phase() >= Phase::StopAccepting;
-        if stopping && !in_head {
-            return Next::End;
+        if self.shutdown.phase() >= Phase::StopAccepting {
+            self.stop_accepting = None;
+            if !in_head {
+                return Next::End;
+            }
         }
         // Where the search for the head's end resumes (a head is parsed only once its end
         // may be there, so a head sent a byte at a time is not parsed a byte at a time).
@@ -204,8 +214,8 @@ impl Connection {
                         Next::End
                     };
                 }
-                () = self.shutdown.reached(Phase::StopAccepting), if !stopping => {
-                    stopping = true;
+                () = async { if let Some(stop) = &mut self.stop_accepting { stop.await } }, if self.stop_accepting.is_some() => {
+                    self.stop_accepting = None;
                     if !in_head {
                         let grace = Instant::now() + KEEPALIVE_GRACE;
                         if grace < self.clock.deadline() {
