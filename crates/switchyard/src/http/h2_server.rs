@@ -8,7 +8,8 @@
 //! woken by its upstream socket is polled alone, and the frames it queues are written the
 //! next time the connection is polled, in the same turn.
 //!
-//! Everything else is hyper's HTTP/2 server's behaviour, kept: the listener's stream,
+//! A request with `Expect: 100-continue` and a body gets a `100 Continue` at once. Everything
+//! else is hyper's HTTP/2 server's behaviour, kept: the listener's stream,
 //! window and header-list limits and the rapid-reset bounds (h2's builder), a `Date` and a
 //! `Content-Length` (when the body's length is known) on every response, request bodies
 //! whose flow-control capacity is released as they are read (so a slow upstream pushes
@@ -27,8 +28,8 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::header::{CONTENT_LENGTH, DATE};
-use http::{HeaderValue, Request, Response};
+use http::header::{CONTENT_LENGTH, DATE, EXPECT};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
@@ -143,6 +144,14 @@ async fn serve_stream(
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
 ) {
+    if expects_continue(request.headers()) && !request.body().is_end_stream() {
+        // Sent at once rather than when the body is first read: the client waits for it
+        // (or a timeout of its own) before it uploads, and a route that answers without
+        // reading the body only resets the stream after its response.
+        let mut interim = Response::new(());
+        *interim.status_mut() = StatusCode::CONTINUE;
+        let _ = respond.send_informational(interim);
+    }
     let request = request.map(|recv| ClientBody::Right(ClientH2Body::new(recv)));
     let handled = pipeline::handle(downstream, request);
     // A client's RST_STREAM cancels the request (and with it the upstream exchange).
@@ -172,6 +181,13 @@ async fn serve_stream(
             debug!(%error, "HTTP/2 response body not delivered");
         }
     }
+}
+
+/// Whether the request asks for `100 Continue` before it sends its body.
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Streams `body` onto `send` within the client's flow-control window.

@@ -573,6 +573,46 @@ endpoints = ["{}"]
 }
 
 #[tokio::test]
+async fn h2_expect_100_continue_is_answered_before_the_body() {
+    let backends = http_backends(1).await;
+    let server = balancer(&one_cluster(
+        &endpoints(&[backends[0].local_addr()], &["b1"]),
+        "",
+    ))
+    .await;
+    let web = address(&server, "web");
+    let stream = tokio::net::TcpStream::connect(web).await.unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = within(client.ready()).await.unwrap();
+    let request = http::Request::post(format!("http://{web}/echo"))
+        .header("expect", "100-continue")
+        .header("content-length", "5")
+        .body(())
+        .unwrap();
+    let (mut response, mut upload) = client.send_request(request, false).unwrap();
+    let interim = within(std::future::poll_fn(|cx| response.poll_informational(cx)))
+        .await
+        .expect("an interim response")
+        .unwrap();
+    assert_eq!(interim.status(), 100);
+    upload
+        .send_data(Bytes::from_static(b"hello"), true)
+        .unwrap();
+    let response = within(response).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut echoed = Vec::new();
+    while let Some(chunk) = within(body.data()).await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        echoed.extend_from_slice(&chunk);
+    }
+    assert_eq!(echoed, b"hello");
+    driver.abort();
+}
+
+#[tokio::test]
 async fn an_h2_rapid_reset_flood_does_not_stop_other_clients() {
     let backends = http_backends(1).await;
     let server = balancer(&one_cluster(
