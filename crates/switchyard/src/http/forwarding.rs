@@ -446,12 +446,16 @@ fn push_pair(element: &mut String, key: &str, value: &str) {
         return;
     }
     element.push('"');
-    for c in value.chars() {
-        if c == '"' || c == '\\' {
-            element.push('\\');
-        }
-        element.push(c);
+    // Runs without a quote or backslash are copied whole (a host with a port, the usual
+    // quoted value, is one run).
+    let mut rest = value;
+    while let Some(at) = rest.find(['"', '\\']) {
+        element.push_str(&rest[..at]);
+        element.push('\\');
+        element.push_str(&rest[at..=at]);
+        rest = &rest[at + 1..];
     }
+    element.push_str(rest);
     element.push('"');
 }
 
@@ -760,6 +764,12 @@ mod tests {
         let mut element = String::new();
         push_pair(&mut element, "host", "a\"b\\c");
         assert_eq!(element, r#"host="a\"b\\c""#);
+        let mut element = String::new();
+        push_pair(&mut element, "host", "\"\"x\\");
+        assert_eq!(element, r#"host="\"\"x\\""#);
+        let mut element = String::new();
+        push_pair(&mut element, "host", "127.0.0.1:8080");
+        assert_eq!(element, r#"host="127.0.0.1:8080""#);
     }
 
     #[test]
