@@ -99,14 +99,13 @@ enum After {
 /// Serves one HTTP/1.1 connection, `read` holding bytes already read from it.
 pub async fn serve(downstream: Arc<Downstream>, io: BoxedIo, read: BytesMut, shutdown: Shutdown) {
     let mut closed = shutdown.clone();
-    let shared = Shared::new(io, read);
     let stop_accepting = {
         let mut shutdown = shutdown.clone();
         Box::pin(async move { shutdown.reached(Phase::StopAccepting).await })
     };
     let connection = Connection {
         downstream,
-        shared: Arc::clone(&shared),
+        shared: Shared::new(io, read),
         shutdown,
         stop_accepting: Some(stop_accepting),
         clock: Box::pin(tokio::time::sleep(Duration::ZERO)),
