@@ -8,7 +8,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH};
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 /// Header fields accepted in a response head or a trailer section.
@@ -107,6 +107,93 @@ pub fn encode_request_head(
         RequestFraming::Length(_) | RequestFraming::Empty => {}
     }
     out.put_slice(b"\r\n");
+}
+
+/// A body frame up to this size is copied behind its framing into the buffer that goes out
+/// in one write; a larger one is written from its own buffer.
+pub const COALESCE: usize = 16 * 1024;
+
+/// How a body's frames go on the wire, in either direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEncoding {
+    /// Nothing may follow the head (HEAD, 204, 304, an empty request): frames are dropped.
+    Discard,
+    /// Exactly this many bytes are still owed (`Content-Length`).
+    Length(u64),
+    /// Chunked.
+    Chunked,
+    /// As they come, delimited by the close.
+    Raw,
+}
+
+/// Why a body did not fit its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// More bytes than the declared length.
+    #[error("the body ran past its Content-Length")]
+    Overlong,
+    /// The body ended before the declared length.
+    #[error("the body ended before its Content-Length")]
+    Short,
+}
+
+/// A frame too large to copy: written after the buffer, then `tail`.
+#[derive(Debug)]
+pub struct LargeFrame {
+    /// The frame's bytes.
+    pub data: Bytes,
+    /// What follows them on the wire (the CRLF after a chunk).
+    pub tail: &'static [u8],
+}
+
+impl BodyEncoding {
+    /// Frames `data`: appended to `out` with its framing when small, else its framing goes
+    /// into `out` and the frame comes back to be written after it.
+    pub fn data(
+        &mut self,
+        data: Bytes,
+        out: &mut BytesMut,
+    ) -> Result<Option<LargeFrame>, EncodeError> {
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let tail: &'static [u8] = match self {
+            BodyEncoding::Discard => return Ok(None),
+            BodyEncoding::Length(left) => {
+                *left = left
+                    .checked_sub(data.len() as u64)
+                    .ok_or(EncodeError::Overlong)?;
+                b""
+            }
+            BodyEncoding::Chunked => {
+                encode_chunk_size(data.len(), out);
+                b"\r\n"
+            }
+            BodyEncoding::Raw => b"",
+        };
+        if data.len() <= COALESCE {
+            out.extend_from_slice(&data);
+            out.extend_from_slice(tail);
+            return Ok(None);
+        }
+        Ok(Some(LargeFrame { data, tail }))
+    }
+
+    /// Appends the body's end to `out`: the last chunk and `trailers` when chunked (other
+    /// framings carry no trailers); an error when a declared length was not met.
+    pub fn end(&self, trailers: Option<&HeaderMap>, out: &mut BytesMut) -> Result<(), EncodeError> {
+        match self {
+            BodyEncoding::Chunked => encode_last_chunk(trailers, out),
+            BodyEncoding::Length(left) if *left > 0 => return Err(EncodeError::Short),
+            BodyEncoding::Length(_) | BodyEncoding::Discard | BodyEncoding::Raw => {}
+        }
+        Ok(())
+    }
+
+    /// Whether a declared length was met, so nothing more may follow.
+    pub fn is_full(&self) -> bool {
+        *self == BodyEncoding::Length(0)
+    }
 }
 
 /// Appends the chunk-size line of a `len`-byte chunk.
@@ -282,17 +369,8 @@ pub struct ConnectionTokens {
 }
 
 impl ConnectionTokens {
-    /// The tokens of every `Connection` field in `headers`.
-    pub fn of(headers: &HeaderMap) -> ConnectionTokens {
-        let mut tokens = ConnectionTokens::default();
-        for value in headers.get_all(CONNECTION) {
-            tokens.add(value.as_bytes());
-        }
-        tokens
-    }
-
-    /// Reads one more `Connection` field's `value` (for callers already walking the
-    /// fields).
+    /// Reads one more `Connection` field's `value` (callers read the tokens while they
+    /// walk a head's fields).
     pub fn add(&mut self, value: &[u8]) {
         self.present = true;
         for token in value.split(|b| *b == b',') {
@@ -606,6 +684,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use http::header::CONNECTION;
 
     fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, WireError> {
         parse_response_head(&mut BytesMut::from(text), head_request)
@@ -693,6 +772,65 @@ mod tests {
             &mut out,
         );
         assert_eq!(&out[..], b"PUT / HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
+    }
+
+    #[test]
+    fn body_frames_are_framed_coalesced_or_handed_back_and_lengths_are_held() {
+        let mut out = BytesMut::new();
+        let mut chunked = BodyEncoding::Chunked;
+        assert!(
+            chunked
+                .data(Bytes::from_static(b"abc"), &mut out)
+                .unwrap()
+                .is_none()
+        );
+        assert!(chunked.data(Bytes::new(), &mut out).unwrap().is_none());
+        let big = Bytes::from(vec![b'x'; COALESCE + 1]);
+        let large = chunked.data(big.clone(), &mut out).unwrap().unwrap();
+        assert_eq!((large.data, large.tail), (big, &b"\r\n"[..]));
+        assert_eq!(
+            &out[..],
+            format!("3\r\nabc\r\n{:x}\r\n", COALESCE + 1).as_bytes()
+        );
+        out.clear();
+        chunked.end(None, &mut out).unwrap();
+        assert_eq!(&out[..], b"0\r\n\r\n");
+
+        let mut length = BodyEncoding::Length(5);
+        let mut out = BytesMut::new();
+        assert!(
+            length
+                .data(Bytes::from_static(b"abc"), &mut out)
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(length.end(None, &mut out), Err(EncodeError::Short));
+        assert!(!length.is_full());
+        assert_eq!(
+            length
+                .data(Bytes::from_static(b"def"), &mut out)
+                .unwrap_err(),
+            EncodeError::Overlong
+        );
+        length.data(Bytes::from_static(b"de"), &mut out).unwrap();
+        assert!(length.is_full());
+        assert_eq!(&out[..], b"abcde");
+        assert_eq!(length.end(None, &mut out), Ok(()));
+
+        let mut discard = BodyEncoding::Discard;
+        let mut out = BytesMut::new();
+        assert!(
+            discard
+                .data(Bytes::from_static(b"abc"), &mut out)
+                .unwrap()
+                .is_none()
+        );
+        discard.end(None, &mut out).unwrap();
+        assert!(out.is_empty());
+        let mut raw = BodyEncoding::Raw;
+        raw.data(Bytes::from_static(b"abc"), &mut out).unwrap();
+        raw.end(None, &mut out).unwrap();
+        assert_eq!(&out[..], b"abc");
     }
 
     #[test]

@@ -338,10 +338,8 @@ async fn proxy(
 
     // prepare the upstream request
     let mut request = request;
-    let upgrade = upgrade::requested(&request);
-    let client_upgrade = upgrade
-        .as_ref()
-        .and_then(|_| request.extensions_mut().remove::<upgrade::ClientUpgrade>());
+    // Set by the HTTP/1.1 server on a request that asks to switch protocols.
+    let client_upgrade = request.extensions_mut().remove::<upgrade::ClientUpgrade>();
     let (parts, body) = request.into_parts();
     let mut request = Request::from_parts(parts, ());
     // Only the hash policies read a key; the others are not charged for hashing one.
@@ -387,7 +385,7 @@ async fn proxy(
             tls.client.as_ref().filter(|_| forward),
         );
     }
-    if let Some(upgrade) = &upgrade {
+    if let Some(upgrade) = &client_upgrade {
         upgrade::restore_request_headers(request.headers_mut(), upgrade);
     }
     route.request_headers.apply(request.headers_mut());

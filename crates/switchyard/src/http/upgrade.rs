@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONNECTION, UPGRADE};
-use http::{HeaderMap, HeaderValue, Request, Version};
+use http::{HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,28 +28,43 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientIo for T {}
 /// A client connection, type-erased.
 pub type BoxedIo = Box<dyn ClientIo>;
 
-/// Where the HTTP/1.1 server hands over the client's connection once it has written a
-/// `101 Switching Protocols` (a request extension on every upgrade request; dropped
-/// unused when the upstream did not switch).
+/// An upgrade the HTTP/1.1 server found in a request head (`Upgrade` with a `Connection`
+/// that lists `upgrade`, on HTTP/1.1, not CONNECT): the protocol asked for, and where the
+/// server hands over the client's connection once it has written a `101 Switching
+/// Protocols` (a request extension; dropped unused when the upstream did not switch).
 #[derive(Clone)]
-pub struct ClientUpgrade(Arc<Mutex<Option<oneshot::Receiver<BoxedIo>>>>);
+pub struct ClientUpgrade {
+    protocol: HeaderValue,
+    connection: Arc<Mutex<Option<oneshot::Receiver<BoxedIo>>>>,
+}
 
 impl std::fmt::Debug for ClientUpgrade {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientUpgrade")
+        f.debug_struct("ClientUpgrade")
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
     }
 }
 
 impl ClientUpgrade {
-    /// The extension for a request, and the sender the server hands the connection to.
-    pub fn pair() -> (ClientUpgrade, oneshot::Sender<BoxedIo>) {
+    /// The extension for a request asking for `protocol`, and the sender the server hands
+    /// the connection to.
+    pub fn pair(protocol: HeaderValue) -> (ClientUpgrade, oneshot::Sender<BoxedIo>) {
         let (tx, rx) = oneshot::channel();
-        (ClientUpgrade(Arc::new(Mutex::new(Some(rx)))), tx)
+        let upgrade = ClientUpgrade {
+            protocol,
+            connection: Arc::new(Mutex::new(Some(rx))),
+        };
+        (upgrade, tx)
     }
 
     /// Resolves to the client's connection once the `101` was written to it.
     async fn upgraded(self) -> Result<BoxedIo, &'static str> {
-        let receiver = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let receiver = self
+            .connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match receiver {
             Some(receiver) => receiver
                 .await
@@ -59,31 +74,8 @@ impl ClientUpgrade {
     }
 }
 
-/// An upgrade the client asked for.
-#[derive(Debug, Clone)]
-pub struct UpgradeRequest {
-    protocol: HeaderValue,
-}
-
-/// The upgrade `request` asks for: HTTP/1.1 with `Upgrade` and a `Connection` that lists
-/// `upgrade`.
-pub fn requested<B>(request: &Request<B>) -> Option<UpgradeRequest> {
-    if request.version() != Version::HTTP_11 {
-        return None;
-    }
-    let protocol = request.headers().get(UPGRADE)?.clone();
-    let listed = request
-        .headers()
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    listed.then_some(UpgradeRequest { protocol })
-}
-
 /// Puts back the two headers hop-by-hop stripping removed.
-pub fn restore_request_headers(headers: &mut HeaderMap, upgrade: &UpgradeRequest) {
+pub fn restore_request_headers(headers: &mut HeaderMap, upgrade: &ClientUpgrade) {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, upgrade.protocol.clone());
 }

@@ -27,13 +27,11 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::body::{BoxError, RequestBody};
-use super::h1_codec::{self as codec, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
+use super::h1_codec::{
+    self as codec, BodyEncoding, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming,
+};
 use super::read_buf;
 use crate::tls::upstream::{TlsFailure, UpstreamStream, failure_of};
-
-/// A request body frame up to this size is copied behind its framing and written in one
-/// call; a larger one is written from its own buffer.
-const COALESCE: usize = 16 * 1024;
 
 /// An open HTTP/1.1 connection to an upstream, between exchanges.
 #[derive(Debug)]
@@ -98,9 +96,8 @@ struct Writer {
     /// be handed back whole.
     parts: Option<Parts>,
     body: Option<RequestBody>,
-    framing: RequestFraming,
-    /// Declared bytes not yet sent (length framing).
-    left: u64,
+    /// How the body's frames go on the wire (and what a length still owes).
+    encoding: BodyEncoding,
     /// Framing (and small frames) waiting to be written.
     out: BytesMut,
     /// A large frame waiting to be written after `out`, then `tail`.
@@ -129,17 +126,15 @@ impl Writer {
         };
         let mut out = BytesMut::new();
         codec::encode_request_head(&parts.method, &parts.uri, &parts.headers, framing, &mut out);
-        let (body, left) = match framing {
-            RequestFraming::Empty => (None, 0),
-            RequestFraming::Length(0) => (None, 0),
-            RequestFraming::Length(n) => (Some(body), n),
-            RequestFraming::Chunked => (Some(body), 0),
+        let (body, encoding) = match framing {
+            RequestFraming::Empty | RequestFraming::Length(0) => (None, BodyEncoding::Discard),
+            RequestFraming::Length(n) => (Some(body), BodyEncoding::Length(n)),
+            RequestFraming::Chunked => (Some(body), BodyEncoding::Chunked),
         };
         Ok(Writer {
             parts: Some(parts),
             body,
-            framing,
-            left,
+            encoding,
             out,
             data: Bytes::new(),
             tail: b"",
@@ -221,7 +216,7 @@ impl Writer {
 
     /// Frames one piece of the body for the wire.
     fn frame(&mut self, frame: Frame<Bytes>) -> Result<(), WriteFailure> {
-        let frame = match frame.into_data() {
+        let data = match frame.into_data() {
             Ok(data) => data,
             Err(frame) => {
                 return match frame.into_trailers() {
@@ -230,52 +225,31 @@ impl Writer {
                 };
             }
         };
-        if frame.is_empty() {
-            return Ok(());
+        match self.encoding.data(data, &mut self.out) {
+            Ok(Some(large)) => {
+                self.data = large.data;
+                self.tail = large.tail;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                self.body = None;
+                return Err(WriteFailure::Body);
+            }
         }
-        match self.framing {
-            RequestFraming::Length(_) => {
-                let len = frame.len() as u64;
-                if len > self.left {
-                    self.body = None;
-                    return Err(WriteFailure::Body);
-                }
-                self.left -= len;
-                self.push_data(frame, b"");
-                if self.left == 0 {
-                    // Nothing more may go out; whatever the body still holds would be
-                    // refused by its own length check.
-                    self.body = None;
-                }
-            }
-            RequestFraming::Chunked => {
-                codec::encode_chunk_size(frame.len(), &mut self.out);
-                self.push_data(frame, b"\r\n");
-            }
-            RequestFraming::Empty => {}
+        if self.encoding.is_full() {
+            // Nothing more may go out; whatever the body still holds would be refused by
+            // its own length check.
+            self.body = None;
         }
         Ok(())
-    }
-
-    fn push_data(&mut self, data: Bytes, tail: &'static [u8]) {
-        if data.len() <= COALESCE {
-            self.out.extend_from_slice(&data);
-            self.out.extend_from_slice(tail);
-        } else {
-            self.data = data;
-            self.tail = tail;
-        }
     }
 
     /// The body ended (with `trailers`, for a chunked body).
     fn end(&mut self, trailers: Option<&HeaderMap>) -> Result<(), WriteFailure> {
         self.body = None;
-        match self.framing {
-            RequestFraming::Chunked => codec::encode_last_chunk(trailers, &mut self.out),
-            RequestFraming::Length(_) if self.left > 0 => return Err(WriteFailure::Body),
-            RequestFraming::Length(_) | RequestFraming::Empty => {}
-        }
-        Ok(())
+        self.encoding
+            .end(trailers, &mut self.out)
+            .map_err(|_| WriteFailure::Body)
     }
 }
 

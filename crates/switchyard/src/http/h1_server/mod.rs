@@ -33,6 +33,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::header::UPGRADE;
 use http::{Method, Request, StatusCode, Version};
 use http_body::Body;
 use tokio::time::{Instant, Sleep};
@@ -60,10 +61,6 @@ pub const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
 
 /// The most of an unread request body read and discarded to keep the connection.
 const DRAIN_BUDGET: usize = 64 * 1024;
-
-/// Body bytes up to this size are copied behind the head (or the chunk framing) and sent
-/// in the same write; a larger frame is written from its own buffer.
-const COALESCE: usize = 16 * 1024;
 
 /// How long a closing connection may take to send its last bytes, and then how long it
 /// reads and drops what the client still sends.
@@ -247,8 +244,9 @@ impl Connection {
             head::BodyFraming::None => H1Body::empty(),
             _ => H1Body::reading(Arc::clone(&self.shared), generation),
         };
-        let switch = upgrade.then(|| {
-            let (extension, sender) = ClientUpgrade::pair();
+        let protocol = parts.headers.get(UPGRADE).filter(|_| upgrade).cloned();
+        let switch = protocol.map(|protocol| {
+            let (extension, sender) = ClientUpgrade::pair(protocol);
             parts.extensions.insert(extension);
             sender
         });
@@ -316,10 +314,7 @@ impl Connection {
         mut body: ResponseBody,
         framing: Framing,
     ) -> Result<(), WriteError> {
-        let mut left = match framing {
-            Framing::Length(n) => n,
-            _ => u64::MAX,
-        };
+        let mut encoding = framing.encoding();
         let mut large = Bytes::new();
         loop {
             // Every frame already there goes into this write; the first one not there
@@ -333,7 +328,7 @@ impl Connection {
             };
             let frame = match frame {
                 None => {
-                    end_body(framing, None, left, &mut out)?;
+                    encoding.end(None, &mut out)?;
                     return self.write(&mut out, &mut large).await;
                 }
                 Some(Err(error)) => {
@@ -346,43 +341,25 @@ impl Connection {
             };
             match frame.into_data() {
                 Ok(data) => {
-                    if framing == Framing::None || data.is_empty() {
-                        continue;
-                    }
-                    if data.len() as u64 > left {
-                        return Err(WriteError::Overlong);
-                    }
-                    if framing == Framing::Chunked {
-                        h1_codec::encode_chunk_size(data.len(), &mut out);
-                    } else {
-                        left -= data.len() as u64;
-                    }
-                    if data.len() <= COALESCE {
-                        out.extend_from_slice(&data);
-                        if framing == Framing::Chunked {
-                            out.extend_from_slice(b"\r\n");
-                        }
-                    } else {
-                        large = data;
+                    if let Some(frame) = encoding.data(data, &mut out)? {
+                        large = frame.data;
                         self.write(&mut out, &mut large).await?;
-                        if framing == Framing::Chunked {
-                            out.extend_from_slice(b"\r\n");
-                        }
+                        out.extend_from_slice(frame.tail);
                     }
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        end_body(framing, Some(&trailers), left, &mut out)?;
+                        encoding.end(Some(&trailers), &mut out)?;
                         return self.write(&mut out, &mut large).await;
                     }
                     continue;
                 }
             }
             if body.is_end_stream() {
-                end_body(framing, None, left, &mut out)?;
+                encoding.end(None, &mut out)?;
                 return self.write(&mut out, &mut large).await;
             }
-            if out.len() >= COALESCE {
+            if out.len() >= h1_codec::COALESCE {
                 self.write(&mut out, &mut large).await?;
             }
         }
@@ -481,22 +458,6 @@ impl Connection {
     }
 }
 
-/// Appends the end of a body framed as `framing` (the last chunk and `trailers` when
-/// chunked); an error when a declared length was not met.
-fn end_body(
-    framing: Framing,
-    trailers: Option<&http::HeaderMap>,
-    left: u64,
-    out: &mut BytesMut,
-) -> Result<(), WriteError> {
-    match framing {
-        Framing::Chunked => h1_codec::encode_last_chunk(trailers, out),
-        Framing::Length(_) if left != 0 => return Err(WriteError::Short),
-        Framing::Length(_) | Framing::None | Framing::UntilClose => {}
-    }
-    Ok(())
-}
-
 /// Whether `read` may now hold a complete head (or has grown past the limit, which the
 /// parse reports): its end, an empty line, lies at or after `scanned`, which moves on.
 fn may_hold_a_head(read: &[u8], scanned: &mut usize, limits: &HeadLimits) -> bool {
@@ -522,10 +483,8 @@ enum WriteError {
     Io(std::io::Error),
     #[error("the response body failed: {0}")]
     Body(super::body::BoxError),
-    #[error("the response body ran past its Content-Length")]
-    Overlong,
-    #[error("the response body ended before its Content-Length")]
-    Short,
+    #[error(transparent)]
+    Framing(#[from] h1_codec::EncodeError),
 }
 
 impl From<std::io::Error> for WriteError {

@@ -7,7 +7,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::http::h1_codec::{self, ConnectionTokens};
+use crate::http::h1_codec::{self, BodyEncoding, ConnectionTokens};
 
 /// How a response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,18 @@ pub enum Framing {
     Chunked,
     /// Until the connection closes (HTTP/1.0 clients, length unknown).
     UntilClose,
+}
+
+impl Framing {
+    /// How the body's frames go on the wire.
+    pub fn encoding(self) -> BodyEncoding {
+        match self {
+            Framing::None => BodyEncoding::Discard,
+            Framing::Length(n) => BodyEncoding::Length(n),
+            Framing::Chunked => BodyEncoding::Chunked,
+            Framing::UntilClose => BodyEncoding::Raw,
+        }
+    }
 }
 
 /// What the request and the connection say about the response.
