@@ -151,12 +151,13 @@ pub async fn serve(
     socket: AdminSocket,
     shared: Arc<Shared>,
     token: api::AdminToken,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) {
     let listen = socket.tcp_address();
+    let mut closed = shutdown.reached(Phase::Closed);
     loop {
         let io: Box<dyn AsyncStream> = tokio::select! {
-            () = shutdown.reached(Phase::Closed) => return,
+            () = &mut closed => return,
             accepted = accept(&socket) => match accepted {
                 Ok(io) => io,
                 Err(error) => {

@@ -19,7 +19,7 @@
 //! streams finish, and drops what is left when the drain time ends.
 
 use std::future::poll_fn;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -51,7 +51,7 @@ const MAX_LOCAL_ERROR_RESETS: usize = 256;
 type StreamTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Serves one HTTP/2 connection until the client closes it, it fails, or shutdown ends it.
-pub async fn serve<S>(downstream: Arc<Downstream>, stream: S, mut shutdown: Shutdown)
+pub async fn serve<S>(downstream: Arc<Downstream>, stream: S, shutdown: Shutdown)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -65,8 +65,7 @@ where
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS));
     let handshake = builder.handshake::<S, Bytes>(stream);
-    let mut closing = shutdown.clone();
-    let mut closed = pin!(async move { closing.reached(Phase::Closed).await });
+    let mut closed = shutdown.reached(Phase::Closed);
     let mut connection = tokio::select! {
         handshake = handshake => match handshake {
             Ok(connection) => connection,
@@ -75,9 +74,9 @@ where
                 return;
             }
         },
-        () = closed.as_mut() => return,
+        () = &mut closed => return,
     };
-    let mut stop_accepting = pin!(async move { shutdown.reached(Phase::StopAccepting).await });
+    let mut stop_accepting = shutdown.reached(Phase::StopAccepting);
     let mut streams: FuturesUnordered<StreamTask> = FuturesUnordered::new();
     let mut going_away = false;
     loop {
@@ -86,10 +85,10 @@ where
         let event = poll_fn(|cx| {
             loop {
                 while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-                if closed.as_mut().poll(cx).is_ready() {
+                if Pin::new(&mut closed).poll(cx).is_ready() {
                     return Poll::Ready(Event::Closed);
                 }
-                if !going_away && stop_accepting.as_mut().poll(cx).is_ready() {
+                if !going_away && Pin::new(&mut stop_accepting).poll(cx).is_ready() {
                     return Poll::Ready(Event::StopAccepting);
                 }
                 match connection.poll_accept(cx) {
@@ -122,7 +121,7 @@ where
     // fail at once when the connection is gone).
     tokio::select! {
         () = async { while streams.next().await.is_some() {} } => {}
-        () = closed.as_mut() => {}
+        () = &mut closed => {}
     }
 }
 

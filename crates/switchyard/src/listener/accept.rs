@@ -74,7 +74,7 @@ pub async fn run<R, F, Fut>(
     socket: TcpListener,
     current: impl Fn() -> Option<Arc<R>>,
     per_ip: Arc<PerIpCounts>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     tracker: Arc<ConnectionTracker>,
     handle: F,
 ) where
@@ -83,10 +83,11 @@ pub async fn run<R, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let listen = socket.local_addr().ok();
+    let mut stop_accepting = shutdown.reached(Phase::StopAccepting);
     loop {
         let accepted = tokio::select! {
             accepted = socket.accept() => accepted,
-            () = shutdown.reached(Phase::StopAccepting) => return,
+            () = &mut stop_accepting => return,
         };
         let (stream, peer) = match accepted {
             Ok(pair) => pair,

@@ -49,7 +49,7 @@ use super::pipeline::{self, Downstream};
 use super::rewind::Rewind;
 use super::server_fields;
 use super::upgrade::{BoxedIo, ClientUpgrade};
-use crate::runtime::shutdown::{Phase, Shutdown};
+use crate::runtime::shutdown::{Phase, Reached, Shutdown};
 
 /// SPEC 3.1: past 100 header fields, 431.
 const MAX_HEADER_FIELDS: usize = 100;
@@ -95,11 +95,8 @@ enum After {
 
 /// Serves one HTTP/1.1 connection, `read` holding bytes already read from it.
 pub async fn serve(downstream: Arc<Downstream>, io: BoxedIo, read: BytesMut, shutdown: Shutdown) {
-    let mut closed = shutdown.clone();
-    let stop_accepting = {
-        let mut shutdown = shutdown.clone();
-        Box::pin(async move { shutdown.reached(Phase::StopAccepting).await })
-    };
+    let closed = shutdown.reached(Phase::Closed);
+    let stop_accepting = shutdown.reached(Phase::StopAccepting);
     let connection = Connection {
         downstream,
         shared: Shared::new(io, read),
@@ -109,7 +106,7 @@ pub async fn serve(downstream: Arc<Downstream>, io: BoxedIo, read: BytesMut, shu
     };
     tokio::select! {
         () = connection.run() => {}
-        () = closed.reached(Phase::Closed) => {}
+        () = closed => {}
     }
 }
 
@@ -120,7 +117,7 @@ struct Connection {
     shutdown: Shutdown,
     /// Resolves when shutdown stops accepting (`None` once it did): made once per
     /// connection, not once per wait for a head.
-    stop_accepting: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    stop_accepting: Option<Reached>,
     /// The head-read and idle clock, reset for each wait.
     clock: Pin<Box<Sleep>>,
 }
@@ -176,6 +173,10 @@ impl Connection {
         // Where the search for the head's end resumes (a head is parsed only once its end
         // may be there, so a head sent a byte at a time is not parsed a byte at a time).
         let mut scanned = 0;
+        // The first byte of a later head came: its clock is armed only if that read did
+        // not complete the head (the usual head arrives whole, and moving a timer earlier
+        // costs more than the parse).
+        let mut head_clock_due = false;
         loop {
             {
                 let mut state = self.shared.lock();
@@ -189,17 +190,20 @@ impl Connection {
                     }
                 }
             }
+            if head_clock_due {
+                head_clock_due = false;
+                self.clock
+                    .as_mut()
+                    .reset(Instant::now() + config.header_read_timeout);
+            }
             let shared = &self.shared;
             tokio::select! {
                 read = poll_fn(|cx| shared.lock().poll_fill(cx)) => match read {
                     Ok(0) | Err(_) => return Next::End,
                     Ok(_) => {
                         if !in_head {
-                            // The first byte of a later head: its clock starts now.
                             in_head = true;
-                            self.clock
-                                .as_mut()
-                                .reset(Instant::now() + config.header_read_timeout);
+                            head_clock_due = true;
                         }
                     }
                 },

@@ -186,7 +186,7 @@ pub(super) async fn run(
     table: Arc<FlowTable>,
     listener: Arc<UdpSocket>,
     log: AccessLog,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
     tracked: TrackedConnection,
 ) {
     let _tracked = tracked;

@@ -109,8 +109,8 @@ pub async fn serve(
     let local = socket.local_addr().ok();
     let table = Arc::new(FlowTable::new());
     let mut buf = vec![0u8; DATAGRAM_BUFFER];
-    let mut stop_accepting = shutdown.clone();
-    let mut closed = shutdown.clone();
+    let mut stop_accepting = shutdown.reached(Phase::StopAccepting);
+    let mut closed = shutdown.reached(Phase::Closed);
     let mut stopping = false;
     loop {
         if stopping && table.is_empty() {
@@ -118,12 +118,12 @@ pub async fn serve(
         }
         let received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,
-            () = stop_accepting.reached(Phase::StopAccepting), if !stopping => {
+            () = &mut stop_accepting, if !stopping => {
                 stopping = true;
                 continue;
             }
             () = tokio::time::sleep(DRAIN_POLL), if stopping => continue,
-            () = closed.reached(Phase::Closed) => return,
+            () = &mut closed => return,
         };
         let (n, client) = match received {
             Ok(pair) => pair,
