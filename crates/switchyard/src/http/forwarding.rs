@@ -208,15 +208,16 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
 
     let hop = forwarded.hop;
     append_to_list(headers, X_FORWARDED_FOR, hop.peer_ip.clone());
-    if !headers.contains_key(X_FORWARDED_PROTO) {
+    // One lookup each: a vacant slot is filled in place.
+    if let Entry::Vacant(slot) = headers.entry(X_FORWARDED_PROTO) {
         if let Some(scheme) = scheme_value(forwarded.scheme) {
-            headers.insert(X_FORWARDED_PROTO, scheme);
+            slot.insert(scheme);
         }
     }
     if let Some(host) = forwarded.host {
-        if !headers.contains_key(X_FORWARDED_HOST) {
+        if let Entry::Vacant(slot) = headers.entry(X_FORWARDED_HOST) {
             if let Ok(host) = HeaderValue::from_str(host) {
-                headers.insert(X_FORWARDED_HOST, host);
+                slot.insert(host);
             }
         }
     }

@@ -143,7 +143,9 @@ impl Record {
             downstream: Arc::clone(downstream),
             started: Instant::now(),
             method: request.method().clone(),
-            authority: authority_of(request).filter(|_| logging).map(str::to_owned),
+            authority: logging
+                .then(|| authority_of(request).map(str::to_owned))
+                .flatten(),
             path: if logging {
                 path.to_owned()
             } else {
@@ -253,8 +255,8 @@ impl Completion for Record {
 fn respond(mut response: Response<ResponseBody>, mut record: Record) -> Response<ResponseBody> {
     record.status = response.status().as_u16();
     if let Some(id) = &record.request_id {
-        if !response.headers().contains_key(X_REQUEST_ID) {
-            response.headers_mut().insert(X_REQUEST_ID, id.clone());
+        if let http::header::Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
+            slot.insert(id.clone());
         }
     }
     response.body_mut().on_finish(Box::new(record));
@@ -366,7 +368,7 @@ async fn proxy(
         forwarding::format_request_id(rng::with_rng(|rng| rng.random()))
     });
     record.request_id = Some(request_id);
-    let host = authority_of(&request).map(str::to_owned);
+    let host = ClientAuthority::of(&request);
     let version = request.version();
     forwarding::prepare_request(
         request.headers_mut(),
@@ -374,7 +376,7 @@ async fn proxy(
             hop: &downstream.hop,
             peer_trusted: forwarding::is_trusted(downstream.hop.peer.ip(), trusted),
             scheme: downstream.scheme,
-            host: host.as_deref(),
+            host: host.as_ref().map(ClientAuthority::as_str),
             version,
         },
     );
@@ -390,7 +392,8 @@ async fn proxy(
     }
     route.request_headers.apply(request.headers_mut());
     let protocol = cluster_config.protocol;
-    let target = upstream_target(&request, &route, host.as_deref(), protocol)?;
+    let target = upstream_target(&request, &route, host.as_ref(), protocol)?;
+    retarget(&mut request, target, protocol);
 
     let pace = BodyPace {
         timeout: listener.config.request_body_timeout,
@@ -400,7 +403,6 @@ async fn proxy(
     record.request_body = Some(body.progress());
     let (parts, ()) = request.into_parts();
     let request = Request::from_parts(parts, body);
-    let request = retarget(request, target, protocol);
 
     let sticky_config = cluster_config.sticky.as_ref();
     let sticky_sent = sticky_config
@@ -757,16 +759,52 @@ impl ClaimsSource for RequestClaims<'_> {
     }
 }
 
+/// The authority the client addressed: the request target's (absolute form, HTTP/2
+/// `:authority`) or else its Host header. Either is held by sharing the request's bytes.
+enum ClientAuthority {
+    Target(Authority),
+    HostHeader(HeaderValue),
+}
+
+impl ClientAuthority {
+    fn of<B>(request: &Request<B>) -> Option<ClientAuthority> {
+        if let Some(authority) = request.uri().authority() {
+            return Some(ClientAuthority::Target(authority.clone()));
+        }
+        let host = request.headers().get(HOST)?;
+        host.to_str().ok()?;
+        Some(ClientAuthority::HostHeader(host.clone()))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            ClientAuthority::Target(authority) => authority.as_str(),
+            // Checked to be text when made.
+            ClientAuthority::HostHeader(host) => host.to_str().unwrap_or_default(),
+        }
+    }
+}
+
 /// Where the upstream request goes: path (rewritten when the route says so) and the Host.
 struct Target {
     path_and_query: PathAndQuery,
-    authority: Option<Authority>,
+    host: UpstreamHost,
+}
+
+/// The authority the upstream request names.
+enum UpstreamHost {
+    /// The request's own Host header already says it (HTTP/1.1 upstreams).
+    InPlace,
+    /// This one, set as the Host header (HTTP/1.1) or `:authority` (HTTP/2).
+    Set(Authority),
+    /// None (an HTTP/1.0 request without Host to an HTTP/1.1 upstream).
+    Absent,
 }
 
 fn upstream_target(
     request: &Request<()>,
     route: &RouteRuntime,
-    host: Option<&str>,
+    host: Option<&ClientAuthority>,
     protocol: UpstreamProtocol,
 ) -> Result<Target, ProxyError> {
     let uri = request.uri();
@@ -774,7 +812,7 @@ fn upstream_target(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut host = host.map(str::to_owned);
+    let mut rewritten_host = None;
     if let Some(rewrite) = &route.rewrite {
         if let (Some(replacement), Some(prefix)) = (&rewrite.path_prefix, &route.matched_prefix) {
             if let Some(rest) = uri.path().strip_prefix(prefix.as_str()) {
@@ -787,41 +825,46 @@ fn upstream_target(
                     .map_err(|_| ProxyError::bad_request("rewritten path invalid"))?;
             }
         }
-        if let Some(replacement) = &rewrite.host {
-            host = Some(replacement.clone());
-        }
+        rewritten_host = rewrite.host.as_deref();
     }
-    let authority = match host {
-        Some(host) => {
-            Some(Authority::try_from(host).map_err(|_| ProxyError::bad_request("invalid host"))?)
+    let invalid = |_| ProxyError::bad_request("invalid host");
+    let host = match (rewritten_host, host) {
+        (Some(replacement), _) => {
+            UpstreamHost::Set(Authority::try_from(replacement).map_err(invalid)?)
         }
-        None if protocol == UpstreamProtocol::H2 => {
+        (None, Some(ClientAuthority::Target(authority))) => UpstreamHost::Set(authority.clone()),
+        (None, Some(ClientAuthority::HostHeader(_))) if protocol != UpstreamProtocol::H2 => {
+            UpstreamHost::InPlace
+        }
+        (None, Some(ClientAuthority::HostHeader(value))) => {
+            UpstreamHost::Set(Authority::try_from(value.as_bytes()).map_err(invalid)?)
+        }
+        (None, None) if protocol == UpstreamProtocol::H2 => {
             return Err(ProxyError::bad_request("no host"));
         }
-        None => None,
+        (None, None) => UpstreamHost::Absent,
     };
     Ok(Target {
         path_and_query,
-        authority,
+        host,
     })
 }
 
 /// Sets the URI, version and Host the upstream protocol expects: origin form and a Host
 /// header for HTTP/1.1, absolute form (`:authority`, no Host) for HTTP/2.
-fn retarget(
-    mut request: Request<RequestBody>,
-    target: Target,
-    protocol: UpstreamProtocol,
-) -> Request<RequestBody> {
+fn retarget(request: &mut Request<()>, target: Target, protocol: UpstreamProtocol) {
     let Target {
         path_and_query,
-        authority,
+        host,
     } = target;
     match protocol {
         UpstreamProtocol::H2 => {
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(Scheme::HTTP);
-            parts.authority = authority;
+            parts.authority = match host {
+                UpstreamHost::Set(authority) => Some(authority),
+                UpstreamHost::InPlace | UpstreamHost::Absent => None,
+            };
             parts.path_and_query = Some(path_and_query);
             if let Ok(uri) = Uri::from_parts(parts) {
                 *request.uri_mut() = uri;
@@ -831,8 +874,7 @@ fn retarget(
         }
         UpstreamProtocol::Http1 | UpstreamProtocol::Auto => {
             *request.uri_mut() = Uri::from(path_and_query);
-            if let Some(authority) = authority {
-                // Usually the client's own Host, already in place.
+            if let UpstreamHost::Set(authority) = host {
                 let unchanged = request
                     .headers()
                     .get(HOST)
@@ -846,7 +888,6 @@ fn retarget(
             *request.version_mut() = Version::HTTP_11;
         }
     }
-    request
 }
 
 fn redirect_response(

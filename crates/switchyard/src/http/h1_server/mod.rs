@@ -248,7 +248,9 @@ impl Connection {
             head::BodyFraming::None => H1Body::empty(),
             _ => H1Body::reading(Arc::clone(&self.shared), generation),
         };
-        let protocol = parts.headers.get(UPGRADE).filter(|_| upgrade).cloned();
+        let protocol = upgrade
+            .then(|| parts.headers.get(UPGRADE).cloned())
+            .flatten();
         let switch = protocol.map(|protocol| {
             let (extension, sender) = ClientUpgrade::pair(protocol);
             parts.extensions.insert(extension);
