@@ -67,6 +67,39 @@ const HOP_BY_HOP_COUNT: usize = 8;
 const CONNECTION_INDEX: usize = 0;
 const UPGRADE_INDEX: usize = 4;
 
+/// What [`hop_by_hop_index`] found a name to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HopByHop {
+    /// `TE`, which has its own rule.
+    Te,
+    /// The name at this index of [`HOP_BY_HOP`].
+    Listed(usize),
+}
+
+/// Whether `name` (lowercase, as a [`HeaderName`] is) is hop-by-hop. Every field of every
+/// message is asked, so the length rules out most names before any bytes are compared.
+fn hop_by_hop_index(name: &str) -> Option<HopByHop> {
+    let candidates: &[usize] = match name.len() {
+        2 => return (name == TE.as_str()).then_some(HopByHop::Te),
+        7 => &[UPGRADE_INDEX, 7],
+        10 => &[CONNECTION_INDEX, 1],
+        16 => &[2],
+        17 => &[3],
+        18 => &[5],
+        19 => &[6],
+        _ => return None,
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|&index| {
+            HOP_BY_HOP
+                .get(index)
+                .is_some_and(|hop| hop.as_str() == name)
+        })
+        .map(HopByHop::Listed)
+}
+
 /// Whether `peer` lies in one of the `trusted_proxies` networks.
 pub fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
     trusted.iter().any(|network| network.contains(peer))
@@ -267,10 +300,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
     let mut present = [false; HOP_BY_HOP_COUNT];
     let mut has_te = false;
     for name in headers.keys() {
-        if name == TE {
-            has_te = true;
-        } else if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
-            present[index] = true;
+        match hop_by_hop_index(name.as_str()) {
+            Some(HopByHop::Te) => has_te = true,
+            Some(HopByHop::Listed(index)) => present[index] = true,
+            None => {}
         }
     }
     if !has_te && !present.contains(&true) {
@@ -567,6 +600,33 @@ impl HeaderEdits {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_at_its_index_and_no_other_name_is() {
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(
+                hop_by_hop_index(name.as_str()),
+                Some(HopByHop::Listed(index)),
+                "{name}"
+            );
+        }
+        assert_eq!(hop_by_hop_index("te"), Some(HopByHop::Te));
+        for name in [
+            "user-agent",
+            "host",
+            "trailers",
+            "upgrades",
+            "content-type",
+            "x-forwarded-for",
+            "proxy-connectio",
+            "transfer-encodin",
+            "accept-encoding",
+            "tk",
+            "",
+        ] {
+            assert_eq!(hop_by_hop_index(name), None, "{name}");
+        }
+    }
 
     fn cidrs(list: &[&str]) -> Vec<Cidr> {
         list.iter()
