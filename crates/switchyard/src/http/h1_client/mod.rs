@@ -335,11 +335,14 @@ impl Exchange {
             if self.write_failure == Some(WriteFailure::Body) {
                 return Poll::Ready(Err(HeadFailure::RequestBody));
             }
-            match codec::parse_response_head(&mut self.connection.read, self.head_request) {
-                Ok(Some(head)) if head.status.is_informational() => continue,
-                Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                Ok(None) => {}
-                Err(_) => return Poll::Ready(Err(HeadFailure::Upstream)),
+            // Nothing read yet (the usual first poll): nothing to parse.
+            if !self.connection.read.is_empty() {
+                match codec::parse_response_head(&mut self.connection.read, self.head_request) {
+                    Ok(Some(head)) if head.status.is_informational() => continue,
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(_) => return Poll::Ready(Err(HeadFailure::Upstream)),
+                }
             }
             match self.poll_read(cx) {
                 Poll::Ready(Ok(n)) if n > 0 => {}
