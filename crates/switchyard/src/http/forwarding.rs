@@ -12,8 +12,10 @@
 //! Header names are constants, so nothing parses a fixed name per request. Trace context
 //! (`traceparent`, `tracestate`) is never touched and so propagates.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 
+use bytes::BytesMut;
 use http::header::Entry;
 use http::header::{
     CONNECTION, FORWARDED, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
@@ -505,16 +507,27 @@ pub fn ensure_request_id(
     headers: &mut HeaderMap,
     generated: impl FnOnce() -> HeaderValue,
 ) -> HeaderValue {
-    let mut id = headers
-        .get(X_REQUEST_ID)
-        .filter(|id| is_valid_request_id(id))
-        .cloned()
-        .unwrap_or_else(generated);
     // Unique per request: HPACK must not index it (each insert into an HTTP/2 peer's
     // dynamic table would evict an entry that repeats, like `server` or `content-type`).
-    id.set_sensitive(true);
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
+    let fresh = || {
+        let mut id = generated();
+        id.set_sensitive(true);
+        id
+    };
+    // One lookup whether the id is kept, replaced or added.
+    match headers.entry(X_REQUEST_ID) {
+        Entry::Occupied(mut slot) => {
+            let mut id = Some(slot.get())
+                .filter(|id| is_valid_request_id(id))
+                .cloned()
+                .unwrap_or_else(fresh);
+            id.set_sensitive(true);
+            // `insert` also drops any repeats.
+            slot.insert(id.clone());
+            id
+        }
+        Entry::Vacant(slot) => slot.insert(fresh()).clone(),
+    }
 }
 
 fn is_valid_request_id(id: &HeaderValue) -> bool {
@@ -532,8 +545,20 @@ pub fn format_request_id(random: u128) -> HeaderValue {
         let nibble = (random >> ((31 - i) * 4)) & 0xf;
         *digit = DIGITS[nibble as usize];
     }
+    // Ids are cut from a shared block (one allocation per 128 of them), so cloning one for
+    // the response and the log is a reference count, not a copy.
+    thread_local! {
+        static BLOCK: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    }
+    let id = BLOCK.with_borrow_mut(|block| {
+        if block.capacity() < hex.len() {
+            *block = BytesMut::with_capacity(hex.len() * 128);
+        }
+        block.extend_from_slice(&hex);
+        block.split().freeze()
+    });
     // Hex digits are always a valid header value; the fallback only satisfies the types.
-    HeaderValue::from_bytes(&hex)
+    HeaderValue::from_maybe_shared(id)
         .unwrap_or_else(|_| HeaderValue::from_static("00000000000000000000000000000000"))
 }
 
@@ -983,6 +1008,19 @@ mod tests {
             ensure_request_id(&mut map, || HeaderValue::from_static("fresh")),
             exactly_128.as_str()
         );
+    }
+
+    #[test]
+    fn ids_cut_from_one_block_and_the_next_stay_apart() {
+        let ids: Vec<HeaderValue> = (0..300u128).map(format_request_id).collect();
+        for (n, id) in (0u128..).zip(&ids) {
+            assert_eq!(id.to_str().unwrap(), format!("{n:032x}"));
+        }
+        let mut repeated = headers(&[("x-request-id", "first"), ("x-request-id", "second")]);
+        let kept = ensure_request_id(&mut repeated, || panic!("not needed"));
+        assert_eq!(kept, "first");
+        assert!(kept.is_sensitive());
+        assert_eq!(values(&repeated, "x-request-id"), ["first"]);
     }
 
     #[test]
