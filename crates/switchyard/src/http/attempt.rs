@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::body::{BodyProgress, Replay, RequestBody};
 use super::listener::{RouteRuntime, UpstreamCluster};
 use super::retry;
-use super::upstream::{Lease, SendError, UpstreamBody};
+use super::upstream::{Lease, SendError, UpstreamBody, UpstreamRequest};
 use crate::cluster::{Endpoint, InFlight};
 use crate::config::model::{HedgeAfter, RetryPolicy};
 use crate::runtime::clock;
@@ -95,9 +95,9 @@ impl Replayable {
     }
 
     /// The request again, when its whole body was kept.
-    pub fn request(&self) -> Option<Request<RequestBody>> {
+    pub fn request(&self) -> Option<UpstreamRequest> {
         let body = self.lock().body(&self.progress)?;
-        Some(with_head_of(&self.head, body))
+        Some(Box::new(with_head_of(&self.head, body)))
     }
 }
 
@@ -153,7 +153,7 @@ pub async fn race(
     upstream: &UpstreamCluster,
     route: &RouteRuntime,
     first: (usize, Arc<Endpoint>, InFlight),
-    request: Request<RequestBody>,
+    request: UpstreamRequest,
     replay: &Replayable,
     key: Option<u64>,
     tried: &mut Vec<usize>,
@@ -167,7 +167,7 @@ pub async fn race(
         }
         _ => true,
     };
-    let send = |index: usize, request: Request<RequestBody>| -> Running<'_> {
+    let send = |index: usize, request: UpstreamRequest| -> Running<'_> {
         let pool = Arc::clone(&upstream.pools[index]);
         Box::pin(async move {
             let sent = tokio::time::timeout_at(try_deadline, pool.send(request)).await;

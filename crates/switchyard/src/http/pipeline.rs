@@ -40,7 +40,7 @@ use super::retry::{self, RetryAfter};
 use super::router::{ClaimsSource, RequestFacts};
 use super::sticky;
 use super::upgrade;
-use super::upstream::{Lease, UpstreamBody, UpstreamError};
+use super::upstream::{Lease, UpstreamBody, UpstreamError, UpstreamRequest};
 use crate::admin::access_log::{AccessLog, HttpLine};
 use crate::cluster::{Endpoint, InFlight, request_key};
 use crate::config::model::{HashKey, RetryOn, UpstreamProtocol};
@@ -402,7 +402,7 @@ async fn proxy(
     let body = RequestBody::new(body, listener.config.max_request_body, Some(pace));
     record.request_body = Some(body.progress());
     let (parts, ()) = request.into_parts();
-    let request = Request::from_parts(parts, body);
+    let request = Box::new(Request::from_parts(parts, body));
 
     let sticky_config = cluster_config.sticky.as_ref();
     let sticky_sent = sticky_config
@@ -455,7 +455,7 @@ async fn proxy(
 async fn attempt(
     branch: &Branch,
     route: &RouteRuntime,
-    request: Request<RequestBody>,
+    mut request: UpstreamRequest,
     key: Option<u64>,
     mut pinned: Option<usize>,
     record: &mut Record,
@@ -474,7 +474,6 @@ async fn attempt(
     }
     let policy = &route.retry;
     let attempts = policy.attempts.max(1);
-    let mut request = request;
     let replay = Replayable::prepare(&mut request, policy, route.hedge.is_some());
     let mut unsent = Some(request);
     let mut tried: Vec<usize> = Vec::new();

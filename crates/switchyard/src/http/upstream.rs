@@ -126,18 +126,24 @@ pub enum UpstreamError {
     Tls(TlsFailure),
 }
 
+/// A request on its way upstream. Boxed: it moves from the attempt loop through the send
+/// into the exchange, and an async function keeps a slot the size of each argument and
+/// each local it moves through for its whole life, so inline it would be copied several
+/// times and would make every enclosing future (and its copies) kilobytes larger.
+pub type UpstreamRequest = Box<Request<RequestBody>>;
+
 /// A failed send; `request` is the request back when it was never written.
 #[derive(Debug)]
 pub struct SendError {
     /// What went wrong.
     pub error: UpstreamError,
     /// The request, untouched, when it can be sent again.
-    pub request: Option<Request<RequestBody>>,
+    pub request: Option<UpstreamRequest>,
 }
 
 impl SendError {
     /// `error` before `request` was written: it can go out again.
-    fn unsent(error: UpstreamError, request: Request<RequestBody>) -> SendError {
+    fn unsent(error: UpstreamError, request: UpstreamRequest) -> SendError {
         SendError {
             error,
             request: Some(request),
@@ -321,7 +327,7 @@ impl EndpointPool {
     /// Sends `request` and waits for the response head.
     pub async fn send(
         self: &Arc<Self>,
-        request: Request<RequestBody>,
+        request: UpstreamRequest,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         if request.headers().contains_key(UPGRADE) {
             return Box::pin(self.send_upgrade(request)).await;
@@ -377,7 +383,7 @@ impl EndpointPool {
 
     async fn send_h1(
         self: &Arc<Self>,
-        mut request: Request<RequestBody>,
+        mut request: UpstreamRequest,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         // A pooled connection may have been closed by the upstream while idle; a request
         // that could not be written on one goes out again, once, on a fresh connection.
@@ -400,7 +406,7 @@ impl EndpointPool {
                 Err(unsendable) => {
                     return Err(SendError {
                         error: UpstreamError::RequestBody,
-                        request: Some(*unsendable),
+                        request: Some(unsendable),
                     });
                 }
             };
@@ -411,13 +417,13 @@ impl EndpointPool {
                 }
                 Err(HeadFailure::Unsent(unsent)) if reused && !fresh_only => {
                     debug!(endpoint = %self.address, "pooled connection was closed; sending on a fresh one");
-                    request = *unsent;
+                    request = unsent;
                     fresh_only = true;
                 }
                 Err(HeadFailure::Unsent(unsent)) => {
                     return Err(SendError {
                         error: UpstreamError::Connect(ConnectFailure::Other),
-                        request: Some(*unsent),
+                        request: Some(unsent),
                     });
                 }
                 Err(HeadFailure::RequestBody) => {
@@ -446,7 +452,7 @@ impl EndpointPool {
     /// the upgraded connection to the tunnel; it never returns to the pool.
     async fn send_upgrade(
         self: &Arc<Self>,
-        request: Request<RequestBody>,
+        request: UpstreamRequest,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         let slot = match self.wait_for(|| self.try_slot()).await {
             Ok(slot) => slot,
@@ -463,7 +469,7 @@ impl EndpointPool {
             }
         };
         let active = Active::new(&self.gauges.active);
-        match sender.try_send_request(request).await {
+        match sender.try_send_request(*request).await {
             Ok(response) => {
                 let lease = Lease::Upgrade(UpgradeConnection {
                     _sender: sender,
@@ -473,7 +479,7 @@ impl EndpointPool {
                 Ok((response.map(Either::Right), lease))
             }
             Err(mut failed) => {
-                let unsent = failed.take_message();
+                let unsent = failed.take_message().map(Box::new);
                 let error = if unsent.is_some() {
                     UpstreamError::Connect(ConnectFailure::Other)
                 } else {
@@ -679,7 +685,7 @@ impl EndpointPool {
 
     async fn send_h2(
         self: &Arc<Self>,
-        request: Request<RequestBody>,
+        request: UpstreamRequest,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
         let connection = match self.checkout_h2().await {
             Ok(connection) => connection,
@@ -692,10 +698,10 @@ impl EndpointPool {
             _active: Active::new(&self.gauges.active),
         };
         let mut sender = connection.sender.clone();
-        match sender.try_send_request(request).await {
+        match sender.try_send_request(*request).await {
             Ok(response) => Ok((response.map(Either::Right), Lease::H2(stream))),
             Err(mut failed) => {
-                let unsent = failed.take_message();
+                let unsent = failed.take_message().map(Box::new);
                 let error = if unsent.is_some() {
                     UpstreamError::RefusedStream
                 } else {

@@ -31,6 +31,7 @@ use super::h1_codec::{
     self as codec, BodyEncoding, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming,
 };
 use super::read_buf;
+use super::upstream::UpstreamRequest;
 use crate::tls::upstream::{TlsFailure, UpstreamStream, failure_of};
 
 /// An open HTTP/1.1 connection to an upstream, between exchanges.
@@ -78,7 +79,7 @@ pub trait Checkin: Send + Sync + 'static {
 pub enum HeadFailure {
     /// Not one byte of the request was written: the request, untouched, can go out on
     /// another connection.
-    Unsent(Box<Request<RequestBody>>),
+    Unsent(UpstreamRequest),
     /// The request body failed (the client went away, or a limit cut it off).
     RequestBody,
     /// The connection broke, or the upstream answered with something that is not an
@@ -118,7 +119,7 @@ enum WriteFailure {
 }
 
 impl Writer {
-    fn new(request: Request<RequestBody>) -> Result<Writer, Box<Request<RequestBody>>> {
+    fn new(request: UpstreamRequest) -> Result<Writer, UpstreamRequest> {
         let (parts, body) = request.into_parts();
         let exact = body.size_hint().exact();
         let Some(framing) = RequestFraming::of(&parts.headers, body.is_end_stream(), exact) else {
@@ -145,7 +146,7 @@ impl Writer {
     }
 
     /// The request back, when not one byte of it went out.
-    fn unsent(&mut self) -> Option<Box<Request<RequestBody>>> {
+    fn unsent(&mut self) -> Option<UpstreamRequest> {
         if self.wrote {
             return None;
         }
@@ -288,9 +289,9 @@ impl Exchange {
     /// `Content-Length` is not a number.
     pub fn start(
         connection: Connection,
-        request: Request<RequestBody>,
+        request: UpstreamRequest,
         checkin: Box<dyn Checkin>,
-    ) -> Result<Box<Exchange>, Box<Request<RequestBody>>> {
+    ) -> Result<Box<Exchange>, UpstreamRequest> {
         let head_request = request.method() == Method::HEAD;
         let writer = Writer::new(request)?;
         Ok(Box::new(Exchange {
