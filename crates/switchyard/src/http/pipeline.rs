@@ -342,8 +342,6 @@ async fn proxy(
     let mut request = request;
     // Set by the HTTP/1.1 server on a request that asks to switch protocols.
     let client_upgrade = request.extensions_mut().remove::<upgrade::ClientUpgrade>();
-    let (parts, body) = request.into_parts();
-    let mut request = Request::from_parts(parts, ());
     // Only the hash policies read a key; the others are not charged for hashing one.
     let cluster_config = &branch.upstream.cluster.config;
     let key = match &cluster_config.hash_key {
@@ -399,10 +397,11 @@ async fn proxy(
         timeout: listener.config.request_body_timeout,
         min_rate: listener.config.min_request_body_rate,
     };
-    let body = RequestBody::new(body, listener.config.max_request_body, Some(pace));
-    record.request_body = Some(body.progress());
-    let (parts, ()) = request.into_parts();
-    let request = Box::new(Request::from_parts(parts, body));
+    // The body takes its limits on the way in; the head stays where it is.
+    let request = Box::new(
+        request.map(|body| RequestBody::new(body, listener.config.max_request_body, Some(pace))),
+    );
+    record.request_body = Some(request.body().progress());
 
     let sticky_config = cluster_config.sticky.as_ref();
     let sticky_sent = sticky_config
@@ -800,8 +799,8 @@ enum UpstreamHost {
     Absent,
 }
 
-fn upstream_target(
-    request: &Request<()>,
+fn upstream_target<B>(
+    request: &Request<B>,
     route: &RouteRuntime,
     host: Option<&ClientAuthority>,
     protocol: UpstreamProtocol,
@@ -851,7 +850,7 @@ fn upstream_target(
 
 /// Sets the URI, version and Host the upstream protocol expects: origin form and a Host
 /// header for HTTP/1.1, absolute form (`:authority`, no Host) for HTTP/2.
-fn retarget(request: &mut Request<()>, target: Target, protocol: UpstreamProtocol) {
+fn retarget<B>(request: &mut Request<B>, target: Target, protocol: UpstreamProtocol) {
     let Target {
         path_and_query,
         host,
