@@ -335,7 +335,16 @@ impl Cluster {
 
     /// Picks an eligible endpoint not in `exclude` (the ones a connect already failed on).
     pub fn pick(&self, key: Option<u64>, exclude: &[usize]) -> Option<(usize, &Arc<Endpoint>)> {
-        let now = clock::now();
+        self.pick_at(key, exclude, clock::now())
+    }
+
+    /// [`Cluster::pick`] with the time already read (nanoseconds, [`clock::now`]).
+    pub fn pick_at(
+        &self,
+        key: Option<u64>,
+        exclude: &[usize],
+        now: u64,
+    ) -> Option<(usize, &Arc<Endpoint>)> {
         let load = Load {
             endpoints: &self.endpoints,
             now,

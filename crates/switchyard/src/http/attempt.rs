@@ -29,8 +29,7 @@ pub type Sent =
     Result<Result<(Response<UpstreamBody>, Lease), SendError>, tokio::time::error::Elapsed>;
 
 /// A first attempt deposits in the cluster's budget (and the route's, when it has one).
-pub fn deposit(upstream: &UpstreamCluster, route: &RouteRuntime) {
-    let now = clock::now();
+pub fn deposit(upstream: &UpstreamCluster, route: &RouteRuntime, now: u64) {
     upstream.retry_budget.deposit(now);
     if let Some(budget) = &route.retry_budget {
         budget.deposit(now);

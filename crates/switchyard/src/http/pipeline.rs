@@ -464,7 +464,8 @@ async fn attempt(
         return Err(ProxyError::Shed(ShedReason::Requests));
     }
     record.holds_request_slot = Some(Arc::clone(upstream));
-    let started = Instant::now();
+    // The request's deadline runs from its arrival.
+    let started = record.started;
     let mut deadline = started + route.timeout;
     if record.grpc {
         if let Some(grpc_timeout) = grpc_timeout(request.headers()) {
@@ -513,19 +514,22 @@ async fn attempt(
             upstream.retries.count(word);
             again
         } else if let Some(request) = unsent.take() {
-            attempt::deposit(upstream, route);
+            attempt::deposit(upstream, route, clock::to_nanos(started.into_std()));
             request
         } else {
             break;
         };
+        // One reading of the clock serves the pick and the try's start.
+        let sent = Instant::now();
+        let now = clock::to_nanos(sent.into_std());
         let sticky = pinned
             .take()
             .and_then(|i| upstream.cluster.endpoints().get(i).map(|e| (i, e)));
         let picked = sticky
-            .or_else(|| upstream.cluster.pick(key, &tried))
+            .or_else(|| upstream.cluster.pick_at(key, &tried, now))
             .or_else(|| {
                 (!tried.is_empty())
-                    .then(|| upstream.cluster.pick(key, &[]))
+                    .then(|| upstream.cluster.pick_at(key, &[], now))
                     .flatten()
             });
         let Some((index, endpoint)) = picked else {
@@ -541,7 +545,6 @@ async fn attempt(
         if upstream.limits.try_acquire(Limit::Pending).is_err() {
             return Err(ProxyError::Shed(ShedReason::Pending));
         }
-        let sent = Instant::now();
         let try_deadline = (sent + route.per_try_timeout).min(deadline);
         let hedge_after = if first_attempt {
             attempt::hedge_delay(route, replay.as_ref())
@@ -577,18 +580,20 @@ async fn attempt(
         let endpoint = &endpoint;
         record.endpoint = Some(Arc::clone(endpoint));
         upstream.limits.release(Limit::Pending);
-        let waited = sent.elapsed();
+        // One reading of the clock serves every record of the outcome.
+        let finished = Instant::now();
+        let now = clock::to_nanos(finished.into_std());
+        let waited = finished.saturating_duration_since(sent);
         record.upstream_time = Some(record.upstream_time.unwrap_or_default() + waited);
         if let (true, Some(window), Ok(Ok(_))) = (first_attempt, &route.time_to_head, &outcome) {
             window
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .record(waited, clock::now());
+                .record(waited, now);
         }
         let cluster = &upstream.cluster;
         match outcome {
             Ok(Ok((response, lease))) => {
-                let now = clock::now();
                 let status = response.status().as_u16();
                 endpoint.record_success(waited, now);
                 cluster.record_outcome(index, Outcome::from_status(status), now);
@@ -615,7 +620,6 @@ async fn attempt(
             Ok(Err(failed)) => {
                 let error = failed.error;
                 debug!(cluster = upstream.name(), endpoint = %endpoint.name, ?error, "upstream attempt failed");
-                let now = clock::now();
                 match error {
                     UpstreamError::Connect(failure) => {
                         endpoint.record_connect_failure(failure, now);
@@ -648,7 +652,6 @@ async fn attempt(
                 retry = Some((word, None));
             }
             Err(_elapsed) => {
-                let now = clock::now();
                 endpoint.record_failure(now);
                 cluster.record_outcome(index, Outcome::GatewayFailure, now);
                 let overall = try_deadline >= deadline;
