@@ -14,6 +14,7 @@
 
 use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
 
 use bytes::BytesMut;
 use http::header::Entry;
@@ -167,6 +168,21 @@ pub struct Hop {
     for_pair: String,
     /// `by="10.0.0.1:443"`.
     by_pair: String,
+    /// The last `Forwarded` element made for a request on this connection.
+    last_element: LastElement,
+}
+
+/// The last `Forwarded` element a connection's requests carried, with the scheme and host
+/// it names: a connection's requests nearly always name the same host, so the element is
+/// formatted once and then shared (a hit costs a lock, a comparison and a reference count).
+#[derive(Debug, Default)]
+struct LastElement(Mutex<Option<(String, Option<String>, HeaderValue)>>);
+
+impl Clone for LastElement {
+    /// A copy starts empty (a reloaded listener's view of the connection remakes it).
+    fn clone(&self) -> Self {
+        LastElement::default()
+    }
 }
 
 impl Hop {
@@ -190,6 +206,7 @@ impl Hop {
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             for_pair,
             by_pair,
+            last_element: LastElement::default(),
         }
     }
 }
@@ -458,6 +475,27 @@ fn via_entry(version: Version) -> &'static str {
 
 /// This hop's RFC 7239 element: `for=192.0.2.1;proto=https;host=example.com;by="10.0.0.1:443"`.
 fn forwarded_element(forwarded: &Forwarded<'_>) -> Option<HeaderValue> {
+    let mut last = forwarded
+        .hop
+        .last_element
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some((scheme, host, element)) = &*last {
+        if scheme == forwarded.scheme && host.as_deref() == forwarded.host {
+            return Some(element.clone());
+        }
+    }
+    let element = format_element(forwarded)?;
+    *last = Some((
+        forwarded.scheme.to_owned(),
+        forwarded.host.map(str::to_owned),
+        element.clone(),
+    ));
+    Some(element)
+}
+
+fn format_element(forwarded: &Forwarded<'_>) -> Option<HeaderValue> {
     let hop = forwarded.hop;
     let mut element = String::with_capacity(96);
     element.push_str(&hop.for_pair);
@@ -696,6 +734,42 @@ mod tests {
             host: Some("shop.example.com"),
             version: Version::HTTP_11,
         }
+    }
+
+    #[test]
+    fn a_connection_formats_its_forwarded_element_again_only_when_the_host_changes() {
+        let first = seen("192.0.2.60:1234", false);
+        let element = |forwarded: &Forwarded<'_>| {
+            let mut map = HeaderMap::new();
+            prepare_request(&mut map, forwarded);
+            map.get(FORWARDED).unwrap().clone()
+        };
+        let want = "for=192.0.2.60;proto=https;host=shop.example.com;by=\"10.0.0.1:443\"";
+        assert_eq!(element(&first), want);
+        assert_eq!(element(&first), want, "the kept element");
+        let other_host = Forwarded {
+            host: Some("api.example.com"),
+            ..first
+        };
+        let want_other = "for=192.0.2.60;proto=https;host=api.example.com;by=\"10.0.0.1:443\"";
+        assert_eq!(element(&other_host), want_other);
+        let no_host = Forwarded {
+            host: None,
+            ..first
+        };
+        assert_eq!(
+            element(&no_host),
+            "for=192.0.2.60;proto=https;by=\"10.0.0.1:443\""
+        );
+        let plain = Forwarded {
+            scheme: "http",
+            ..first
+        };
+        assert_eq!(
+            element(&plain),
+            "for=192.0.2.60;proto=http;host=shop.example.com;by=\"10.0.0.1:443\""
+        );
+        assert_eq!(element(&first), want, "back to the first");
     }
 
     #[test]
