@@ -5,6 +5,7 @@
 //! use the same header-map builder, `Connection` reading, chunk encoder and chunked decoder
 //! from here. Pure: no I/O, no clock, so every rule is tested with exact bytes.
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -337,7 +338,7 @@ fn range(start: u32, len: u32) -> std::ops::Range<usize> {
 /// (what the proxy will add, so the map never grows on the way) (`None`: a name or value
 /// that is not valid, which a head httparse accepted never has).
 pub fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + room);
+    let mut headers = recycled_map(spans.len() + room);
     for span in spans {
         let name = range(span.name, span.name_len);
         let value = range(span.value, span.value_len);
@@ -351,6 +352,43 @@ pub fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Option<HeaderMap
         headers.append(name, value);
     }
     Some(headers)
+}
+
+/// How many cleared maps a thread keeps, and the largest it keeps (in fields): enough for
+/// the requests in flight on one worker to find one, never a large one kept for good.
+const KEPT_MAPS: usize = 64;
+const KEPT_MAP_CAPACITY: usize = 48;
+
+thread_local! {
+    /// Header maps of HTTP/1.1 messages this thread finished, cleared. A map is two
+    /// allocations (its index and its entries) and a proxied exchange builds two, so the
+    /// maps of finished heads are kept for the next ones.
+    static KEPT: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty header map with room for `fields` fields: a kept one when there is one.
+fn recycled_map(fields: usize) -> HeaderMap {
+    match KEPT.with_borrow_mut(Vec::pop) {
+        Some(mut map) => {
+            map.reserve(fields);
+            map
+        }
+        None => HeaderMap::with_capacity(fields),
+    }
+}
+
+/// Takes back the map of a head that has been encoded (or is no longer needed), for
+/// [`header_map`] to fill again.
+pub fn recycle_map(mut map: HeaderMap) {
+    if map.capacity() > KEPT_MAP_CAPACITY {
+        return;
+    }
+    map.clear();
+    KEPT.with_borrow_mut(|kept| {
+        if kept.len() < KEPT_MAPS {
+            kept.push(map);
+        }
+    });
 }
 
 /// What a message's `Connection` fields say, read in one pass.
@@ -684,6 +722,37 @@ fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recycled_map_comes_back_empty_and_a_large_one_is_not_kept() {
+        let kept_before = KEPT.with_borrow(Vec::len);
+        let mut used = HeaderMap::new();
+        used.insert("x-old", HeaderValue::from_static("stale"));
+        recycle_map(used);
+        assert_eq!(KEPT.with_borrow(Vec::len), kept_before + 1);
+        let mut large = HeaderMap::with_capacity(KEPT_MAP_CAPACITY * 4);
+        large.insert("x-big", HeaderValue::from_static("1"));
+        recycle_map(large);
+        assert_eq!(
+            KEPT.with_borrow(Vec::len),
+            kept_before + 1,
+            "too large to keep"
+        );
+
+        let parsed = head(
+            "HTTP/1.1 200 OK\r\nx-new: fresh\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            KEPT.with_borrow(Vec::len),
+            kept_before,
+            "the kept map was reused"
+        );
+        assert_eq!(parsed.headers["x-new"], "fresh");
+        assert!(parsed.headers.get("x-old").is_none());
+    }
     use http::header::CONNECTION;
 
     fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, WireError> {

@@ -181,7 +181,9 @@ impl Writer {
                 if !self.wrote {
                     self.wrote = true;
                     // The head went out: it can no longer be handed back.
-                    self.parts = None;
+                    if let Some(parts) = self.parts.take() {
+                        codec::recycle_map(parts.headers);
+                    }
                 }
                 if !self.out.is_empty() {
                     self.out.advance(n);

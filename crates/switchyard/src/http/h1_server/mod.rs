@@ -288,7 +288,7 @@ impl Connection {
             &server_fields::now_date(),
             &mut out,
         );
-        drop(parts);
+        h1_codec::recycle_map(parts.headers);
         if exchange.switching {
             return match self.switch(out, switch).await {
                 Ok(()) => After::Upgraded,
