@@ -114,6 +114,20 @@ pub fn encode_request_head(
 /// in one write; a larger one is written from its own buffer.
 pub const COALESCE: usize = 16 * 1024;
 
+/// The largest write buffer a connection keeps for its next message (a head and the
+/// coalesced frames behind it fit).
+const KEPT_WRITE_BUFFER: usize = 2 * COALESCE;
+
+/// `buf`, written out, made empty for the connection's next message (so encoding a head
+/// allocates nothing); one grown past [`KEPT_WRITE_BUFFER`] is let go.
+pub fn emptied(mut buf: BytesMut) -> BytesMut {
+    if buf.capacity() > KEPT_WRITE_BUFFER {
+        return BytesMut::new();
+    }
+    buf.clear();
+    buf
+}
+
 /// How a body's frames go on the wire, in either direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyEncoding {

@@ -39,6 +39,8 @@ use crate::tls::upstream::{TlsFailure, UpstreamStream, failure_of};
 pub struct Connection {
     io: UpstreamStream,
     read: BytesMut,
+    /// The buffer request heads are encoded into, kept between exchanges.
+    write: BytesMut,
 }
 
 impl Connection {
@@ -47,6 +49,7 @@ impl Connection {
         Connection {
             io,
             read: BytesMut::new(),
+            write: BytesMut::new(),
         }
     }
 
@@ -119,13 +122,13 @@ enum WriteFailure {
 }
 
 impl Writer {
-    fn new(request: UpstreamRequest) -> Result<Writer, UpstreamRequest> {
+    /// `out`: the (empty) buffer to encode into.
+    fn new(request: UpstreamRequest, mut out: BytesMut) -> Result<Writer, UpstreamRequest> {
         let (parts, body) = request.into_parts();
         let exact = body.size_hint().exact();
         let Some(framing) = RequestFraming::of(&parts.headers, body.is_end_stream(), exact) else {
             return Err(Box::new(Request::from_parts(parts, body)));
         };
-        let mut out = BytesMut::new();
         codec::encode_request_head(&parts.method, &parts.uri, &parts.headers, framing, &mut out);
         let (body, encoding) = match framing {
             RequestFraming::Empty | RequestFraming::Length(0) => (None, BodyEncoding::Discard),
@@ -143,6 +146,12 @@ impl Writer {
             needs_flush: true,
             done: false,
         })
+    }
+
+    /// The (emptied) write buffer, for the connection's next exchange; a large one is not
+    /// kept.
+    fn take_buffer(&mut self) -> BytesMut {
+        codec::emptied(std::mem::take(&mut self.out))
     }
 
     /// The request back, when not one byte of it went out.
@@ -295,7 +304,8 @@ impl Exchange {
         checkin: Box<dyn Checkin>,
     ) -> Result<Box<Exchange>, UpstreamRequest> {
         let head_request = request.method() == Method::HEAD;
-        let writer = Writer::new(request)?;
+        let mut connection = connection;
+        let writer = Writer::new(request, std::mem::take(&mut connection.write))?;
         Ok(Box::new(Exchange {
             connection,
             writer,
@@ -477,7 +487,9 @@ impl DirectBody {
             exchange.drive_writer(&mut cx);
             if exchange.reusable() {
                 if let Some(checkin) = exchange.checkin.take() {
-                    checkin.put_back(exchange.connection);
+                    let mut connection = exchange.connection;
+                    connection.write = exchange.writer.take_buffer();
+                    checkin.put_back(connection);
                 }
             }
         }

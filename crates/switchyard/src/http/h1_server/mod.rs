@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::UPGRADE;
 use http::{Method, Request, StatusCode, Version};
 use http_body::Body;
@@ -103,6 +103,7 @@ pub async fn serve(downstream: Arc<Downstream>, io: BoxedIo, read: BytesMut, shu
         shutdown,
         stop_accepting: Some(stop_accepting),
         clock: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        write_buf: BytesMut::new(),
     };
     tokio::select! {
         () = connection.run() => {}
@@ -120,6 +121,8 @@ struct Connection {
     stop_accepting: Option<Reached>,
     /// The head-read and idle clock, reset for each wait.
     clock: Pin<Box<Sleep>>,
+    /// The buffer responses are encoded into, kept between requests.
+    write_buf: BytesMut,
 }
 
 impl Connection {
@@ -278,7 +281,7 @@ impl Connection {
         let declared = fields.declared_length.is_some();
         let known_length = server_fields::length_to_declare(parts.status, declared, &body);
         let plan = response::plan(parts.status, &fields, known_length, exchange);
-        let mut out = BytesMut::new();
+        let mut out = std::mem::take(&mut self.write_buf);
         response::encode_head(
             parts.status,
             &parts.headers,
@@ -298,7 +301,8 @@ impl Connection {
                 }
             };
         }
-        let written = self.write_body(out, body, plan.framing).await;
+        let written = self.write_body(&mut out, body, plan.framing).await;
+        self.write_buf = h1_codec::emptied(out);
         if let Err(error) = written {
             debug!(listener = %self.downstream.listener.name, %error, "HTTP/1.1 response not delivered");
             return After::Close;
@@ -316,7 +320,7 @@ impl Connection {
     /// Writes the response head already in `out`, then the body framed as `framing`.
     async fn write_body(
         &mut self,
-        mut out: BytesMut,
+        out: &mut BytesMut,
         mut body: ResponseBody,
         framing: Framing,
     ) -> Result<(), WriteError> {
@@ -328,45 +332,45 @@ impl Connection {
             let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
                 Poll::Ready(frame) => frame,
                 Poll::Pending => {
-                    self.write(&mut out, &mut large).await?;
+                    self.write(out, &mut large).await?;
                     poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
                 }
             };
             let frame = match frame {
                 None => {
-                    encoding.end(None, &mut out)?;
-                    return self.write(&mut out, &mut large).await;
+                    encoding.end(None, out)?;
+                    return self.write(out, &mut large).await;
                 }
                 Some(Err(error)) => {
                     // What came is sent; the body cannot be completed, so the
                     // connection closes and the client sees it cut short.
-                    let _ = self.write(&mut out, &mut large).await;
+                    let _ = self.write(out, &mut large).await;
                     return Err(WriteError::Body(error));
                 }
                 Some(Ok(frame)) => frame,
             };
             match frame.into_data() {
                 Ok(data) => {
-                    if let Some(frame) = encoding.data(data, &mut out)? {
+                    if let Some(frame) = encoding.data(data, out)? {
                         large = frame.data;
-                        self.write(&mut out, &mut large).await?;
+                        self.write(out, &mut large).await?;
                         out.extend_from_slice(frame.tail);
                     }
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
-                        encoding.end(Some(&trailers), &mut out)?;
-                        return self.write(&mut out, &mut large).await;
+                        encoding.end(Some(&trailers), out)?;
+                        return self.write(out, &mut large).await;
                     }
                     continue;
                 }
             }
             if body.is_end_stream() {
-                encoding.end(None, &mut out)?;
-                return self.write(&mut out, &mut large).await;
+                encoding.end(None, out)?;
+                return self.write(out, &mut large).await;
             }
             if out.len() >= h1_codec::COALESCE {
-                self.write(&mut out, &mut large).await?;
+                self.write(out, &mut large).await?;
             }
         }
     }
@@ -384,8 +388,8 @@ impl Connection {
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
                 let from_out = n.min(out.len());
-                let _ = out.split_to(from_out);
-                let _ = large.split_to(n - from_out);
+                out.advance(from_out);
+                large.advance(n - from_out);
             }
             state.poll_flush(cx)
         })
