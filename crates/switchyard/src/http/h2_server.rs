@@ -152,14 +152,15 @@ async fn serve_stream(
         let _ = respond.send_informational(interim);
     }
     let request = request.map(|recv| ClientBody::Right(ClientH2Body::new(recv)));
-    let handled = pipeline::handle(downstream, request);
     // A client's RST_STREAM cancels the request (and with it the upstream exchange).
-    let response = tokio::select! {
-        response = handled => match response {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
-        _ = poll_fn(|cx| respond.poll_reset(cx)) => return,
+    let handled = UntilReset {
+        handled: pipeline::handle(downstream, request),
+        respond: &mut respond,
+    };
+    let response = match handled.await {
+        Some(Ok(response)) => response,
+        Some(Err(never)) => match never {},
+        None => return,
     };
     let (mut parts, body) = response.into_parts();
     if !parts.headers.contains_key(DATE) {
@@ -179,6 +180,30 @@ async fn serve_stream(
         if let Err(error) = pipe(body, send).await {
             debug!(%error, "HTTP/2 response body not delivered");
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's run through the pipeline, ended early when the client resets the
+    /// stream. Written out rather than as a `select!`, which would move the pipeline's
+    /// state (kilobytes) into a tuple of its own.
+    struct UntilReset<'a, F> {
+        #[pin]
+        handled: F,
+        respond: &'a mut SendResponse<Bytes>,
+    }
+}
+
+impl<F: Future> Future for UntilReset<'_, F> {
+    /// `None`: the client reset the stream.
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.handled.poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        this.respond.poll_reset(cx).map(|_| None)
     }
 }
 
