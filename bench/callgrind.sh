@@ -25,10 +25,9 @@ PROXIES=${PROXIES:-"switchyard haproxy"}
 run=$(mktemp -d /tmp/sy-callgrind.XXXXXX)
 trap 'rm -rf "$run"' EXIT
 
-ports=(-e 's/@PORT@/18306/' -e 's/@H2PORT@/18356/' -e 's/@B1@/18301/' -e 's/@B2@/18302/' -e 's/@BH2@/18303/' -e "s#@RUN@#$run#g")
-sed "${ports[@]}" "$shared/conf/backend.nginx.conf" >"$run/backend.conf"
-sed "${ports[@]}" -e 's/18199/18399/' "$shared/conf/switchyard.toml" >"$run/switchyard.toml"
-sed "${ports[@]}" "$shared/conf/haproxy.cfg" >"$run/haproxy.cfg"
+# shellcheck source=bench/lib/peer-configs.sh
+source "$here/bench/lib/peer-configs.sh"
+render_peer_configs "$shared" "$run" 18300
 
 # count PROXY PROTO REQUESTS: prints the callgrind total of one run
 count() {
