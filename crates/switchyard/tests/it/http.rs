@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
-use switchyard::backend::{BackendArgs, Latency};
+use switchyard::backend::{BackendArgs, BackendHandle, Latency};
+use switchyard::runtime::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
@@ -35,6 +36,18 @@ balance = "round-robin"
 endpoints = {endpoints}
 "#
     )
+}
+
+/// One backend (`b1`) behind the `web` listener's one cluster, the listener with `extra`
+/// keys; the backends are returned to be kept alive.
+async fn one_backend(extra: &str) -> (Vec<BackendHandle>, Server) {
+    let backends = http_backends(1).await;
+    let server = balancer(&one_cluster(
+        &endpoints(&[backends[0].local_addr()], &["b1"]),
+        extra,
+    ))
+    .await;
+    (backends, server)
 }
 
 async fn backend_names(client: &reqwest::Client, url: &str, n: usize) -> HashMap<String, usize> {
@@ -303,12 +316,7 @@ endpoints = ["{}"]
 
 #[tokio::test]
 async fn bodies_past_max_request_body_get_413_declared_or_streamed() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        r#"max_request_body = "1KiB""#,
-    ))
-    .await;
+    let (_backends, server) = one_backend(r#"max_request_body = "1KiB""#).await;
     let url = format!("http://{}/echo", address(&server, "web"));
     let small = within(client().post(&url).body(vec![b'a'; 1000]).send())
         .await
@@ -340,12 +348,7 @@ async fn bodies_past_max_request_body_get_413_declared_or_streamed() {
 
 #[tokio::test]
 async fn forwarding_headers_are_set_and_hop_by_hop_headers_stripped() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        "",
-    ))
-    .await;
+    let (_backends, server) = one_backend("").await;
     let url = format!("http://{}/", address(&server, "web"));
     let response = within(
         client()
@@ -423,12 +426,7 @@ endpoints = ["{}"]
 
 #[tokio::test]
 async fn upstream_connections_are_pooled_and_reused() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        "",
-    ))
-    .await;
+    let (_backends, server) = one_backend("").await;
     let url = format!("http://{}/", address(&server, "web"));
     for _ in 0..20 {
         let response = within(client().get(&url).send()).await.unwrap();
@@ -467,12 +465,7 @@ async fn h2_upstreams_multiplex_streams_on_one_connection() {
 
 #[tokio::test]
 async fn websocket_upgrades_are_tunnelled_both_ways() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        "",
-    ))
-    .await;
+    let (_backends, server) = one_backend("").await;
     let web = address(&server, "web");
     let tcp = within(tokio::net::TcpStream::connect(web)).await.unwrap();
     let (mut socket, response) = within(tokio_tungstenite::client_async(
@@ -574,12 +567,7 @@ endpoints = ["{}"]
 
 #[tokio::test]
 async fn h2_expect_100_continue_is_answered_before_the_body() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        "",
-    ))
-    .await;
+    let (_backends, server) = one_backend("").await;
     let web = address(&server, "web");
     let stream = tokio::net::TcpStream::connect(web).await.unwrap();
     let (client, connection) = h2::client::handshake(stream).await.unwrap();
@@ -614,12 +602,7 @@ async fn h2_expect_100_continue_is_answered_before_the_body() {
 
 #[tokio::test]
 async fn an_h2_rapid_reset_flood_does_not_stop_other_clients() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        "",
-    ))
-    .await;
+    let (_backends, server) = one_backend("").await;
     let web = address(&server, "web");
     let stream = tokio::net::TcpStream::connect(web).await.unwrap();
     let (mut client, connection) = h2::client::handshake(stream).await.unwrap();
@@ -671,12 +654,7 @@ async fn raw_exchange(address: SocketAddr, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn ambiguous_framing_is_refused_with_400_and_never_forwarded() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        "",
-    ))
-    .await;
+    let (backends, server) = one_backend("").await;
     let web = address(&server, "web");
     let cases: [(&str, &[u8]); 7] = [
         (
@@ -717,12 +695,7 @@ async fn ambiguous_framing_is_refused_with_400_and_never_forwarded() {
 
 #[tokio::test]
 async fn a_head_past_max_header_bytes_gets_431() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        r#"max_header_bytes = "8KiB""#,
-    ))
-    .await;
+    let (_backends, server) = one_backend(r#"max_header_bytes = "8KiB""#).await;
     let web = address(&server, "web");
     let big = format!(
         "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
@@ -745,12 +718,7 @@ async fn a_head_past_max_header_bytes_gets_431() {
 
 #[tokio::test]
 async fn a_slowloris_head_is_closed_after_header_read_timeout() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        r#"header_read_timeout = "300ms""#,
-    ))
-    .await;
+    let (_backends, server) = one_backend(r#"header_read_timeout = "300ms""#).await;
     let web = address(&server, "web");
     let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
     stream
@@ -814,12 +782,7 @@ async fn access_log_lines_carry_every_spec_key() {
 
 #[tokio::test]
 async fn an_idle_keepalive_connection_is_closed_after_idle_timeout() {
-    let backends = http_backends(1).await;
-    let server = balancer(&one_cluster(
-        &endpoints(&[backends[0].local_addr()], &["b1"]),
-        r#"idle_timeout = "400ms""#,
-    ))
-    .await;
+    let (_backends, server) = one_backend(r#"idle_timeout = "400ms""#).await;
     let web = address(&server, "web");
     let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
     stream
