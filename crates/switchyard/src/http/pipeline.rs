@@ -760,8 +760,32 @@ impl ClaimsSource for RequestClaims<'_> {
     }
 }
 
-/// The authority the client addressed: the request target's (absolute form, HTTP/2
-/// `:authority`) or else its Host header. Either is held by sharing the request's bytes.
+/// Where the client named the authority it addressed: the request target's (absolute
+/// form, HTTP/2 `:authority`), else its Host header when that is text. The one rule that
+/// routing, the access log, the forwarding headers and the upstream Host follow.
+enum Addressed<'a> {
+    Target(&'a Authority),
+    Host(&'a HeaderValue, &'a str),
+}
+
+impl<'a> Addressed<'a> {
+    fn of<B>(request: &'a Request<B>) -> Option<Addressed<'a>> {
+        if let Some(authority) = request.uri().authority() {
+            return Some(Addressed::Target(authority));
+        }
+        let host = request.headers().get(HOST)?;
+        Some(Addressed::Host(host, host.to_str().ok()?))
+    }
+
+    fn as_str(&self) -> &'a str {
+        match self {
+            Addressed::Target(authority) => authority.as_str(),
+            Addressed::Host(_, text) => text,
+        }
+    }
+}
+
+/// [`Addressed`], held by sharing the request's bytes (the request is edited after).
 enum ClientAuthority {
     Target(Authority),
     HostHeader(HeaderValue),
@@ -769,12 +793,10 @@ enum ClientAuthority {
 
 impl ClientAuthority {
     fn of<B>(request: &Request<B>) -> Option<ClientAuthority> {
-        if let Some(authority) = request.uri().authority() {
-            return Some(ClientAuthority::Target(authority.clone()));
-        }
-        let host = request.headers().get(HOST)?;
-        host.to_str().ok()?;
-        Some(ClientAuthority::HostHeader(host.clone()))
+        Some(match Addressed::of(request)? {
+            Addressed::Target(authority) => ClientAuthority::Target(authority.clone()),
+            Addressed::Host(host, _) => ClientAuthority::HostHeader(host.clone()),
+        })
     }
 
     fn as_str(&self) -> &str {
@@ -794,8 +816,10 @@ struct Target {
 
 /// The authority the upstream request names.
 enum UpstreamHost {
-    /// The request's own Host header already says it (HTTP/1.1 upstreams).
-    InPlace,
+    /// The client's own Host value, sent as the Host header (HTTP/1.1 upstreams; usually
+    /// still in place, so nothing is parsed or copied, but a route's header edit that
+    /// changed or removed it is undone, as for every other authority).
+    ClientHost(HeaderValue),
     /// This one, set as the Host header (HTTP/1.1) or `:authority` (HTTP/2).
     Set(Authority),
     /// None (an HTTP/1.0 request without Host to an HTTP/1.1 upstream).
@@ -834,8 +858,8 @@ fn upstream_target<B>(
             UpstreamHost::Set(Authority::try_from(replacement).map_err(invalid)?)
         }
         (None, Some(ClientAuthority::Target(authority))) => UpstreamHost::Set(authority.clone()),
-        (None, Some(ClientAuthority::HostHeader(_))) if protocol != UpstreamProtocol::H2 => {
-            UpstreamHost::InPlace
+        (None, Some(ClientAuthority::HostHeader(value))) if protocol != UpstreamProtocol::H2 => {
+            UpstreamHost::ClientHost(value.clone())
         }
         (None, Some(ClientAuthority::HostHeader(value))) => {
             UpstreamHost::Set(Authority::try_from(value.as_bytes()).map_err(invalid)?)
@@ -864,7 +888,7 @@ fn retarget<B>(request: &mut Request<B>, target: Target, protocol: UpstreamProto
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = match host {
                 UpstreamHost::Set(authority) => Some(authority),
-                UpstreamHost::InPlace | UpstreamHost::Absent => None,
+                UpstreamHost::ClientHost(_) | UpstreamHost::Absent => None,
             };
             parts.path_and_query = Some(path_and_query);
             if let Ok(uri) = Uri::from_parts(parts) {
@@ -875,15 +899,26 @@ fn retarget<B>(request: &mut Request<B>, target: Target, protocol: UpstreamProto
         }
         UpstreamProtocol::Http1 | UpstreamProtocol::Auto => {
             *request.uri_mut() = Uri::from(path_and_query);
-            if let UpstreamHost::Set(authority) = host {
-                let unchanged = request
+            let wanted = match &host {
+                UpstreamHost::ClientHost(value) => Some(value.as_bytes()),
+                UpstreamHost::Set(authority) => Some(authority.as_str().as_bytes()),
+                UpstreamHost::Absent => None,
+            };
+            // Usually the Host header already says it: then nothing is made or inserted.
+            let unchanged = wanted.is_none_or(|wanted| {
+                request
                     .headers()
                     .get(HOST)
-                    .is_some_and(|host| host.as_bytes() == authority.as_str().as_bytes());
-                if !unchanged {
-                    if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
-                        request.headers_mut().insert(HOST, value);
-                    }
+                    .is_some_and(|current| current.as_bytes() == wanted)
+            });
+            if !unchanged {
+                let value = match host {
+                    UpstreamHost::ClientHost(value) => Some(value),
+                    UpstreamHost::Set(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+                    UpstreamHost::Absent => None,
+                };
+                if let Some(value) = value {
+                    request.headers_mut().insert(HOST, value);
                 }
             }
             *request.version_mut() = Version::HTTP_11;
@@ -919,13 +954,9 @@ fn redirect_response(
     response
 }
 
-/// The authority the client asked for: HTTP/2 `:authority` (the URI's), else `Host`.
+/// The authority the client asked for ([`Addressed`]).
 fn authority_of<B>(request: &Request<B>) -> Option<&str> {
-    request
-        .uri()
-        .authority()
-        .map(Authority::as_str)
-        .or_else(|| request.headers().get(HOST).and_then(|h| h.to_str().ok()))
+    Addressed::of(request).map(|addressed| addressed.as_str())
 }
 
 fn declared_length(headers: &HeaderMap) -> Option<u64> {

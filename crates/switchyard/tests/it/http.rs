@@ -425,6 +425,37 @@ endpoints = ["{}"]
 }
 
 #[tokio::test]
+async fn a_header_edit_does_not_change_the_host_an_http1_upstream_is_sent() {
+    let backends = http_backends(1).await;
+    let toml = format!(
+        r#"{WEB}
+  [[listener.route]]
+  match = {{ path_prefix = "/removed/" }}
+  cluster = "app"
+  request_headers = {{ remove = ["host"] }}
+  [[listener.route]]
+  match = {{ path_prefix = "/set/" }}
+  cluster = "app"
+  request_headers = {{ set = {{ "host" = "edited.test" }} }}
+[[cluster]]
+name = "app"
+endpoints = ["{}"]
+"#,
+        backends[0].local_addr()
+    );
+    let server = balancer(&toml).await;
+    let web = address(&server, "web");
+    // `rewrite.host` is how a route changes the Host; a header edit is undone.
+    for path in ["/removed/x", "/set/x"] {
+        let response = within(client().get(format!("http://{web}{path}")).send())
+            .await
+            .unwrap();
+        let echoed: serde_json::Value = within(response.json()).await.unwrap();
+        assert_eq!(echoed["headers"]["host"], web.to_string(), "{path}");
+    }
+}
+
+#[tokio::test]
 async fn upstream_connections_are_pooled_and_reused() {
     let (_backends, server) = one_backend("").await;
     let url = format!("http://{}/", address(&server, "web"));
