@@ -13,6 +13,7 @@ pub mod global_limit;
 pub mod h1_client;
 pub mod h1_codec;
 pub mod h1_server;
+pub mod h2_codec;
 pub mod h2_server;
 pub mod jwt;
 pub mod listener;

@@ -182,7 +182,14 @@ fn an_unreadable_file_is_one_error_naming_it() {
 fn the_fuzz_corpus_replays_without_panicking() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
     let mut n = 0;
-    for target in ["config_load", "units", "sni", "proxy_protocol", "http_head"] {
+    for target in [
+        "config_load",
+        "units",
+        "sni",
+        "proxy_protocol",
+        "http_head",
+        "hpack",
+    ] {
         let Ok(dir) = std::fs::read_dir(corpus.join(target)) else {
             continue;
         };
@@ -200,6 +207,14 @@ fn the_fuzz_corpus_replays_without_panicking() {
                 };
                 let mut buf = bytes::BytesMut::from(&bytes[..]);
                 let _ = switchyard::http::h1_server::head::parse(&mut buf, &limits);
+            } else if target == "hpack" {
+                // The target's framing: the first byte separates the blocks that follow.
+                if let Some((&separator, rest)) = bytes.split_first() {
+                    let mut decoder = switchyard::http::h2_codec::hpack::Decoder::new(256);
+                    for block in rest.split(|&byte| byte == separator) {
+                        let _ = decoder.decode(&bytes::Bytes::copy_from_slice(block), |_, _| {});
+                    }
+                }
             } else if target == "config_load" {
                 let _ = load_str(&text, Path::new("fuzz.toml"));
             } else {
