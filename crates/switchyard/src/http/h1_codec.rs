@@ -381,7 +381,7 @@ thread_local! {
 }
 
 /// An empty header map with room for `fields` fields: a kept one when there is one.
-fn recycled_map(fields: usize) -> HeaderMap {
+pub fn recycled_map(fields: usize) -> HeaderMap {
     match KEPT.with_borrow_mut(Vec::pop) {
         Some(mut map) => {
             map.reserve(fields);

@@ -264,7 +264,7 @@ async fn serve_cleartext<S>(
         }
     };
     if h2 {
-        h2_server::serve(downstream, Rewind::new(seen.freeze(), stream), shutdown).await;
+        h2_server::serve(downstream, stream, seen, shutdown).await;
     } else {
         h1_server::serve(downstream, Box::new(stream), seen, shutdown).await;
     }
@@ -276,7 +276,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     if h2 {
-        h2_server::serve(downstream, stream, shutdown).await;
+        h2_server::serve(downstream, stream, BytesMut::new(), shutdown).await;
     } else {
         h1_server::serve(downstream, Box::new(stream), BytesMut::new(), shutdown).await;
     }

@@ -4,4 +4,5 @@
 //! tested with exact bytes. It replaces the h2 crate's server on the hot path, where a
 //! proxy pays for every instruction spent per request.
 
+pub mod frame;
 pub mod hpack;

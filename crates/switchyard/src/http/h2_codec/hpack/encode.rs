@@ -107,7 +107,11 @@ mod tests {
 
     fn field(name: &str, value: HeaderValue) -> Vec<u8> {
         let mut dst = BytesMut::new();
-        encode_field(&HeaderName::from_bytes(name.as_bytes()).unwrap(), &value, &mut dst);
+        encode_field(
+            &HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            &value,
+            &mut dst,
+        );
         dst.to_vec()
     }
 
@@ -142,7 +146,10 @@ mod tests {
             b"\x0f\x12\x01x"
         );
         // age is index 21.
-        assert_eq!(field("age", HeaderValue::from_static("0")), b"\x0f\x06\x010");
+        assert_eq!(
+            field("age", HeaderValue::from_static("0")),
+            b"\x0f\x06\x010"
+        );
     }
 
     #[test]

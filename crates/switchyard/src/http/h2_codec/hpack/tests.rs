@@ -83,7 +83,10 @@ fn c2_1_literal_with_indexing() {
 fn c2_2_literal_without_indexing() {
     let mut decoder = Decoder::new(4096);
     let block = hex("040c 2f73 616d 706c 652f 7061 7468");
-    assert_eq!(decode(&mut decoder, &block), pairs(&[(":path", "/sample/path")]));
+    assert_eq!(
+        decode(&mut decoder, &block),
+        pairs(&[(":path", "/sample/path")])
+    );
     assert_table(&decoder, &[], 0);
 }
 
@@ -111,7 +114,10 @@ fn c2_4_indexed() {
     decoder
         .decode(&hex("82"), |field, _| names.push((field.name, field.value)))
         .unwrap();
-    assert_eq!(names, [(FieldName::Method, HeaderValue::from_static("GET"))]);
+    assert_eq!(
+        names,
+        [(FieldName::Method, HeaderValue::from_static("GET"))]
+    );
     assert_table(&decoder, &[], 0);
 }
 
