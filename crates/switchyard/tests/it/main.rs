@@ -9,6 +9,8 @@ mod config;
 mod dashboard;
 mod discovery;
 mod drill;
+mod h2_server;
+mod h2_wire;
 mod h1_server;
 mod h1_upstream;
 mod http;
