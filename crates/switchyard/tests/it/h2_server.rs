@@ -22,9 +22,14 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// One backend (`b1`) behind listener `web`, the listener with `extra` keys.
 async fn start(extra: &str) -> (BackendHandle, Server) {
+    start_with(extra, "").await
+}
+
+/// [`start`], the cluster with `cluster_extra` keys.
+async fn start_with(extra: &str, cluster_extra: &str) -> (BackendHandle, Server) {
     let b1 = backend(BackendArgs::for_test("b1")).await;
     let toml = format!(
-        "{WEB}\ncluster = \"app\"\n{extra}\n[[cluster]]\nname = \"app\"\nendpoints = [\"{}\"]\n",
+        "{WEB}\ncluster = \"app\"\n{extra}\n[[cluster]]\nname = \"app\"\n{cluster_extra}\nendpoints = [\"{}\"]\n",
         b1.local_addr()
     );
     (b1, balancer(&toml).await)
@@ -130,9 +135,17 @@ async fn assert_refused_as_malformed(block: Vec<u8>, body: Option<&[u8]>, counte
     } else {
         get_on(&mut conn, 3, "/").await
     };
-    assert_eq!(next.status, Some(200), "the next request is served: {next:?}");
+    assert_eq!(
+        next.status,
+        Some(200),
+        "the next request is served: {next:?}"
+    );
     if counted {
-        assert_eq!(b1.control().requests(), 1, "only the good request was forwarded");
+        assert_eq!(
+            b1.control().requests(),
+            1,
+            "only the good request was forwarded"
+        );
     }
 }
 
@@ -250,7 +263,11 @@ async fn a_header_block_over_max_header_bytes_gets_431_or_a_reset_and_is_not_for
         get_on(&mut conn, 3, "/").await
     };
     assert_eq!(next.status, Some(200), "{next:?}");
-    assert_eq!(b1.control().requests(), 1, "the big request was not forwarded");
+    assert_eq!(
+        b1.control().requests(),
+        1,
+        "the big request was not forwarded"
+    );
 }
 
 #[tokio::test]
@@ -450,7 +467,10 @@ async fn the_servers_data_frames_respect_a_larger_client_max_frame_size() {
     let mut body = 0;
     for _ in 0..10_000 {
         let f = conn.next().await.expect("the response");
-        assert!(f.payload.len() <= 32_768, "a frame over 32,768 bytes: {f:?}");
+        assert!(
+            f.payload.len() <= 32_768,
+            "a frame over 32,768 bytes: {f:?}"
+        );
         if f.kind == DATA && f.stream == 1 {
             largest = largest.max(f.payload.len());
             body += f.data().len();
@@ -549,7 +569,11 @@ async fn a_stream_past_max_concurrent_streams_is_refused_and_the_others_finish()
         assert_eq!(response.status, Some(200), "stream {stream}: {response:?}");
         assert!(response.ended);
     }
-    assert_eq!(b1.control().requests(), 2, "the refused stream was not forwarded");
+    assert_eq!(
+        b1.control().requests(),
+        2,
+        "the refused stream was not forwarded"
+    );
 }
 
 #[tokio::test]
@@ -574,12 +598,16 @@ async fn unknown_frame_types_and_priority_frames_are_ignored() {
     conn.send(&frame(PING, 0, 0, b"stillok!")).await;
     let (seen, pong) = conn.until(|f| f.kind == PING).await;
     assert_eq!(pong.expect("PING ACK").payload, b"stillok!");
-    assert!(seen.iter().all(|f| f.kind != GOAWAY && f.kind != RST_STREAM));
+    assert!(
+        seen.iter()
+            .all(|f| f.kind != GOAWAY && f.kind != RST_STREAM)
+    );
 }
 
 #[tokio::test]
 async fn a_body_and_trailers_reach_the_backend_whole() {
-    let (_b1, server) = start("").await;
+    // An HTTP/2 upstream, which the backend's echo answers with the request's trailers.
+    let (_b1, server) = start_with("", "protocol = \"h2\"").await;
     let mut conn = open(&server).await;
     let mut bytes = headers(
         1,
@@ -600,9 +628,7 @@ async fn a_body_and_trailers_reach_the_backend_whole() {
     assert!(response.ended);
     let trailers = response.trailers.expect("the echoed trailers");
     assert!(
-        trailers
-            .iter()
-            .any(|f| f.value.as_deref() == Some("31337")),
+        trailers.iter().any(|f| f.value.as_deref() == Some("31337")),
         "{trailers:?}"
     );
 }
@@ -673,4 +699,44 @@ async fn a_request_repeated_with_hpack_indexing_is_understood_both_times() {
         assert_eq!(body["path"], "/indexed", "stream {stream}");
         assert_eq!(body["headers"]["x-hpack"], "one", "stream {stream}");
     }
+}
+
+#[tokio::test]
+async fn a_real_client_with_a_header_table_size_of_0_reads_every_response_field() {
+    let (_b1, server) = start("").await;
+    let tcp = within(tokio::net::TcpStream::connect(address(&server, "web")))
+        .await
+        .unwrap();
+    let (client, connection) = within(
+        h2::client::Builder::new()
+            .header_table_size(0)
+            .handshake::<_, bytes::Bytes>(tcp),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = within(client.ready()).await.unwrap();
+    for _ in 0..3 {
+        let request = http::Request::get("http://t/bytes/10").body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        let response = within(response).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["x-backend"], "b1");
+        assert_eq!(response.headers()["content-length"], "10");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/octet-stream"
+        );
+        let mut body = response.into_body();
+        let mut length = 0;
+        while let Some(chunk) = within(body.data()).await {
+            let chunk = chunk.unwrap();
+            length += chunk.len();
+            body.flow_control().release_capacity(chunk.len()).unwrap();
+        }
+        assert_eq!(length, 10);
+        client = within(client.ready()).await.unwrap();
+    }
+    drop(client);
+    within(driver).await.unwrap().unwrap();
 }
