@@ -11,6 +11,8 @@ mod discovery;
 mod drill;
 mod h1_server;
 mod h1_upstream;
+mod h2_server;
+mod h2_wire;
 mod http;
 mod jwt;
 mod l4;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::h2_wire::{DATA, GOAWAY, HEADERS, PING, SETTINGS, frame, read_frame};
 use crate::support::*;
 
 async fn slow_balancer() -> (
@@ -25,43 +26,6 @@ async fn slow_balancer() -> (
     );
     (balancer(&toml).await, slow)
 }
-
-/// One HTTP/2 frame as read off the wire.
-#[derive(Debug)]
-struct Frame {
-    kind: u8,
-    flags: u8,
-    stream: u32,
-    payload: Vec<u8>,
-}
-
-async fn read_frame(stream: &mut TcpStream) -> Frame {
-    let mut head = [0u8; 9];
-    within(stream.read_exact(&mut head)).await.unwrap();
-    let length = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-    let mut payload = vec![0u8; length];
-    within(stream.read_exact(&mut payload)).await.unwrap();
-    Frame {
-        kind: head[3],
-        flags: head[4],
-        stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
-        payload,
-    }
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
-    let mut out = vec![length[1], length[2], length[3], kind, flags];
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const HEADERS: u8 = 0x1;
-const DATA: u8 = 0x0;
 
 #[tokio::test]
 async fn h2_clients_get_two_goaways_and_their_stream_finishes() {
