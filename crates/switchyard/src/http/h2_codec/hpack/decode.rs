@@ -71,7 +71,7 @@ impl<'a> Cursor<'a> {
     /// Reads an integer with an N-bit prefix (RFC 7541 section 5.1); the bits above the
     /// prefix in the first octet are the caller's (the representation type).
     fn integer(&mut self, prefix_bits: u32) -> Result<usize, DecodeError> {
-        let max_prefix = (1u8 << prefix_bits) - 1;
+        let max_prefix = u8::MAX >> (8 - prefix_bits);
         let first = self.next_octet().ok_or(DecodeError::TruncatedInteger)? & max_prefix;
         if first < max_prefix {
             return Ok(usize::from(first));
@@ -275,12 +275,9 @@ impl Decoder {
             .entries()
             .map(|entry| {
                 let name = entry.name.as_str().unwrap_or("<malformed>").to_owned();
-                let value = entry
-                    .value
-                    .as_ref()
-                    .map_or("<invalid>".to_owned(), |v| {
-                        String::from_utf8_lossy(v.as_bytes()).into_owned()
-                    });
+                let value = entry.value.as_ref().map_or("<invalid>".to_owned(), |v| {
+                    String::from_utf8_lossy(v.as_bytes()).into_owned()
+                });
                 (name, value, entry.size)
             })
             .collect()
@@ -295,7 +292,10 @@ mod tests {
 
     /// Decodes `block`, returning each field as (name, value, size); malformed names are
     /// `"<malformed>"`.
-    fn fields(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String, usize)>, DecodeError> {
+    fn fields(
+        decoder: &mut Decoder,
+        block: &[u8],
+    ) -> Result<Vec<(String, String, usize)>, DecodeError> {
         let mut out = Vec::new();
         decoder.decode(&Bytes::copy_from_slice(block), |field, size| {
             let name = field.name.as_str().unwrap_or("<malformed>").to_owned();
@@ -316,7 +316,10 @@ mod tests {
     #[test]
     fn integers_match_rfc_7541_c1() {
         let block = Bytes::from_static(&[0x0a, 0x1f, 0x9a, 0x0a, 0x2a]);
-        let mut cursor = Cursor { block: &block, pos: 0 };
+        let mut cursor = Cursor {
+            block: &block,
+            pos: 0,
+        };
         assert_eq!(cursor.integer(5), Ok(10));
         assert_eq!(cursor.integer(5), Ok(1337));
         assert_eq!(cursor.integer(8), Ok(42));
@@ -327,10 +330,21 @@ mod tests {
     fn the_largest_accepted_integer_is_u32_max() {
         // 2^32 - 1 = 127 + 0xffff_ff80: continuation octets 80 ff ff ff 0f.
         let max = Bytes::from_static(&[0x7f, 0x80, 0xff, 0xff, 0xff, 0x0f]);
-        assert_eq!(Cursor { block: &max, pos: 0 }.integer(7), Ok(u32::MAX as usize));
+        assert_eq!(
+            Cursor {
+                block: &max,
+                pos: 0
+            }
+            .integer(7),
+            Ok(u32::MAX as usize)
+        );
         let over = Bytes::from_static(&[0x7f, 0x81, 0xff, 0xff, 0xff, 0x0f]);
         assert_eq!(
-            Cursor { block: &over, pos: 0 }.integer(7),
+            Cursor {
+                block: &over,
+                pos: 0
+            }
+            .integer(7),
             Err(DecodeError::IntegerOverflow)
         );
     }
@@ -363,7 +377,10 @@ mod tests {
                 max: 4096
             }
         );
-        assert_eq!(fields(&mut Decoder::new(4096), &[0x3f, 0xe1, 0x1f]).unwrap(), []);
+        assert_eq!(
+            fields(&mut Decoder::new(4096), &[0x3f, 0xe1, 0x1f]).unwrap(),
+            []
+        );
     }
 
     #[test]
@@ -377,7 +394,12 @@ mod tests {
         fields(&mut decoder, b"\x40\x03x-a\x011").unwrap();
         assert_eq!(decoder.dynamic_table_size(), 36);
         // Shrink to 0 (clearing the table), then back to 100, then a field.
-        assert_eq!(fields(&mut decoder, &[0x20, 0x3f, 0x45, 0x82]).unwrap().len(), 1);
+        assert_eq!(
+            fields(&mut decoder, &[0x20, 0x3f, 0x45, 0x82])
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(decoder.dynamic_table_size(), 0);
         assert_eq!(decoder.dynamic_table_max_size(), 100);
         assert_eq!(error(&[0x20, 0x20, 0x20]), DecodeError::TooManySizeUpdates);
@@ -469,7 +491,10 @@ mod tests {
     #[test]
     fn empty_and_invalid_names_are_malformed() {
         let mut decoder = Decoder::new(4096);
-        assert_eq!(fields(&mut decoder, b"\x00\x00\x01v").unwrap(), one("<malformed>", "", 33));
+        assert_eq!(
+            fields(&mut decoder, b"\x00\x00\x01v").unwrap(),
+            one("<malformed>", "", 33)
+        );
         assert_eq!(
             fields(&mut decoder, b"\x00\x03a b\x01v").unwrap(),
             one("<malformed>", "", 36)
@@ -511,9 +536,12 @@ mod tests {
         let mut decoder = Decoder::new(4096);
         let mut sensitive = Vec::new();
         decoder
-            .decode(&Bytes::from_static(b"\x10\x01k\x01s\x00\x01k\x01s"), |f, _| {
-                sensitive.push(f.value.is_sensitive());
-            })
+            .decode(
+                &Bytes::from_static(b"\x10\x01k\x01s\x00\x01k\x01s"),
+                |f, _| {
+                    sensitive.push(f.value.is_sensitive());
+                },
+            )
             .unwrap();
         assert_eq!(sensitive, [true, false]);
     }

@@ -83,7 +83,10 @@ fn c2_1_literal_with_indexing() {
 fn c2_2_literal_without_indexing() {
     let mut decoder = Decoder::new(4096);
     let block = hex("040c 2f73 616d 706c 652f 7061 7468");
-    assert_eq!(decode(&mut decoder, &block), pairs(&[(":path", "/sample/path")]));
+    assert_eq!(
+        decode(&mut decoder, &block),
+        pairs(&[(":path", "/sample/path")])
+    );
     assert_table(&decoder, &[], 0);
 }
 
@@ -111,7 +114,10 @@ fn c2_4_indexed() {
     decoder
         .decode(&hex("82"), |field, _| names.push((field.name, field.value)))
         .unwrap();
-    assert_eq!(names, [(FieldName::Method, HeaderValue::from_static("GET"))]);
+    assert_eq!(
+        names,
+        [(FieldName::Method, HeaderValue::from_static("GET"))]
+    );
     assert_table(&decoder, &[], 0);
 }
 
@@ -368,7 +374,8 @@ proptest! {
 
         let (first, rest) = decoded.split_first().unwrap();
         prop_assert_eq!(&first.name, &FieldName::Status);
-        prop_assert_eq!(first.value.as_bytes(), status.to_string().as_bytes());
+        let digits = status.to_string();
+        prop_assert_eq!(first.value.as_bytes(), digits.as_bytes());
         prop_assert_eq!(rest.len(), headers.len());
         for (field, (name, value)) in rest.iter().zip(headers.iter()) {
             prop_assert_eq!(&field.name, &FieldName::Header(name.clone()));
