@@ -71,7 +71,7 @@ impl<'a> Cursor<'a> {
     /// Reads an integer with an N-bit prefix (RFC 7541 section 5.1); the bits above the
     /// prefix in the first octet are the caller's (the representation type).
     fn integer(&mut self, prefix_bits: u32) -> Result<usize, DecodeError> {
-        let max_prefix = (1u8 << prefix_bits) - 1;
+        let max_prefix = u8::MAX >> (8 - prefix_bits);
         let first = self.next_octet().ok_or(DecodeError::TruncatedInteger)? & max_prefix;
         if first < max_prefix {
             return Ok(usize::from(first));

@@ -105,11 +105,11 @@ mod tests {
         dst.to_vec()
     }
 
-    fn field(name: &str, value: HeaderValue) -> Vec<u8> {
+    fn field(name: &str, value: &HeaderValue) -> Vec<u8> {
         let mut dst = BytesMut::new();
         encode_field(
             &HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            &value,
+            value,
             &mut dst,
         );
         dst.to_vec()
@@ -137,17 +137,17 @@ mod tests {
     fn static_names_are_indexed_and_values_plain() {
         // content-type is index 31: 0000 1111 then 31 - 15 = 16.
         assert_eq!(
-            field("content-type", HeaderValue::from_static("text/plain")),
+            field("content-type", &HeaderValue::from_static("text/plain")),
             b"\x0f\x10\x0atext/plain"
         );
         // date is index 33.
         assert_eq!(
-            field("date", HeaderValue::from_static("x")),
+            field("date", &HeaderValue::from_static("x")),
             b"\x0f\x12\x01x"
         );
         // age is index 21.
         assert_eq!(
-            field("age", HeaderValue::from_static("0")),
+            field("age", &HeaderValue::from_static("0")),
             b"\x0f\x06\x010"
         );
     }
@@ -155,7 +155,7 @@ mod tests {
     #[test]
     fn other_names_are_literal() {
         assert_eq!(
-            field("x-id", HeaderValue::from_static("7")),
+            field("x-id", &HeaderValue::from_static("7")),
             b"\x00\x04x-id\x017"
         );
     }
@@ -164,15 +164,15 @@ mod tests {
     fn sensitive_values_are_never_indexed() {
         let mut secret = HeaderValue::from_static("s");
         secret.set_sensitive(true);
-        assert_eq!(field("x-k", secret.clone()), b"\x10\x03x-k\x01s");
+        assert_eq!(field("x-k", &secret), b"\x10\x03x-k\x01s");
         // authorization is index 23: 0001 1111 then 8.
-        assert_eq!(field("authorization", secret), b"\x1f\x08\x01s");
+        assert_eq!(field("authorization", &secret), b"\x1f\x08\x01s");
     }
 
     #[test]
     fn long_strings_use_continuation_octets() {
         let value = "v".repeat(300);
-        let out = field("x", HeaderValue::from_str(&value).unwrap());
+        let out = field("x", &HeaderValue::from_str(&value).unwrap());
         // 300 = 127 + 173: 0x7f, then 173 = 0x2d | 0x80, 0x01.
         assert_eq!(&out[..5], b"\x00\x01x\x7f\xad");
         assert_eq!(out[5], 0x01);

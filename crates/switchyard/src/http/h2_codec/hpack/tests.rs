@@ -374,7 +374,8 @@ proptest! {
 
         let (first, rest) = decoded.split_first().unwrap();
         prop_assert_eq!(&first.name, &FieldName::Status);
-        prop_assert_eq!(first.value.as_bytes(), status.to_string().as_bytes());
+        let digits = status.to_string();
+        prop_assert_eq!(first.value.as_bytes(), digits.as_bytes());
         prop_assert_eq!(rest.len(), headers.len());
         for (field, (name, value)) in rest.iter().zip(headers.iter()) {
             prop_assert_eq!(&field.name, &FieldName::Header(name.clone()));
