@@ -740,3 +740,33 @@ async fn a_real_client_with_a_header_table_size_of_0_reads_every_response_field(
     drop(client);
     within(driver).await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_connection_without_open_streams_for_idle_timeout_gets_goaway_and_closes() {
+    let (_b1, server) = start("idle_timeout = \"1s\"").await;
+    let mut conn = open(&server).await;
+    assert_eq!(get_on(&mut conn, 1, "/").await.status, Some(200));
+    let started = std::time::Instant::now();
+    let goaway = conn.goaway_or_eof().await.expect("a GOAWAY before the end");
+    let waited = started.elapsed();
+    assert_eq!(
+        (goaway.last_stream(), goaway.code()),
+        (1, NO_ERROR),
+        "{goaway:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "GOAWAY after {waited:?}"
+    );
+    let (_, end) = conn.until(|_| false).await;
+    assert!(end.is_none(), "the connection closes after the GOAWAY");
+}
+
+#[tokio::test]
+async fn a_stream_open_longer_than_idle_timeout_is_not_cut() {
+    let (_b1, server) = start("idle_timeout = \"1s\"").await;
+    let mut conn = open(&server).await;
+    let response = get_on(&mut conn, 1, "/delay/1500ms").await;
+    assert_eq!(response.status, Some(200), "{response:?}");
+    assert!(response.ended, "{response:?}");
+}

@@ -12,7 +12,7 @@
 //! or produced until the client takes what is queued), and resets of unanswered streams
 //! by [`RESET_CREDIT`] (CVE-2023-44487).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,6 +48,9 @@ const HEADER_TABLE_SIZE: usize = 4096;
 
 /// The opaque data of the PING sent with the first GOAWAY of a graceful shutdown.
 pub const SHUTDOWN_PING: [u8; 8] = *b"swyd-bye";
+
+/// Streams we reset whose late frames are still ignored rather than a connection error.
+const REMEMBERED_RESETS: usize = 128;
 
 /// Most frames handled in one turn before the task yields to others.
 const FRAMES_PER_TURN: usize = 256;
@@ -170,8 +173,13 @@ pub struct Connection<S, F, M> {
     /// The stream each task slot serves.
     slot_streams: Vec<u32>,
     streams: StreamMap,
-    /// Streams that wait for send window or for room in the write buffer.
-    blocked: Vec<u32>,
+    /// Streams that wait for send window (woken by WINDOW_UPDATE or SETTINGS).
+    blocked_on_window: Vec<u32>,
+    /// Streams that wait for room in the write buffer (woken once it drained).
+    blocked_on_write: Vec<u32>,
+    /// Streams reset by us while the client could still send on them: frames for them
+    /// may still be on their way and are ignored (the most recent [`REMEMBERED_RESETS`]).
+    reset_ids: VecDeque<u32>,
     limits: Limits,
     /// The client's SETTINGS_INITIAL_WINDOW_SIZE and SETTINGS_MAX_FRAME_SIZE.
     peer_window: u32,
@@ -234,7 +242,9 @@ where
             tasks: Tasks::new(),
             slot_streams: Vec::new(),
             streams: StreamMap::default(),
-            blocked: Vec::new(),
+            blocked_on_window: Vec::new(),
+            blocked_on_write: Vec::new(),
+            reset_ids: VecDeque::new(),
             limits,
             peer_window: frame::DEFAULT_WINDOW,
             peer_max_frame: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -358,14 +368,14 @@ where
                 }
                 self.tasks.recycle(woken);
             }
-            if self.write.len() < WRITE_HIGH_WATER
-                && !self.blocked.is_empty()
-                && self.send_window > 0
-            {
-                self.wake_blocked();
-            }
             if let Poll::Ready(Err(error)) = self.poll_flush_all(cx) {
                 return Poll::Ready(Ended::Io(error));
+            }
+            if self.write.len() < WRITE_HIGH_WATER / 2 && !self.blocked_on_write.is_empty() {
+                progress = true;
+                for id in std::mem::take(&mut self.blocked_on_write) {
+                    self.wake(id);
+                }
             }
             if self.read_closed && self.write.is_empty() {
                 return Poll::Ready(Ended::Closed);
@@ -517,7 +527,7 @@ where
         let self_dependent = priority.is_some_and(|p| p.depends_on == head.stream);
         let end_stream = head.has(flag::END_STREAM);
         if head.has(flag::END_HEADERS) {
-            return self.on_header_block(head.stream, end_stream, self_dependent, fragment);
+            return self.on_header_block(head.stream, end_stream, self_dependent, &fragment);
         }
         self.check_block_size(fragment.len())?;
         self.partial = Some(PartialBlock {
@@ -563,7 +573,7 @@ where
         else {
             return Ok(());
         };
-        self.on_header_block(stream, end_stream, self_dependent, block.freeze())
+        self.on_header_block(stream, end_stream, self_dependent, &block.freeze())
     }
 
     /// Decodes a complete header block into `fields`.
@@ -578,18 +588,27 @@ where
         id: u32,
         end_stream: bool,
         self_dependent: bool,
-        block: Bytes,
+        block: &Bytes,
     ) -> Result<(), ConnError> {
         let max_list = self.limits.max_header_list as usize;
         if self.streams.contains_key(&id) {
             let mut fields = Fields::trailers(max_list);
-            self.decode(&block, &mut fields)?;
-            return Ok(self.on_trailers(id, end_stream, fields));
+            self.decode(block, &mut fields)?;
+            self.on_trailers(id, end_stream, fields);
+            return Ok(());
         }
         if !self.is_idle(id) {
-            // A closed stream: decoded to keep the table in step, then ignored.
+            // Decoded to keep the table in step. A stream we reset may still get the
+            // client's frames; any other stream below the last one is closed for good.
             let mut fields = Fields::trailers(max_list);
-            return self.decode(&block, &mut fields);
+            self.decode(block, &mut fields)?;
+            if self.reset_ids.contains(&id) {
+                return Ok(());
+            }
+            return Err(ConnError(
+                Reason::PROTOCOL_ERROR,
+                "HEADERS on a closed stream",
+            ));
         }
         if id % 2 == 0 {
             return Err(ConnError(
@@ -599,7 +618,7 @@ where
         }
         self.last_stream = id;
         let mut fields = Fields::head(max_list);
-        self.decode(&block, &mut fields)?;
+        self.decode(block, &mut fields)?;
         if self.goaway_last.is_some_and(|last| id > last) {
             return Ok(());
         }
@@ -755,6 +774,7 @@ where
         self.put_data(id, &body, true);
         if !end_stream {
             frame::put_reset(&mut self.write, id, Reason::NO_ERROR);
+            self.remember_reset(id);
         }
     }
 
@@ -946,6 +966,7 @@ where
     /// Resets stream `id` (which may not be open) and forgets it.
     fn reset_stream(&mut self, id: u32, reason: Reason) {
         frame::put_reset(&mut self.write, id, reason);
+        self.remember_reset(id);
         if let Some(channel) = self.streams.get(&id).and_then(|s| s.channel.as_ref()) {
             channel.fail(H2BodyError::Malformed(reason));
         }
@@ -982,11 +1003,17 @@ where
         }
     }
 
+    /// Queues stream `id` to be driven.
+    fn wake(&self, id: u32) {
+        if let Some(stream) = self.streams.get(&id) {
+            self.tasks.waker(stream.key).wake_by_ref();
+        }
+    }
+
+    /// Wakes the streams that wait for window.
     fn wake_blocked(&mut self) {
-        for id in self.blocked.drain(..) {
-            if let Some(stream) = self.streams.get(&id) {
-                self.tasks.waker(stream.key).wake_by_ref();
-            }
+        for id in std::mem::take(&mut self.blocked_on_window) {
+            self.wake(id);
         }
     }
 
@@ -1123,7 +1150,7 @@ where
             if !pending.is_empty() || *pending_ends {
                 let room = stream.send_window.min(self.send_window).max(0) as usize;
                 if room == 0 && !pending.is_empty() {
-                    self.blocked.push(id);
+                    self.blocked_on_window.push(id);
                     return;
                 }
                 let piece = pending.split_to(room.min(pending.len()));
@@ -1140,7 +1167,7 @@ where
                 continue;
             }
             if self.write.len() >= WRITE_HIGH_WATER {
-                self.blocked.push(id);
+                self.blocked_on_write.push(id);
                 return;
             }
             let key = stream.key;
@@ -1197,8 +1224,16 @@ where
                 return;
             }
             frame::put_reset(&mut self.write, id, Reason::NO_ERROR);
+            self.remember_reset(id);
         }
         self.close_stream(id);
+    }
+
+    fn remember_reset(&mut self, id: u32) {
+        if self.reset_ids.len() >= REMEMBERED_RESETS {
+            self.reset_ids.pop_front();
+        }
+        self.reset_ids.push_back(id);
     }
 }
 

@@ -75,6 +75,12 @@ pub struct Tasks<F> {
     woken: Vec<usize>,
 }
 
+impl<F: Future> Default for Tasks<F> {
+    fn default() -> Tasks<F> {
+        Tasks::new()
+    }
+}
+
 impl<F: Future> Tasks<F> {
     /// No streams.
     pub fn new() -> Tasks<F> {
