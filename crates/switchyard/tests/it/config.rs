@@ -189,6 +189,7 @@ fn the_fuzz_corpus_replays_without_panicking() {
         "proxy_protocol",
         "http_head",
         "hpack",
+        "h2_connection",
     ] {
         let Ok(dir) = std::fs::read_dir(corpus.join(target)) else {
             continue;
@@ -215,6 +216,8 @@ fn the_fuzz_corpus_replays_without_panicking() {
                         let _ = decoder.decode(&bytes::Bytes::copy_from_slice(block), |_, _| {});
                     }
                 }
+            } else if target == "h2_connection" {
+                let _ = switchyard::http::h2_server::scripted::serve_scripted(&bytes);
             } else if target == "config_load" {
                 let _ = load_str(&text, Path::new("fuzz.toml"));
             } else {

@@ -261,6 +261,11 @@ where
         }
     }
 
+    /// The connection's byte stream.
+    pub fn into_io(self) -> S {
+        self.io
+    }
+
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
         self.streams.len()

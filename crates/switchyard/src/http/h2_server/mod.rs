@@ -22,6 +22,7 @@
 pub mod body;
 pub mod conn;
 pub mod request;
+pub mod scripted;
 pub mod tasks;
 
 use std::future::poll_fn;
