@@ -117,7 +117,10 @@ mod tests {
         out.extend_from_slice(payload);
     }
 
-    fn client(frames: &[(u8, u8, u32, &[u8])]) -> Vec<u8> {
+    /// A frame the client sends: (kind, flags, stream, payload).
+    type ClientFrame<'a> = (u8, u8, u32, &'a [u8]);
+
+    fn client(frames: &[ClientFrame<'_>]) -> Vec<u8> {
         let mut out = Vec::new();
         put(&mut out, kind::SETTINGS, 0, 0, &[]);
         for &(kind, flags, stream, payload) in frames {
@@ -329,7 +332,7 @@ mod tests {
 
     #[test]
     fn connection_errors_are_answered_with_goaway() {
-        let cases: Vec<(Vec<(u8, u8, u32, &[u8])>, Reason)> = vec![
+        let cases: Vec<(Vec<ClientFrame>, Reason)> = vec![
             (vec![(kind::DATA, 0, 0, b"x")], Reason::PROTOCOL_ERROR),
             (
                 vec![(kind::HEADERS, flag::END_HEADERS | flag::END_STREAM, 2, GET)],
