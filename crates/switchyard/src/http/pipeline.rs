@@ -128,7 +128,10 @@ struct Record {
 }
 
 impl Record {
-    fn new(downstream: &Arc<Downstream>, request: &Request<ClientBody>) -> Record {
+    /// Boxed from the start: the record ends its life as the response body's completion
+    /// (a box), and held by pointer it is neither copied into that box nor carried inline
+    /// in the request's future.
+    fn new(downstream: &Arc<Downstream>, request: &Request<ClientBody>) -> Box<Record> {
         let path = if downstream.include_query {
             request
                 .uri()
@@ -139,7 +142,7 @@ impl Record {
         };
         // Owned copies only when a log line will be written.
         let logging = downstream.log.is_enabled();
-        Record {
+        Box::new(Record {
             downstream: Arc::clone(downstream),
             started: Instant::now(),
             method: request.method().clone(),
@@ -165,7 +168,7 @@ impl Record {
             lease: None,
             in_flight: None,
             holds_request_slot: None,
-        }
+        })
     }
 
     /// The split branch the request was sent to, if it got that far.
@@ -252,14 +255,17 @@ impl Completion for Record {
 }
 
 /// The respond and log phases: the status is recorded and the record rides on the body.
-fn respond(mut response: Response<ResponseBody>, mut record: Record) -> Response<ResponseBody> {
+fn respond(
+    mut response: Response<ResponseBody>,
+    mut record: Box<Record>,
+) -> Response<ResponseBody> {
     record.status = response.status().as_u16();
     if let Some(id) = &record.request_id {
         if let http::header::Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
             slot.insert(id.clone());
         }
     }
-    response.body_mut().on_finish(Box::new(record));
+    response.body_mut().on_finish(record);
     response
 }
 
