@@ -52,6 +52,10 @@ pub const SHUTDOWN_PING: [u8; 8] = *b"swyd-bye";
 /// Streams we reset whose late frames are still ignored rather than a connection error.
 const REMEMBERED_RESETS: usize = 128;
 
+/// Most rounds (read, handle, drive woken streams, write) in one turn before the task
+/// yields to others.
+const ROUNDS_PER_TURN: usize = 8;
+
 /// Most frames handled in one turn before the task yields to others.
 const FRAMES_PER_TURN: usize = 256;
 
@@ -323,10 +327,12 @@ where
     }
 
     /// Reads, handles frames, drives woken streams and writes, until nothing more can
-    /// happen without a wakeup (`Pending`) or the connection ends.
+    /// happen without a wakeup (`Pending`), the connection ends, or [`ROUNDS_PER_TURN`]
+    /// rounds went by (then it wakes itself and returns `Pending`, so other connections
+    /// get their turn).
     pub fn poll_turn(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         let mut frames = 0;
-        loop {
+        for _ in 0..ROUNDS_PER_TURN {
             let mut progress = false;
             if !self.read_closed && self.write.len() < WRITE_HIGH_WATER {
                 match read_buf::poll_fill(&mut self.io, &mut self.read, cx) {
@@ -396,6 +402,10 @@ where
                 return Poll::Pending;
             }
         }
+        // Still moving: yield to other tasks (and get a fresh budget from tokio, whose
+        // sockets answer Pending once a task used its budget) rather than loop on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Queues GOAWAY for a connection error; the caller flushes and ends.
