@@ -28,3 +28,7 @@ pub mod server_fields;
 pub mod sticky;
 pub mod upgrade;
 pub mod upstream;
+
+/// SPEC 3.1: a request head (or trailer section) with more fields than this is answered
+/// 431, over HTTP/1.1 and HTTP/2 alike.
+pub const MAX_HEADER_FIELDS: usize = 100;

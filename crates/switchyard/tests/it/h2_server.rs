@@ -770,3 +770,38 @@ async fn a_stream_open_longer_than_idle_timeout_is_not_cut() {
     assert_eq!(response.status, Some(200), "{response:?}");
     assert!(response.ended, "{response:?}");
 }
+
+#[tokio::test]
+async fn past_max_header_bytes_or_100_fields_a_request_gets_431_with_proxy_status() {
+    let (b1, server) = start("max_header_bytes = \"8KiB\"").await;
+    let mut conn = open(&server).await;
+    let big = "a".repeat(10_000);
+    conn.send(&headers(1, &request("GET", "/", &[("x-big", &big)]), true))
+        .await;
+    let response = conn.response(1).await;
+    assert_eq!(response.status, Some(431), "{response:?}");
+    assert!(response.ended, "{response:?}");
+    assert!(
+        response
+            .field("proxy-status")
+            .is_some_and(|v| v.contains("max_header_bytes")),
+        "proxy-made: {response:?}"
+    );
+    let names: Vec<String> = (0..101).map(|i| format!("x-f{i}")).collect();
+    let many: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+    conn.send(&headers(3, &request("GET", "/", &many), true))
+        .await;
+    let response = conn.response(3).await;
+    assert_eq!(response.status, Some(431), "{response:?}");
+    assert!(response.field("proxy-status").is_some(), "{response:?}");
+    // 90 fields pass (the test backend, like hyper, takes at most 100 with the
+    // forwarding fields the proxy adds).
+    conn.send(&headers(5, &request("GET", "/", &many[..90]), true))
+        .await;
+    assert_eq!(conn.response(5).await.status, Some(200));
+    assert_eq!(
+        b1.control().requests(),
+        1,
+        "only the last request was forwarded"
+    );
+}

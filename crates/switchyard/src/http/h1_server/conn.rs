@@ -218,12 +218,9 @@ impl State {
     /// Reads and throws away whatever the client still sends, at most `budget` more
     /// bytes; `Ready` at the end of the stream, an error, or the budget spent.
     pub fn poll_discard(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<()> {
-        loop {
-            self.read.clear();
-            match std::task::ready!(self.poll_fill(cx)) {
-                Ok(n) if n > 0 && n <= *budget => *budget -= n,
-                _ => return Poll::Ready(()),
-            }
+        match &mut self.io {
+            Some(io) => read_buf::poll_discard(io, &mut self.read, cx, budget),
+            None => Poll::Ready(()),
         }
     }
 

@@ -42,17 +42,16 @@ use tracing::debug;
 use self::conn::{H1Body, Shared};
 use self::head::{HeadLimits, RequestHead, Verdict};
 use self::response::{Exchange, Framing, ResponseFields};
+use super::MAX_HEADER_FIELDS;
 use super::body::{ClientBody, ResponseBody};
 use super::error::ProxyError;
 use super::h1_codec;
 use super::pipeline::{self, Downstream};
+use super::read_buf::{CLOSE_WAIT, LINGER_BUDGET};
 use super::rewind::Rewind;
 use super::server_fields;
 use super::upgrade::{BoxedIo, ClientUpgrade};
 use crate::runtime::shutdown::{Phase, Reached, Shutdown};
-
-/// SPEC 3.1: past 100 header fields, 431.
-const MAX_HEADER_FIELDS: usize = 100;
 
 /// How long an idle keep-alive connection stays open once shutdown began, so a client's
 /// next request (already on its way) is answered with `Connection: close` instead of
@@ -61,13 +60,6 @@ pub const KEEPALIVE_GRACE: Duration = Duration::from_secs(1);
 
 /// The most of an unread request body read and discarded to keep the connection.
 const DRAIN_BUDGET: usize = 64 * 1024;
-
-/// How long a closing connection may take to send its last bytes, and then how long it
-/// reads and drops what the client still sends.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// The most a closing connection reads and drops before it closes anyway.
-const LINGER_BUDGET: usize = 1024 * 1024;
 
 /// What a connection refused, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

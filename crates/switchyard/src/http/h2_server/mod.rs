@@ -17,7 +17,9 @@
 //! Shutdown sends GOAWAY(2^31-1) and a PING, then GOAWAY(last stream id) when the PING
 //! comes back (or after [`PING_WAIT`]), lets open streams finish, and drops what is left
 //! when the drain time ends. A connection without open streams for `idle_timeout` is sent
-//! GOAWAY and closed.
+//! GOAWAY and closed. Every close that follows a GOAWAY lingers (reads and drops for a
+//! bounded time, as HTTP/1.1's does), so the client receives the GOAWAY rather than a
+//! reset.
 
 pub mod body;
 pub mod conn;
@@ -41,6 +43,7 @@ pub use self::body::ClientH2Body;
 use self::conn::{Connection, Ended, Limits};
 use super::body::{ClientBody, ResponseBody};
 use super::pipeline::{self, Downstream};
+use super::read_buf::{CLOSE_WAIT, LINGER_BUDGET};
 use crate::runtime::shutdown::{Phase, Shutdown};
 
 /// The HTTP/2 client connection preface.
@@ -48,9 +51,6 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long the first GOAWAY's PING may take to come back before the second GOAWAY.
 pub const PING_WAIT: Duration = Duration::from_secs(1);
-
-/// How long a connection that ended may take to write its last frames (a GOAWAY).
-const LAST_WRITE: Duration = Duration::from_secs(1);
 
 /// Serves one HTTP/2 connection until the client closes it, it fails, it sits idle, or
 /// shutdown ends it. `read` holds bytes already read from `stream` (the preface, or part
@@ -153,8 +153,19 @@ pub async fn serve<S>(
             return;
         }
     }
+    // The last frames (a GOAWAY), then a lingering close, so the client's unread bytes
+    // do not turn the close into a reset that destroys them; each step bounded.
     let flush = poll_fn(|cx| connection.poll_flush_all(cx));
-    let _ = tokio::time::timeout(LAST_WRITE, flush).await;
+    if tokio::time::timeout(CLOSE_WAIT, flush).await.is_err() {
+        return;
+    }
+    let shutdown = poll_fn(|cx| connection.poll_shutdown(cx));
+    if tokio::time::timeout(CLOSE_WAIT, shutdown).await.is_err() {
+        return;
+    }
+    let mut budget = LINGER_BUDGET;
+    let linger = poll_fn(|cx| connection.poll_discard(cx, &mut budget));
+    let _ = tokio::time::timeout(CLOSE_WAIT, linger).await;
 }
 
 /// Where a connection stands with respect to shutdown.

@@ -1,16 +1,16 @@
 //! An HTTP/2 request head from its decoded fields (RFC 9113 section 8.2 and 8.3): the
 //! pseudo-header fields become the method and target, the rest the header map, and every
 //! rule that makes a request malformed is checked on the way. A malformed request is reset
-//! (PROTOCOL_ERROR) and never forwarded; a header list past `max_header_bytes` is answered
-//! 431 (SPEC 4).
+//! (PROTOCOL_ERROR) and never forwarded; a header list past `max_header_bytes`, or with
+//! more than [`MAX_HEADER_FIELDS`] fields, is answered 431 (SPEC 3.1 and 4).
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
-use crate::http::h1_codec;
 use crate::http::h2_codec::hpack::{Field, FieldName};
+use crate::http::{MAX_HEADER_FIELDS, h1_codec};
 
 /// Fields a request head's map is made with room for.
 const EXPECTED_FIELDS: usize = 16;
@@ -20,7 +20,8 @@ const EXPECTED_FIELDS: usize = 16;
 pub enum Refusal {
     /// RFC 9113 says the request is malformed: reset the stream with PROTOCOL_ERROR.
     Malformed(&'static str),
-    /// The decoded header list is larger than `max_header_bytes`: answer 431.
+    /// The decoded header list is larger than `max_header_bytes`, or has more than
+    /// [`MAX_HEADER_FIELDS`] fields: answer 431.
     TooLarge,
 }
 
@@ -46,6 +47,8 @@ pub struct Fields {
     /// Trailers: no pseudo-header fields at all.
     trailers: bool,
     malformed: Option<&'static str>,
+    /// Fields so far (pseudo-header fields included).
+    fields: usize,
     /// RFC 7541 sizes so far, and the most allowed.
     list_size: usize,
     max_list_size: usize,
@@ -72,6 +75,7 @@ impl Fields {
             regular_seen: false,
             trailers,
             malformed: None,
+            fields: 0,
             list_size: 0,
             max_list_size,
         }
@@ -84,7 +88,8 @@ impl Fields {
     /// Takes one decoded field of `size` (RFC 7541 4.1).
     pub fn add(&mut self, field: Field, size: usize) {
         self.list_size = self.list_size.saturating_add(size);
-        if self.list_size > self.max_list_size || self.malformed.is_some() {
+        self.fields += 1;
+        if self.too_large() || self.malformed.is_some() {
             return;
         }
         let Field { name, value } = field;
@@ -127,8 +132,20 @@ impl Fields {
         Ok(self.headers)
     }
 
+    /// Past `max_header_bytes`, or past [`MAX_HEADER_FIELDS`] regular fields (the four
+    /// pseudo-header fields of a request do not count, as the request line does not over
+    /// HTTP/1.1).
+    fn too_large(&self) -> bool {
+        let pseudo = usize::from(self.method.is_some())
+            + usize::from(self.scheme.is_some())
+            + usize::from(self.authority.is_some())
+            + usize::from(self.path.is_some());
+        self.list_size > self.max_list_size
+            || self.fields.saturating_sub(pseudo) > MAX_HEADER_FIELDS
+    }
+
     fn verdict(&self) -> Result<(), Refusal> {
-        if self.list_size > self.max_list_size {
+        if self.too_large() {
             return Err(Refusal::TooLarge);
         }
         match self.malformed {
@@ -388,6 +405,20 @@ mod tests {
         fields.add(field(FieldName::Method, "GET"), 40);
         fields.add(field(FieldName::Scheme, "http"), 40);
         fields.add(field(FieldName::Path, "/"), 40);
+        assert_eq!(fields.into_request().unwrap_err(), Refusal::TooLarge);
+    }
+
+    #[test]
+    fn more_than_100_fields_are_too_large() {
+        let mut fields = get("/");
+        for _ in 0..MAX_HEADER_FIELDS {
+            fields.add(header("x-a", "b"), 36);
+        }
+        assert!(fields.into_request().is_ok(), "100 fields are allowed");
+        let mut fields = get("/");
+        for _ in 0..=MAX_HEADER_FIELDS {
+            fields.add(header("x-a", "b"), 36);
+        }
         assert_eq!(fields.into_request().unwrap_err(), Refusal::TooLarge);
     }
 

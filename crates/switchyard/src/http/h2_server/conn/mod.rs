@@ -327,6 +327,17 @@ where
         Poll::Ready(Ok(()))
     }
 
+    /// Shuts the write side (for TLS, sends close_notify).
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    /// Reads and drops what the client still sends, at most `budget` more bytes (the
+    /// reading half of a lingering close).
+    pub fn poll_discard(&mut self, cx: &mut Context<'_>, budget: &mut usize) -> Poll<()> {
+        read_buf::poll_discard(&mut self.io, &mut self.read, cx, budget)
+    }
+
     /// Reads, handles frames, drives woken streams and writes, until nothing more can
     /// happen without a wakeup (`Pending`), the connection ends, or [`ROUNDS_PER_TURN`]
     /// rounds went by (then it wakes itself and returns `Pending`, so other connections

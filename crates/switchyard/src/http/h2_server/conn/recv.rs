@@ -127,13 +127,16 @@ where
         Ok(())
     }
 
-    /// A header block may be at most the list size we allow plus some slack: its encoding
-    /// is never larger than the list it decodes to, save a few bytes of table updates.
+    /// A header block may be at most twice the list size we allow. A legitimate block is
+    /// never larger than the list it decodes to (save a few bytes of table updates), so
+    /// one up to twice the limit is still decoded and its request answered 431 (SPEC 4);
+    /// past that it can only be a flood (CONTINUATION without end), and since a block
+    /// cannot be skipped without losing the compression state, the connection ends.
     pub(super) fn check_block_size(&self, size: usize) -> Result<(), ConnError> {
-        if size > self.limits.max_header_list as usize + 1024 {
+        if size > 2 * self.limits.max_header_list as usize {
             return Err(ConnError(
                 Reason::ENHANCE_YOUR_CALM,
-                "header block larger than max_header_bytes",
+                "header block larger than twice max_header_bytes",
             ));
         }
         Ok(())
