@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -33,9 +33,6 @@ use crate::listener::accept::{self, Admission, Admits, Admitted};
 use crate::listener::per_ip::PerIpCounts;
 use crate::listener::prelude::{self, Expect, PreludeError};
 use crate::runtime::shutdown::{ConnectionTracker, Shutdown};
-
-/// The HTTP/2 client connection preface.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Admits for HttpListenerRuntime {
     fn admission(&self) -> Admission<'_> {
@@ -235,21 +232,8 @@ async fn serve_cleartext<S>(
 {
     let timeout = downstream.listener.config.header_read_timeout;
     let mut seen = BytesMut::from(&replay[..]);
-    let detected = tokio::time::timeout(timeout, async {
-        loop {
-            let n = seen.len().min(PREFACE.len());
-            if seen[..n] != PREFACE[..n] {
-                return Ok(false);
-            }
-            if n == PREFACE.len() {
-                return Ok(true);
-            }
-            if stream.read_buf(&mut seen).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    })
-    .await;
+    let detected =
+        tokio::time::timeout(timeout, h2_server::read_preface(&mut stream, &mut seen)).await;
     if seen.first() == Some(&TLS_HANDSHAKE_RECORD) {
         downstream.listener.rejected.count("tls");
         info!(listener = %downstream.listener.name, client = %downstream.hop.peer, "TLS handshake on a cleartext http listener; closed");

@@ -65,13 +65,12 @@ pub struct Channel {
     recv: Mutex<Recv>,
     /// Wakes the connection (the stream's waker) to send a WINDOW_UPDATE.
     connection: Waker,
-    /// Consumed bytes worth waking the connection for.
-    notify_at: usize,
 }
 
 impl Channel {
-    /// An open body whose reader wakes `connection` once `notify_at` bytes were read.
-    pub fn new(connection: Waker, notify_at: usize) -> Arc<Channel> {
+    /// An open body whose reader wakes `connection` when it reads the first bytes since
+    /// the connection last collected the count ([`Channel::take_consumed`]).
+    pub fn new(connection: Waker) -> Arc<Channel> {
         Arc::new(Channel {
             recv: Mutex::new(Recv {
                 chunks: VecDeque::new(),
@@ -82,7 +81,6 @@ impl Channel {
                 reader_gone: false,
             }),
             connection,
-            notify_at: notify_at.max(1),
         })
     }
 
@@ -181,7 +179,7 @@ impl Body for ClientH2Body {
         if let Some(data) = recv.chunks.pop_front() {
             let before = recv.consumed;
             recv.consumed += data.len();
-            if before < channel.notify_at && recv.consumed >= channel.notify_at {
+            if before == 0 && recv.consumed > 0 {
                 channel.connection.wake_by_ref();
             }
             return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -258,7 +256,7 @@ mod tests {
     #[test]
     fn data_then_trailers_then_the_end_and_reads_are_counted_for_the_window() {
         let woken = Arc::new(Count::default());
-        let channel = Channel::new(Waker::from(Arc::clone(&woken)), 5);
+        let channel = Channel::new(Waker::from(Arc::clone(&woken)));
         let mut body = ClientH2Body::streaming(Arc::clone(&channel));
         assert!(poll(&mut body).is_pending());
         channel.push(Bytes::from_static(b"abc"));
@@ -270,14 +268,14 @@ mod tests {
         assert!(matches!(first, Poll::Ready(Some(Ok(ref f))) if f.data_ref().unwrap() == "abc"));
         assert_eq!(
             woken.0.load(Ordering::SeqCst),
-            0,
-            "3 bytes are under the threshold"
+            1,
+            "the first bytes read wake the connection"
         );
         let _ = poll(&mut body);
         assert_eq!(
             woken.0.load(Ordering::SeqCst),
             1,
-            "7 bytes pass it: the connection is woken once"
+            "more bytes before the count was collected do not wake it again"
         );
         assert!(!body.is_end_stream());
         assert!(matches!(poll(&mut body), Poll::Ready(Some(Ok(ref f))) if f.is_trailers()));
@@ -290,7 +288,7 @@ mod tests {
     #[test]
     fn a_body_dropped_unread_gives_its_bytes_back_and_later_data_counts_at_once() {
         let woken = Arc::new(Count::default());
-        let channel = Channel::new(Waker::from(Arc::clone(&woken)), 1000);
+        let channel = Channel::new(Waker::from(Arc::clone(&woken)));
         let body = ClientH2Body::streaming(Arc::clone(&channel));
         channel.push(Bytes::from_static(b"0123456789"));
         drop(body);
@@ -302,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_failed_body_reports_its_error_after_what_was_buffered() {
-        let channel = Channel::new(Waker::from(Arc::new(Count::default())), 10);
+        let channel = Channel::new(Waker::from(Arc::new(Count::default())));
         let mut body = ClientH2Body::streaming(Arc::clone(&channel));
         channel.push(Bytes::from_static(b"a"));
         channel.fail(H2BodyError::Reset(Reason::CANCEL));

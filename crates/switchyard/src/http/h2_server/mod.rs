@@ -47,7 +47,7 @@ use super::read_buf::{CLOSE_WAIT, LINGER_BUDGET};
 use crate::runtime::shutdown::{Phase, Shutdown};
 
 /// The HTTP/2 client connection preface.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long the first GOAWAY's PING may take to come back before the second GOAWAY.
 pub const PING_WAIT: Duration = Duration::from_secs(1);
@@ -78,7 +78,11 @@ pub async fn serve<S>(
     );
     tokio::select! {
         outcome = preface => match outcome {
-            Ok(Ok(())) => {}
+            Ok(Ok(true)) => read.advance(PREFACE.len()),
+            Ok(Ok(false)) => {
+                debug!(listener = %downstream.listener.name, "not the HTTP/2 preface");
+                return;
+            }
             Ok(Err(error)) => {
                 debug!(listener = %downstream.listener.name, %error, "HTTP/2 preface not received");
                 return;
@@ -178,22 +182,21 @@ enum Stage {
     GoingAway,
 }
 
-/// Reads until `read` holds the client preface, then removes it; fails on anything else.
-async fn read_preface<S: AsyncRead + Unpin>(
+/// Reads from `stream` into `read` until `read` begins with the client preface (`true`)
+/// or with bytes that cannot begin it (`false`); nothing is removed. The cleartext port
+/// tells HTTP/2 from HTTP/1.1 with it, and the HTTP/2 server checks its preface with it
+/// (at once, when the bytes are already there).
+pub async fn read_preface<S: AsyncRead + Unpin>(
     stream: &mut S,
     read: &mut BytesMut,
-) -> std::io::Result<()> {
+) -> std::io::Result<bool> {
     loop {
         let n = read.len().min(PREFACE.len());
         if read[..n] != PREFACE[..n] {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not the HTTP/2 preface",
-            ));
+            return Ok(false);
         }
         if n == PREFACE.len() {
-            read.advance(PREFACE.len());
-            return Ok(());
+            return Ok(true);
         }
         if stream.read_buf(read).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());

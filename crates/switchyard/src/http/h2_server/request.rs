@@ -214,8 +214,9 @@ fn authority_of(value: &HeaderValue) -> Result<Authority, Refusal> {
         .map_err(|_| Refusal::Malformed("bad :authority"))
 }
 
-/// RFC 9113 8.2.2: fields that only mean something to one HTTP/1.1 connection.
-fn is_connection_specific(name: &HeaderName) -> bool {
+/// RFC 9113 8.2.2: fields that only mean something to one HTTP/1.1 connection, refused in
+/// requests and left out of responses.
+pub fn is_connection_specific(name: &HeaderName) -> bool {
     name == CONNECTION
         || name == TRANSFER_ENCODING
         || name == UPGRADE
@@ -223,22 +224,12 @@ fn is_connection_specific(name: &HeaderName) -> bool {
         || name == "proxy-connection"
 }
 
-/// Whether a response field must not be sent over HTTP/2 (RFC 9113 8.2.2).
-pub fn is_connection_specific_response_field(name: &HeaderName) -> bool {
-    is_connection_specific(name)
-}
-
 /// The declared length: one value, or several that agree (RFC 9110 8.6).
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Refusal> {
     let mut declared = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        let text = value.as_bytes();
-        if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
-            return Err(Refusal::Malformed("bad content-length"));
-        }
-        let length = text
-            .iter()
-            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+        let length = h1_codec::parse_length(value.as_bytes())
+            .ok_or(Refusal::Malformed("bad content-length"))?;
         match declared {
             Some(before) if before != length => {
                 return Err(Refusal::Malformed("differing content-length values"));

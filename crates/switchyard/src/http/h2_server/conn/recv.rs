@@ -300,7 +300,7 @@ where
         let (body, channel, recv) = if end_stream {
             (ClientH2Body::empty(), None, RecvSide::Closed)
         } else {
-            let channel = Channel::new(self.tasks.waker(key).clone(), 1);
+            let channel = Channel::new(self.tasks.waker(key).clone());
             (
                 ClientH2Body::streaming(Arc::clone(&channel)),
                 Some(channel),

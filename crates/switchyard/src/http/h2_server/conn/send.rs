@@ -11,7 +11,7 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::super::request::is_connection_specific_response_field;
+use super::super::request::is_connection_specific;
 use super::{Connection, RESET_CREDIT, RecvSide, SendSide, WRITE_HIGH_WATER};
 use crate::http::body::{ClientBody, ResponseBody};
 use crate::http::h2_codec::frame::{self, Reason};
@@ -57,7 +57,7 @@ where
         let start = self.write.len();
         hpack::encode_status(status, &mut self.write);
         for (name, value) in headers {
-            if !is_connection_specific_response_field(name) {
+            if !is_connection_specific(name) {
                 hpack::encode_field(name, value, &mut self.write);
             }
         }
