@@ -30,6 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use tokio::time::{Instant, Sleep};
 
+use super::exchange_clock::ExchangeClock;
 use super::h1_server::conn::H1Body;
 use super::h2_server::ClientH2Body;
 use super::upstream::UpstreamBody;
@@ -89,6 +90,11 @@ impl BodyProgress {
     /// Body bytes seen so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more body bytes; the new total.
+    pub(super) fn add(&self, n: u64) -> u64 {
+        self.bytes.fetch_add(n, Ordering::Relaxed) + n
     }
 
     /// Whether the body passed `max_request_body` while streaming.
@@ -322,11 +328,7 @@ impl Body for RequestBody {
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let total = this
-                        .progress
-                        .bytes
-                        .fetch_add(data.len() as u64, Ordering::Relaxed)
-                        + data.len() as u64;
+                    let total = this.progress.add(data.len() as u64);
                     if let Some(limit) = this.limit {
                         if total > limit {
                             this.progress.over_limit.store(true, Ordering::Relaxed);
@@ -422,6 +424,8 @@ pub struct ResponseBody {
     bytes: u64,
     grpc_status: Option<u32>,
     done: Option<Box<dyn Completion>>,
+    /// The exchange's after-head bounds (upstream bodies only).
+    clock: Option<ExchangeClock>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -440,6 +444,7 @@ impl ResponseBody {
             bytes: 0,
             grpc_status: None,
             done: None,
+            clock: None,
         }
     }
 
@@ -454,7 +459,14 @@ impl ResponseBody {
             bytes: 0,
             grpc_status: None,
             done: None,
+            clock: None,
         }
+    }
+
+    /// Bounds the body by `clock`: when it expires the body ends with an
+    /// [`super::exchange_clock::ExchangeTimeout`] error (and the upstream's side of the exchange is dropped).
+    pub fn bound_by(&mut self, clock: ExchangeClock) {
+        self.clock = Some(clock);
     }
 
     /// Runs `done` when the body ends (replacing any earlier completion).
@@ -498,7 +510,24 @@ impl Body for ResponseBody {
         let polled = match &mut this.source {
             Source::Empty => Poll::Ready(None),
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Source::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            Source::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
+                Poll::Pending => match this.clock.as_mut().map(|clock| clock.poll_expired(cx)) {
+                    Some(Poll::Ready(timeout)) => {
+                        // The upstream's side goes now: its connection is not reused.
+                        this.source = Source::Empty;
+                        this.clock = None;
+                        this.finish(false);
+                        return Poll::Ready(Some(Err(Box::new(timeout))));
+                    }
+                    _ => Poll::Pending,
+                },
+                polled => {
+                    if let Some(clock) = &mut this.clock {
+                        clock.moved();
+                    }
+                    polled
+                }
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

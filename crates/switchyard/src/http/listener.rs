@@ -289,6 +289,8 @@ pub struct RouteRuntime {
     pub timeout: Duration,
     /// One attempt.
     pub per_try_timeout: Duration,
+    /// `max_duration`: the whole exchange, from the request's arrival to the body's end.
+    pub max_duration: Option<Duration>,
     /// The retry policy.
     pub retry: model::RetryPolicy,
     /// The route's own stricter retry budget, when its `retry` writes one.
@@ -476,6 +478,7 @@ fn compile_route(
         matched_prefix,
         timeout: route.timeout,
         per_try_timeout: route.per_try_timeout,
+        max_duration: route.max_duration,
         retry: route.retry.clone(),
         retry_budget: Budget::of_route(&route.retry, 10),
         auth: None,

@@ -8,6 +8,7 @@
 pub mod attempt;
 pub mod body;
 pub mod error;
+pub mod exchange_clock;
 pub mod forwarding;
 pub mod global_limit;
 pub mod h1_client;

@@ -33,6 +33,7 @@ use super::body::{
     BodyEnd, BodyPace, BodyProgress, ClientBody, Completion, RequestBody, ResponseBody,
 };
 use super::error::{ProxyError, ShedReason};
+use super::exchange_clock::ExchangeClock;
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::jwt;
 use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
@@ -445,10 +446,13 @@ async fn proxy(
         drop(record.lease.take());
         upgrade::tunnel(client, upstream, listener.config.idle_timeout);
     }
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::upstream(incoming),
-    ))
+    let mut body = ResponseBody::upstream(incoming);
+    body.bound_by(ExchangeClock::new(
+        listener.config.idle_timeout,
+        route.max_duration.map(|max| record.started + max),
+        record.request_body.clone(),
+    ));
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The attempt loop: pick, send, classify, and perhaps go again (SPEC 3.1, 4). A retry
@@ -473,6 +477,9 @@ async fn attempt(
     // The request's deadline runs from its arrival.
     let started = record.started;
     let mut deadline = started + route.timeout;
+    if let Some(max_duration) = route.max_duration {
+        deadline = deadline.min(started + max_duration);
+    }
     if record.grpc {
         if let Some(grpc_timeout) = grpc_timeout(request.headers()) {
             deadline = deadline.min(started + grpc_timeout);

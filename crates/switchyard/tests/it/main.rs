@@ -9,6 +9,7 @@ mod config;
 mod dashboard;
 mod discovery;
 mod drill;
+mod exchange_bounds;
 mod h1_server;
 mod h1_upstream;
 mod h2_server;

@@ -12,7 +12,8 @@
 //! One request at a time: a pipelined request waits in the read buffer until the response
 //! before it is written. Timeouts: the first head must be complete within
 //! `header_read_timeout` of the accept, a later one within `header_read_timeout` of its
-//! first byte, and between requests the connection may sit idle for `idle_timeout`. A
+//! first byte, and between requests the connection may sit idle for `idle_timeout`; a
+//! response write the client takes no byte of for `idle_timeout` closes the connection. A
 //! refused head is answered with the proxy's own response (400, 408, 413, 431, 501, each
 //! with `Proxy-Status`) and the connection closed. A request body the pipeline did not read
 //! to its end is drained (up to [`DRAIN_BUDGET`]) so the connection can be reused, or the
@@ -367,26 +368,56 @@ impl Connection {
         }
     }
 
-    /// Writes `out` then `large`, both emptied, and flushes.
+    /// Writes `out` then `large`, both emptied, and flushes. A client that takes no
+    /// byte for `idle_timeout` fails the write (SPEC 3.1: an exchange with no bytes moving
+    /// either way ends); the clock is armed only when the socket makes the write wait.
     async fn write(&mut self, out: &mut BytesMut, large: &mut Bytes) -> Result<(), WriteError> {
         let shared = &self.shared;
+        let idle = self.downstream.listener.config.idle_timeout;
+        let clock = &mut self.clock;
+        let mut armed = false;
+        // `Ready` once the client has taken nothing for `idle_timeout` since the write
+        // first waited or last moved.
+        let mut stalled = |cx: &mut std::task::Context<'_>, armed: &mut bool| {
+            if !*armed {
+                *armed = true;
+                clock.as_mut().reset(Instant::now() + idle);
+            }
+            clock.as_mut().poll(cx)
+        };
         poll_fn(|cx| {
             let mut state = shared.lock();
             while !out.is_empty() || !large.is_empty() {
-                let n = std::task::ready!(
-                    state.poll_write(cx, &[IoSlice::new(out), IoSlice::new(large)])
-                )?;
+                let written = state.poll_write(cx, &[IoSlice::new(out), IoSlice::new(large)]);
+                let n = match written {
+                    Poll::Ready(written) => written?,
+                    Poll::Pending => {
+                        return match stalled(cx, &mut armed) {
+                            Poll::Ready(()) => Poll::Ready(Err(WriteError::Stalled(idle))),
+                            Poll::Pending => Poll::Pending,
+                        };
+                    }
+                };
                 if n == 0 {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err(
+                        std::io::Error::from(std::io::ErrorKind::WriteZero).into()
+                    ));
                 }
+                // Bytes moved: the next wait starts a new `idle_timeout`.
+                armed = false;
                 let from_out = n.min(out.len());
                 out.advance(from_out);
                 large.advance(n - from_out);
             }
-            state.poll_flush(cx)
+            match state.poll_flush(cx) {
+                Poll::Ready(flushed) => Poll::Ready(flushed.map_err(WriteError::Io)),
+                Poll::Pending => match stalled(cx, &mut armed) {
+                    Poll::Ready(()) => Poll::Ready(Err(WriteError::Stalled(idle))),
+                    Poll::Pending => Poll::Pending,
+                },
+            }
         })
         .await
-        .map_err(WriteError::Io)
     }
 
     /// Writes the `101` head and hands the connection, with whatever the client sent
@@ -483,6 +514,8 @@ fn may_hold_a_head(read: &[u8], scanned: &mut usize, limits: &HeadLimits) -> boo
 enum WriteError {
     #[error("writing to the client: {0}")]
     Io(std::io::Error),
+    #[error("the client took no byte for idle_timeout ({0:?})")]
+    Stalled(Duration),
     #[error("the response body failed: {0}")]
     Body(super::body::BoxError),
     #[error(transparent)]

@@ -17,7 +17,9 @@
 //! Shutdown sends GOAWAY(2^31-1) and a PING, then GOAWAY(last stream id) when the PING
 //! comes back (or after [`PING_WAIT`]), lets open streams finish, and drops what is left
 //! when the drain time ends. A connection without open streams for `idle_timeout` is sent
-//! GOAWAY and closed. Every close that follows a GOAWAY lingers (reads and drops for a
+//! GOAWAY and closed; one whose client takes no byte for `idle_timeout` while frames wait
+//! for its socket or streams for its window is closed at once (it reads nothing more).
+//! Every close that follows a GOAWAY lingers (reads and drops for a
 //! bounded time, as HTTP/1.1's does), so the client receives the GOAWAY rather than a
 //! reset.
 
@@ -100,7 +102,11 @@ pub async fn serve<S>(
     let mut stop_accepting = shutdown.reached(Phase::StopAccepting);
     let mut stage = Stage::Serving;
     let mut timer = pin!(tokio::time::sleep(idle_timeout));
+    // Since when the connection has had no open stream, and since when it has waited on a
+    // client that takes no byte; each ends it after `idle_timeout` (the first with GOAWAY,
+    // the second at once: that client reads nothing more).
     let mut idle_since = Some(Instant::now());
+    let mut stalled_since = None;
     let ended = poll_fn(|cx| {
         loop {
             if Pin::new(&mut closed).poll(cx).is_ready() {
@@ -123,24 +129,35 @@ pub async fn serve<S>(
             if stage != Stage::Serving {
                 return Poll::Pending;
             }
-            // Idle: no open stream for `idle_timeout`.
             match (connection.open_streams(), idle_since) {
                 (0, None) => idle_since = Some(Instant::now()),
                 (0, Some(_)) => {}
                 (_, _) => idle_since = None,
             }
+            // The clock is read only when a wait begins or bytes moved during one.
+            let moved = connection.take_moved();
+            if !connection.waits_on_client() {
+                stalled_since = None;
+            } else if stalled_since.is_none() || moved {
+                stalled_since = Some(Instant::now());
+            }
             if timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
+            let now = Instant::now();
+            if stalled_since.is_some_and(|since| now >= since + idle_timeout) {
+                debug!(listener = %listener, "HTTP/2 client took no byte for idle_timeout; closing");
+                return Poll::Ready(None);
+            }
             match idle_since {
-                Some(since) if since.elapsed() >= idle_timeout => {
+                Some(since) if now >= since + idle_timeout => {
                     debug!(listener = %listener, "HTTP/2 connection idle; GOAWAY");
                     connection.go_away();
                     stage = Stage::GoingAway;
                 }
-                since => {
-                    let from = since.unwrap_or_else(Instant::now);
-                    timer.as_mut().reset(from + idle_timeout);
+                _ => {
+                    let from = [idle_since, stalled_since].into_iter().flatten().min();
+                    timer.as_mut().reset(from.unwrap_or(now) + idle_timeout);
                 }
             }
         }

@@ -171,6 +171,8 @@ pub struct Connection<S, F, M> {
     write: BytesMut,
     /// Written but not yet flushed through (TLS keeps records until flushed).
     unflushed: bool,
+    /// Bytes were read or written since [`Connection::take_moved`] last asked.
+    moved: bool,
     read_closed: bool,
     decoder: Decoder,
     starter: M,
@@ -241,6 +243,7 @@ where
             read,
             write,
             unflushed: false,
+            moved: false,
             read_closed: false,
             decoder: Decoder::new(HEADER_TABLE_SIZE),
             starter,
@@ -297,6 +300,17 @@ where
         }
     }
 
+    /// Whether the connection waits on the client to read: frames are queued that its
+    /// socket does not take, or streams wait for window it does not give.
+    pub fn waits_on_client(&self) -> bool {
+        !self.write.is_empty() || !self.blocked_on_window.is_empty()
+    }
+
+    /// Whether bytes moved either way since the last call.
+    pub fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
+    }
+
     /// Whether the connection has nothing left to do after a GOAWAY from either side.
     pub fn finished(&self) -> bool {
         (self.goaway_last.is_some() || self.peer_going_away) && self.streams.is_empty()
@@ -312,6 +326,7 @@ where
                 Poll::Ready(Ok(n)) => {
                     self.write.advance(n);
                     self.unflushed = true;
+                    self.moved = true;
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
                 Poll::Pending => return Poll::Pending,
@@ -349,7 +364,10 @@ where
             if !self.read_closed && self.write.len() < WRITE_HIGH_WATER {
                 match read_buf::poll_fill(&mut self.io, &mut self.read, cx) {
                     Poll::Ready(Ok(0)) => self.read_closed = true,
-                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Ok(_)) => {
+                        progress = true;
+                        self.moved = true;
+                    }
                     Poll::Ready(Err(error)) => return Poll::Ready(Ended::Io(error)),
                     Poll::Pending => {}
                 }
