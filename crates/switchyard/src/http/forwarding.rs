@@ -276,11 +276,7 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
     if let Some(element) = forwarded_element(forwarded) {
         append_to_list(headers, FORWARDED, element);
     }
-    append_to_list(
-        headers,
-        VIA,
-        HeaderValue::from_static(via_entry(forwarded.version)),
-    );
+    append_to_list(headers, VIA, via_entry(forwarded.version));
 }
 
 /// A header only a trusted proxy may set: the forwarding headers Switchyard writes itself
@@ -455,21 +451,29 @@ fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) 
 }
 
 fn scheme_value(scheme: &str) -> Option<HeaderValue> {
+    // Constants, so the values are checked once at compile time, not per request.
+    const HTTPS: HeaderValue = HeaderValue::from_static("https");
+    const HTTP: HeaderValue = HeaderValue::from_static("http");
     match scheme {
-        "https" => Some(HeaderValue::from_static("https")),
-        "http" => Some(HeaderValue::from_static("http")),
+        "https" => Some(HTTPS),
+        "http" => Some(HTTP),
         other => HeaderValue::from_str(other).ok(),
     }
 }
 
 /// `1.1 switchyard` and the like: the version the client spoke.
-fn via_entry(version: Version) -> &'static str {
+fn via_entry(version: Version) -> HeaderValue {
+    const VIA_09: HeaderValue = HeaderValue::from_static("0.9 switchyard");
+    const VIA_10: HeaderValue = HeaderValue::from_static("1.0 switchyard");
+    const VIA_11: HeaderValue = HeaderValue::from_static("1.1 switchyard");
+    const VIA_2: HeaderValue = HeaderValue::from_static("2.0 switchyard");
+    const VIA_3: HeaderValue = HeaderValue::from_static("3.0 switchyard");
     match version {
-        Version::HTTP_09 => "0.9 switchyard",
-        Version::HTTP_10 => "1.0 switchyard",
-        Version::HTTP_2 => "2.0 switchyard",
-        Version::HTTP_3 => "3.0 switchyard",
-        _ => "1.1 switchyard",
+        Version::HTTP_09 => VIA_09,
+        Version::HTTP_10 => VIA_10,
+        Version::HTTP_2 => VIA_2,
+        Version::HTTP_3 => VIA_3,
+        _ => VIA_11,
     }
 }
 
@@ -579,9 +583,9 @@ fn is_valid_request_id(id: &HeaderValue) -> bool {
 pub fn format_request_id(random: u128) -> HeaderValue {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 32];
-    for (i, digit) in hex.iter_mut().enumerate() {
-        let nibble = (random >> ((31 - i) * 4)) & 0xf;
-        *digit = DIGITS[nibble as usize];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(random.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
     // Ids are cut from a shared block (one allocation per 128 of them), so cloning one for
     // the response and the log is a reference count, not a copy.

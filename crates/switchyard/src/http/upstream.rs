@@ -566,10 +566,12 @@ impl EndpointPool {
             return;
         }
         let mut idle = self.lock_idle();
-        // Drop the stalest first: the stack's bottom.
+        // Drop the stalest first: the stack's bottom (the clock read when the connection
+        // came back serves as now).
+        let now = connection.since;
         let expired = idle
             .iter()
-            .take_while(|c| c.since.elapsed() >= self.settings.idle_timeout)
+            .take_while(|c| now.saturating_duration_since(c.since) >= self.settings.idle_timeout)
             .count();
         idle.drain(..expired);
         self.gauges.idle.add(-(expired as i64));
