@@ -22,6 +22,7 @@ use switchyard_algo::balance::{EwmaConfig, PeakEwma};
 pub use switchyard_algo::health::EndpointState;
 use switchyard_algo::health::slow_start_factor_at;
 
+use super::drain_cut::DrainCut;
 use crate::admin::metrics::{self, Counter, Gauge, Registry};
 use crate::config::model;
 
@@ -96,6 +97,8 @@ pub struct Endpoint {
     attempts: AtomicU64,
     failures: AtomicU64,
     liveness: Liveness,
+    /// Ends the exchanges still running `drain_timeout` after a drain began.
+    drain: Arc<DrainCut>,
     metrics: EndpointMetrics,
 }
 
@@ -110,6 +113,10 @@ struct Liveness {
     ejections: AtomicU32,
     /// Operator or reload drain.
     draining: AtomicBool,
+    /// When the current drain began (process nanoseconds).
+    draining_since: AtomicU64,
+    /// The cluster's `drain_timeout`, in nanoseconds.
+    drain_timeout_ns: AtomicU64,
     /// When the endpoint last became usable, for the slow-start ramp; 0 = no ramp.
     usable_since: AtomicU64,
     /// The cluster's `slow_start` window, in nanoseconds.
@@ -135,6 +142,7 @@ impl Endpoint {
         registry: &Registry,
         joins_running: bool,
     ) -> Endpoint {
+        let cluster_config = cluster;
         let checked = cluster.health.is_none();
         let slow_start = nanos(cluster.slow_start);
         let now = crate::runtime::clock::now();
@@ -175,11 +183,14 @@ impl Endpoint {
                 ejected_until: AtomicU64::new(0),
                 ejections: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
+                draining_since: AtomicU64::new(0),
+                drain_timeout_ns: AtomicU64::new(nanos(cluster_config.drain_timeout)),
                 usable_since: AtomicU64::new(usable_since),
                 slow_start_ns: AtomicU64::new(slow_start),
                 admitted: AtomicBool::new(checked),
                 joined_running: joins_running,
             },
+            drain: Arc::default(),
             metrics: EndpointMetrics {
                 in_flight: registry.gauge(&metrics::ENDPOINT_IN_FLIGHT, &labels),
                 states,
@@ -205,6 +216,8 @@ impl Endpoint {
             .store(config.weight, Ordering::Relaxed);
         l.slow_start_ns
             .store(nanos(cluster.slow_start), Ordering::Relaxed);
+        l.drain_timeout_ns
+            .store(nanos(cluster.drain_timeout), Ordering::Relaxed);
         if cluster.health.is_none() {
             // Checks were removed: nothing will ever admit it, so passive detection decides.
             l.checked_healthy.store(true, Ordering::Relaxed);
@@ -348,7 +361,41 @@ impl Endpoint {
         let was = l.draining.swap(draining, Ordering::Relaxed);
         if was && !draining {
             l.usable_since.store(now.max(1), Ordering::Relaxed);
+            self.drain.reset();
         }
+        if draining && !was {
+            l.draining_since.store(now, Ordering::Relaxed);
+            self.drain.reset();
+        }
+    }
+
+    /// The cluster's `drain_timeout`: how long exchanges may run on after a drain began.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_nanos(self.liveness.drain_timeout_ns.load(Ordering::Relaxed))
+    }
+
+    /// Cuts the exchanges still running if the endpoint has been draining for its
+    /// `drain_timeout` at `now`; true when this call cut them.
+    pub fn cut_if_due(&self, now: u64) -> bool {
+        let l = &self.liveness;
+        if !self.is_draining() || self.drain.is_cut() {
+            return false;
+        }
+        let since = l.draining_since.load(Ordering::Relaxed);
+        let timeout = l.drain_timeout_ns.load(Ordering::Relaxed);
+        if now.saturating_sub(since) < timeout {
+            return false;
+        }
+        let cut = self.drain.fire();
+        if cut {
+            tracing::info!(endpoint = %self.name, "drain_timeout passed; cutting the exchanges still running");
+        }
+        cut
+    }
+
+    /// The signal that ends this endpoint's running exchanges when its drain runs out.
+    pub fn drain_cut(&self) -> Arc<DrainCut> {
+        Arc::clone(&self.drain)
     }
 
     /// Whether the endpoint is draining.

@@ -7,6 +7,7 @@
 //! `switchyard-algo`; this module only feeds them live numbers.
 
 pub mod connect;
+pub mod drain_cut;
 mod hash_key;
 mod pool;
 

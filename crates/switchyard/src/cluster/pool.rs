@@ -176,16 +176,29 @@ impl Cluster {
     }
 
     /// Marks every endpoint of this (replaced) cluster that `successor` does not keep as
-    /// draining: requests still running on the old snapshot finish, retries avoid them.
-    pub fn drain_removed(&self, successor: Option<&Cluster>) {
+    /// draining: requests still running on the old snapshot finish (for at most the
+    /// cluster's `drain_timeout`), retries avoid them. Returns the endpoints drained, for
+    /// the caller to cut when their time is up.
+    pub fn drain_removed(&self, successor: Option<&Cluster>) -> Vec<Arc<Endpoint>> {
         let now = clock::now();
+        let mut drained = Vec::new();
         for endpoint in &self.endpoints {
             let kept =
                 successor.is_some_and(|s| s.endpoints.iter().any(|e| Arc::ptr_eq(e, endpoint)));
             if !kept {
                 endpoint.set_draining(true, now);
                 endpoint.publish_state(now);
+                drained.push(Arc::clone(endpoint));
             }
+        }
+        drained
+    }
+
+    /// Cuts the exchanges still running on endpoints that have been draining for the
+    /// cluster's `drain_timeout` (run once a second).
+    pub fn cut_expired_drains(&self, now: u64) {
+        for endpoint in &self.endpoints {
+            endpoint.cut_if_due(now);
         }
     }
 

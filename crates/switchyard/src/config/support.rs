@@ -16,7 +16,7 @@ use super::error::ConfigError;
 use super::raw::Positions;
 
 /// Keys rejected as "not implemented yet" (indexes elided). Shrink this as features land.
-pub const NOT_IMPLEMENTED: &[&str] = &["cluster[].drain_timeout"];
+pub const NOT_IMPLEMENTED: &[&str] = &[];
 
 /// Keys whose only implemented values are listed (other valid values are rejected). A
 /// word ending in `*` admits every value with that prefix (`header:*`).

@@ -30,7 +30,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use tokio::time::{Instant, Sleep};
 
-use super::exchange_clock::ExchangeClock;
+use super::exchange_clock::{ExchangeClock, ExchangeTimeout};
 use super::h1_server::conn::H1Body;
 use super::h2_server::ClientH2Body;
 use super::upstream::UpstreamBody;
@@ -464,9 +464,18 @@ impl ResponseBody {
     }
 
     /// Bounds the body by `clock`: when it expires the body ends with an
-    /// [`super::exchange_clock::ExchangeTimeout`] error (and the upstream's side of the exchange is dropped).
+    /// [`ExchangeTimeout`] error (and the upstream's side of the exchange is dropped).
     pub fn bound_by(&mut self, clock: ExchangeClock) {
         self.clock = Some(clock);
+    }
+
+    /// Ends the body for `timeout`: the upstream's side goes now (its connection is not
+    /// reused) and the exchange completes as cut short.
+    fn expire(&mut self, timeout: ExchangeTimeout) -> ExchangeTimeout {
+        self.source = Source::Empty;
+        self.clock = None;
+        self.finish(false);
+        timeout
     }
 
     /// Runs `done` when the body ends (replacing any earlier completion).
@@ -510,14 +519,13 @@ impl Body for ResponseBody {
         let polled = match &mut this.source {
             Source::Empty => Poll::Ready(None),
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(_) if this.clock.as_ref().is_some_and(ExchangeClock::is_drained) => {
+                return Poll::Ready(Some(Err(Box::new(this.expire(ExchangeTimeout::Drained)))));
+            }
             Source::Upstream(inner) => match Pin::new(inner).poll_frame(cx) {
                 Poll::Pending => match this.clock.as_mut().map(|clock| clock.poll_expired(cx)) {
                     Some(Poll::Ready(timeout)) => {
-                        // The upstream's side goes now: its connection is not reused.
-                        this.source = Source::Empty;
-                        this.clock = None;
-                        this.finish(false);
-                        return Poll::Ready(Some(Err(Box::new(timeout))));
+                        return Poll::Ready(Some(Err(Box::new(this.expire(timeout)))));
                     }
                     _ => Poll::Pending,
                 },

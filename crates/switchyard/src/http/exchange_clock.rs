@@ -13,6 +13,7 @@
 //! A client that stops reading is the servers' own business: the body is then not polled
 //! at all, so each server bounds its own writes by `idle_timeout`.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,7 +21,10 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use tokio::sync::futures::OwnedNotified;
+
 use super::body::BodyProgress;
+use crate::cluster::drain_cut::DrainCut;
 
 /// Which bound ended an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +35,9 @@ pub enum ExchangeTimeout {
     /// The route's `max_duration` passed.
     #[error("exchange longer than max_duration")]
     MaxDuration,
+    /// The endpoint has been draining for its cluster's `drain_timeout`.
+    #[error("the endpoint's drain_timeout passed")]
+    Drained,
 }
 
 /// The after-head clock of one exchange.
@@ -41,6 +48,10 @@ pub struct ExchangeClock {
     deadline: Option<Instant>,
     /// The request body's byte count, read when the timer fires.
     request: Option<Arc<BodyProgress>>,
+    /// The endpoint's drain signal.
+    drain: Option<Arc<DrainCut>>,
+    /// Waits for the drain's cut while the body waits (made with the timer).
+    drain_fired: Option<Pin<Box<OwnedNotified>>>,
     /// Made the first time the body waits; `None` until then.
     timer: Option<Pin<Box<Sleep>>>,
     /// When bytes last moved, once the timer exists (before, nobody asks).
@@ -51,20 +62,29 @@ pub struct ExchangeClock {
 
 impl ExchangeClock {
     /// A clock for an exchange bounded by `idle` and, if set, ending at `deadline`;
-    /// `request` is the request body's progress, whose bytes count as movement.
+    /// `request` is the request body's progress, whose bytes count as movement; `drain`
+    /// is the endpoint's drain signal, which ends the exchange when it fires.
     pub fn new(
         idle: Duration,
         deadline: Option<Instant>,
         request: Option<Arc<BodyProgress>>,
+        drain: Option<Arc<DrainCut>>,
     ) -> ExchangeClock {
         ExchangeClock {
             idle,
             deadline,
             request,
+            drain,
+            drain_fired: None,
             timer: None,
             last_moved: None,
             request_bytes: 0,
         }
+    }
+
+    /// Whether the endpoint's drain has run out (checked before each poll of the body).
+    pub fn is_drained(&self) -> bool {
+        self.drain.as_ref().is_some_and(|drain| drain.is_cut())
     }
 
     /// A piece of the body came: the idle clock starts again.
@@ -79,6 +99,15 @@ impl ExchangeClock {
     /// Called when the body is not ready: `Ready` once a bound has passed, else the timer
     /// is armed to wake `cx` at the next one.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<ExchangeTimeout> {
+        if let Some(drain) = &self.drain {
+            // Made before the flag is read: a cut in between still wakes this wait.
+            let fired = self
+                .drain_fired
+                .get_or_insert_with(|| Box::pin(drain.fired()));
+            if fired.as_mut().poll(cx).is_ready() || drain.is_cut() {
+                return Poll::Ready(ExchangeTimeout::Drained);
+            }
+        }
         if self.timer.is_none() {
             self.last_moved = Some(Instant::now());
             self.request_bytes = self.request_bytes();
@@ -134,7 +163,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_waits_for_idle_timeout_expires_then() {
-        let mut clock = ExchangeClock::new(Duration::from_secs(60), None, None);
+        let mut clock = ExchangeClock::new(Duration::from_secs(60), None, None, None);
         let start = Instant::now();
         assert_eq!(
             expiry(&mut clock).await,
@@ -145,7 +174,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn movement_restarts_the_idle_clock_from_the_last_piece() {
-        let mut clock = ExchangeClock::new(Duration::from_secs(10), None, None);
+        let mut clock = ExchangeClock::new(Duration::from_secs(10), None, None, None);
         let start = Instant::now();
         let waiting = tokio::time::timeout(Duration::from_secs(7), expiry(&mut clock)).await;
         assert!(waiting.is_err());
@@ -164,6 +193,7 @@ mod tests {
             Duration::from_secs(10),
             Some(start + Duration::from_secs(25)),
             None,
+            None,
         );
         for _ in 0..4 {
             let waiting = tokio::time::timeout(Duration::from_secs(5), expiry(&mut clock)).await;
@@ -177,7 +207,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn request_bytes_count_as_movement_checked_when_the_timer_fires() {
         let progress = Arc::new(BodyProgress::default());
-        let mut clock = ExchangeClock::new(Duration::from_secs(10), None, Some(progress.clone()));
+        let mut clock =
+            ExchangeClock::new(Duration::from_secs(10), None, Some(progress.clone()), None);
         let start = Instant::now();
         let waiting = tokio::time::timeout(Duration::from_secs(4), expiry(&mut clock)).await;
         assert!(waiting.is_err());
@@ -191,9 +222,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_drain_cut_ends_a_waiting_body_at_once_and_is_seen_before_a_poll() {
+        let drain = Arc::new(DrainCut::default());
+        let mut clock = ExchangeClock::new(
+            Duration::from_secs(60),
+            None,
+            None,
+            Some(Arc::clone(&drain)),
+        );
+        let start = Instant::now();
+        assert!(!clock.is_drained());
+        let cutter = {
+            let drain = Arc::clone(&drain);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                drain.fire();
+            })
+        };
+        assert_eq!(expiry(&mut clock).await, ExchangeTimeout::Drained);
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
+        assert!(clock.is_drained());
+        cutter.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_deadline_already_past_expires_at_the_first_wait() {
         let start = Instant::now();
-        let mut clock = ExchangeClock::new(Duration::from_secs(10), Some(start), None);
+        let mut clock = ExchangeClock::new(Duration::from_secs(10), Some(start), None, None);
         assert_eq!(expiry(&mut clock).await, ExchangeTimeout::MaxDuration);
         assert_eq!(start.elapsed(), Duration::ZERO);
     }

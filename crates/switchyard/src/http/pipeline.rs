@@ -451,6 +451,10 @@ async fn proxy(
         listener.config.idle_timeout,
         route.max_duration.map(|max| record.started + max),
         record.request_body.clone(),
+        record
+            .endpoint
+            .as_ref()
+            .map(|endpoint| endpoint.drain_cut()),
     ));
     Ok(Response::from_parts(parts, body))
 }

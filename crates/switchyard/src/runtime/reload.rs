@@ -406,7 +406,14 @@ fn apply(
     }
     serving.sort_by_key(|(i, _)| *i);
     control.groups = serving.into_iter().map(|(_, g)| g).collect();
-    old.retire(&new);
+    for endpoint in old.retire(&new) {
+        // The endpoint left the configuration: its exchanges still running get the
+        // cluster's drain_timeout, then are cut.
+        tokio::spawn(async move {
+            tokio::time::sleep(endpoint.drain_timeout()).await;
+            endpoint.cut_if_due(super::clock::now());
+        });
+    }
     control.generation = super::server::spawn_generation(&new, &shared.registry).tasks;
     shared.publish_listeners(control);
     prune_series(shared, &new);

@@ -190,7 +190,8 @@ pub enum StartError {
 }
 
 /// Once a second: ends expired ejections and checks latency outliers (publishing every
-/// endpoint's state), and closes pooled upstream connections that outlived
+/// endpoint's state), cuts the exchanges of endpoints draining past their cluster's
+/// `drain_timeout`, and closes pooled upstream connections that outlived
 /// `pool_idle_timeout` or belong to a draining endpoint.
 async fn housekeeping(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -201,6 +202,7 @@ async fn housekeeping(shared: Arc<Shared>) {
         let now = crate::runtime::clock::now();
         for cluster in &snapshot.clusters {
             cluster.check_outliers(now);
+            cluster.cut_expired_drains(now);
         }
         for upstream in &snapshot.upstreams {
             upstream.evict_expired();

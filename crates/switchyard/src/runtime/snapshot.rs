@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::admin::metrics::{self, Registry};
-use crate::cluster::{Cluster, ClusterBuildError};
+use crate::cluster::{Cluster, ClusterBuildError, Endpoint};
 use crate::config::Config;
 use crate::config::model::Protocol;
 use crate::http::global_limit::GlobalLimiter;
@@ -136,11 +136,16 @@ impl Snapshot {
     }
 
     /// Called once `successor` is in force in place of this snapshot: endpoints it dropped
-    /// drain (requests still running here finish; nothing new picks them).
-    pub fn retire(&self, successor: &Snapshot) {
-        for cluster in &self.clusters {
-            cluster.drain_removed(successor.cluster(cluster.name()).map(|c| &**c));
-        }
+    /// drain (requests still running here finish; nothing new picks them). Returns those
+    /// endpoints: the housekeeping of `successor` does not see them, so their drain's end
+    /// is the caller's to time.
+    pub fn retire(&self, successor: &Snapshot) -> Vec<Arc<Endpoint>> {
+        self.clusters
+            .iter()
+            .flat_map(|cluster| {
+                cluster.drain_removed(successor.cluster(cluster.name()).map(|c| &**c))
+            })
+            .collect()
     }
 
     /// The cluster with its pools, called `name`.

@@ -1,7 +1,9 @@
 //! The bounds of an exchange after its response head (SPEC 3.1): no bytes either way for
 //! the listener's `idle_timeout` ends it, and so does the route's `max_duration`, over
 //! HTTP/1.1 and HTTP/2; a client that stops reading is cut off after `idle_timeout`; a
-//! body that keeps moving is never cut by the idle bound.
+//! body that keeps moving is never cut by the idle bound; an endpoint drained by the
+//! operator or removed by a reload has its running exchanges cut after its cluster's
+//! `drain_timeout`.
 
 #![allow(clippy::unwrap_used)]
 use std::time::{Duration, Instant};
@@ -182,4 +184,97 @@ async fn an_h2_client_that_grants_no_window_is_cut_off_after_idle_timeout() {
         waited >= Duration::from_millis(450) && waited < Duration::from_millis(3000),
         "closed after {waited:?}"
     );
+}
+
+/// Listener `web` over cluster `app` (`drain_timeout = "900ms"`) of the named backends.
+fn drain_config(backends: &[(&BackendHandle, &str)]) -> String {
+    let addresses: Vec<_> = backends.iter().map(|(b, _)| b.local_addr()).collect();
+    let names: Vec<_> = backends.iter().map(|(_, name)| *name).collect();
+    format!(
+        "{WEB}\ncluster = \"app\"\n[[cluster]]\nname = \"app\"\ndrain_timeout = \"900ms\"\nendpoints = {}\n",
+        endpoints(&addresses, &names)
+    )
+}
+
+/// Starts a 40-piece body (100 ms apart: 4 s, never idle) from `web` with `client`, runs
+/// `drain` once the head came, and returns how the body ended and how long after the
+/// drain.
+async fn drain_during_a_body<F: std::future::Future>(
+    server: &Server,
+    client: &reqwest::Client,
+    drain: F,
+) -> (Result<usize, String>, Duration) {
+    let url = format!(
+        "http://{}/bytes/40000?chunk=1000&delay=100ms",
+        address(server, "web")
+    );
+    let response = within(client.get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::spawn(async move { within(response.bytes()).await });
+    drain.await;
+    let drained = Instant::now();
+    let body = within(body).await.unwrap();
+    (
+        body.map(|b| b.len()).map_err(|e| format!("{e:?}")),
+        drained.elapsed(),
+    )
+}
+
+#[tokio::test]
+async fn an_endpoint_drained_by_the_operator_has_its_running_bodies_cut_after_drain_timeout() {
+    let backends = http_backends(1).await;
+    let server = balancer(&drain_config(&[(&backends[0], "b1")])).await;
+    let admin = server.admin_address().unwrap();
+    let post = |action: &'static str| {
+        let url = format!("http://{admin}/api/v1/clusters/app/endpoints/b1/{action}");
+        async move {
+            let response = within(client().post(url).send()).await.unwrap();
+            assert_eq!(response.status(), 200, "{action}");
+        }
+    };
+    for client in [client(), h2_client()] {
+        let (body, took) = drain_during_a_body(&server, &client, post("drain")).await;
+        assert!(body.is_err(), "the body is cut: {body:?}");
+        // drain_timeout, found by the once-a-second housekeeping.
+        assert!(
+            took >= Duration::from_millis(850) && took < Duration::from_millis(2500),
+            "cut {took:?} after the drain"
+        );
+        post("undrain").await;
+    }
+    // Undrained, the endpoint serves a long body whole again.
+    let url = format!(
+        "http://{}/bytes/3000?chunk=1000&delay=500ms",
+        address(&server, "web")
+    );
+    let (status, body, _) = fetch(&client(), &url).await;
+    assert_eq!((status, body), (200, Ok(3000)));
+}
+
+#[tokio::test]
+async fn an_endpoint_a_reload_removed_has_its_running_bodies_cut_after_drain_timeout() {
+    let backends = http_backends(2).await;
+    let (b1, b2) = (&backends[0], &backends[1]);
+    let file = ConfigFile::new("drain-timeout-removed", &drain_config(&[(b1, "b1")]));
+    let server = balancer_from_file(&file).await;
+    let reload = async {
+        file.write(&drain_config(&[(b2, "b2")]));
+        let (status, body) = admin_reload(&server).await;
+        assert_eq!(status, 200, "{body}");
+    };
+    let (body, took) = drain_during_a_body(&server, &client(), reload).await;
+    assert!(body.is_err(), "the body is cut: {body:?}");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_millis(2000),
+        "cut {took:?} after the reload"
+    );
+    // The new endpoint serves.
+    let response = within(
+        client()
+            .get(format!("http://{}/", address(&server, "web")))
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.headers()["x-backend"], "b2");
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::load_str;
 
@@ -246,12 +247,15 @@ fn cluster_and_routes_are_mutually_exclusive_on_a_listener() {
 }
 
 #[test]
-fn the_gate_rejects_unimplemented_protocols_and_keys_at_their_line() {
-    let e = one(&format!("{CLUSTER}drain_timeout = \"10s\"\n"));
-    assert_eq!(
-        (e.0, e.2.as_str()),
-        (4, "not implemented yet: cluster[0].drain_timeout")
+fn a_clusters_drain_timeout_defaults_to_the_defaults_one_and_is_checked_at_its_line() {
+    let text = format!(
+        "[defaults]\ndrain_timeout = \"7s\"\n{CLUSTER}[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:9001\"]\ndrain_timeout = \"10s\"\n"
     );
+    let config = load_str(&text, Path::new("t.toml")).unwrap();
+    let timeouts: Vec<_> = config.clusters.iter().map(|c| c.drain_timeout).collect();
+    assert_eq!(timeouts, [Duration::from_secs(7), Duration::from_secs(10)]);
+    let e = one(&format!("{CLUSTER}drain_timeout = \"10 s\"\n"));
+    assert_eq!((e.0, e.1.as_str()), (4, "cluster[0].drain_timeout"));
 }
 
 #[test]
