@@ -33,6 +33,7 @@ use tokio::time::{Instant, Sleep};
 use super::exchange_clock::{ExchangeClock, ExchangeTimeout};
 use super::h1_server::conn::H1Body;
 use super::h2_server::ClientH2Body;
+use super::raw_fields::{self, RawFields};
 use super::upstream::UpstreamBody;
 
 /// What a body stream can fail with.
@@ -426,6 +427,9 @@ pub struct ResponseBody {
     done: Option<Box<dyn Completion>>,
     /// The exchange's after-head bounds (upstream bodies only).
     clock: Option<ExchangeClock>,
+    /// The response head's fields kept raw (module `raw_fields`), until the server takes
+    /// them.
+    raw: Option<Box<RawFields>>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -438,13 +442,15 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// An upstream's body.
-    pub fn upstream(inner: UpstreamBody) -> ResponseBody {
+    pub fn upstream(mut inner: UpstreamBody) -> ResponseBody {
+        let raw = raw_fields::take(&mut inner);
         ResponseBody {
             source: Source::Upstream(inner),
             bytes: 0,
             grpc_status: None,
             done: None,
             clock: None,
+            raw,
         }
     }
 
@@ -460,7 +466,19 @@ impl ResponseBody {
             grpc_status: None,
             done: None,
             clock: None,
+            raw: None,
         }
+    }
+
+    /// The response head's fields kept raw, if they were (the head's map holds the rest).
+    pub fn raw_fields(&self) -> Option<&RawFields> {
+        self.raw.as_deref()
+    }
+
+    /// [`ResponseBody::raw_fields`], taken: the caller writes them or moves them into the
+    /// head's map.
+    pub fn take_raw_fields(&mut self) -> Option<Box<RawFields>> {
+        self.raw.take()
     }
 
     /// Bounds the body by `clock`: when it expires the body ends with an

@@ -79,11 +79,21 @@ enum HopByHop {
     Listed(usize),
 }
 
-/// Whether `name` (lowercase, as a [`HeaderName`] is) is hop-by-hop. Every field of every
-/// message is asked, so the length rules out most names before any bytes are compared.
-fn hop_by_hop_index(name: &str) -> Option<HopByHop> {
+/// Whether `name` (any case) is hop-by-hop (`TE` included), as an upstream's response
+/// field is checked before it is passed on untouched.
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
+    hop_by_hop_index(name).is_some()
+}
+
+/// Whether `name` (any case) is hop-by-hop. Every field of every message is asked, so the
+/// length rules out most names before any bytes are compared.
+fn hop_by_hop_index(name: &[u8]) -> Option<HopByHop> {
     let candidates: &[usize] = match name.len() {
-        2 => return (name == TE.as_str()).then_some(HopByHop::Te),
+        2 => {
+            return name
+                .eq_ignore_ascii_case(TE.as_str().as_bytes())
+                .then_some(HopByHop::Te);
+        }
         7 => &[UPGRADE_INDEX, 7],
         10 => &[CONNECTION_INDEX, 1],
         16 => &[2],
@@ -98,7 +108,7 @@ fn hop_by_hop_index(name: &str) -> Option<HopByHop> {
         .find(|&index| {
             HOP_BY_HOP
                 .get(index)
-                .is_some_and(|hop| hop.as_str() == name)
+                .is_some_and(|hop| name.eq_ignore_ascii_case(hop.as_str().as_bytes()))
         })
         .map(HopByHop::Listed)
 }
@@ -315,7 +325,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
     let mut present = [false; HOP_BY_HOP_COUNT];
     let mut has_te = false;
     for name in headers.keys() {
-        match hop_by_hop_index(name.as_str()) {
+        match hop_by_hop_index(name.as_str().as_bytes()) {
             Some(HopByHop::Te) => has_te = true,
             Some(HopByHop::Listed(index)) => present[index] = true,
             None => {}
@@ -581,11 +591,22 @@ fn is_valid_request_id(id: &HeaderValue) -> bool {
 
 /// A request id from 128 random bits: 32 lowercase hex digits.
 pub fn format_request_id(random: u128) -> HeaderValue {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    /// Each byte's two hex digits, made at compile time.
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0u8; 2]; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+            byte += 1;
+        }
+        pairs
+    };
     let mut hex = [0u8; 32];
-    for (pair, byte) in hex.chunks_exact_mut(2).zip(random.to_be_bytes()) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    for (i, byte) in random.to_be_bytes().into_iter().enumerate() {
+        let [high, low] = PAIRS[usize::from(byte)];
+        hex[2 * i] = high;
+        hex[2 * i + 1] = low;
     }
     // Ids are cut from a shared block (one allocation per 128 of them), so cloning one for
     // the response and the log is a reference count, not a copy.
@@ -672,12 +693,12 @@ mod tests {
     fn every_hop_by_hop_name_is_found_at_its_index_and_no_other_name_is() {
         for (index, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(
-                hop_by_hop_index(name.as_str()),
+                hop_by_hop_index(name.as_str().as_bytes()),
                 Some(HopByHop::Listed(index)),
                 "{name}"
             );
         }
-        assert_eq!(hop_by_hop_index("te"), Some(HopByHop::Te));
+        assert_eq!(hop_by_hop_index(b"te"), Some(HopByHop::Te));
         for name in [
             "user-agent",
             "host",
@@ -691,7 +712,7 @@ mod tests {
             "tk",
             "",
         ] {
-            assert_eq!(hop_by_hop_index(name), None, "{name}");
+            assert_eq!(hop_by_hop_index(name.as_bytes()), None, "{name}");
         }
     }
 

@@ -12,6 +12,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
+use super::forwarding;
+use super::raw_fields::{MAX_RAW_FIELDS, RawFields};
+
 /// Header fields accepted in a response head or a trailer section.
 pub const MAX_HEADERS: usize = 100;
 /// The largest response head accepted, in bytes.
@@ -247,8 +250,11 @@ pub enum ResponseFraming {
 pub struct ResponseHead {
     /// The status.
     pub status: StatusCode,
-    /// The header fields (values share the head's bytes).
+    /// The header fields (values share the head's bytes); empty when they are `raw`.
     pub headers: HeaderMap,
+    /// The header fields as they came, when none needs stripping (module `raw_fields`;
+    /// boxed, as it travels with the body through several moves).
+    pub raw: Option<Box<RawFields>>,
     /// How the body is delimited.
     pub framing: ResponseFraming,
     /// Whether the connection may carry another request after this response.
@@ -291,13 +297,31 @@ pub fn parse_response_head(
     )?;
     let mut spans = [Span::default(); MAX_HEADERS];
     let count = spans_of(buf, response.headers, &mut spans, |name| {
-        !fields.consumed(name, framing)
+        !fields.consumed(name, framing) && !name.eq_ignore_ascii_case(b"transfer-encoding")
     });
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, &spans[..count], RESPONSE_ROOM).ok_or(WireError::Head)?;
+    let spans = &spans[..count];
+    // Passed on as they came unless a field is one the proxy must strip (module
+    // `raw_fields`); then, as every request head, through a map.
+    let passthrough = spans.iter().all(|span| {
+        head.get(span.ranges().0)
+            .is_some_and(|name| !forwarding::is_hop_by_hop(name))
+    });
+    let (headers, raw) = if passthrough && spans.len() <= MAX_RAW_FIELDS {
+        // A head is at most 64 KiB, so every span fits.
+        let raw = RawFields::new(head, spans.iter().map(Span::ranges)).ok_or(WireError::Head)?;
+        // Room for the fields too: if the response goes to an HTTP/2 client they move into
+        // the map, which then does not grow (a kept map's room costs nothing).
+        let map = recycled_map(spans.len() + RESPONSE_ROOM);
+        (map, Some(Box::new(raw)))
+    } else {
+        let headers = header_map(&head, spans, RESPONSE_ROOM).ok_or(WireError::Head)?;
+        (headers, None)
+    };
     Ok(Some(ResponseHead {
         status,
         headers,
+        raw,
         framing,
         keep_alive,
     }))
@@ -342,6 +366,16 @@ pub fn spans_of(
     count
 }
 
+impl Span {
+    /// The byte ranges of the name and the value.
+    pub fn ranges(&self) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        (
+            range(self.name, self.name_len),
+            range(self.value, self.value_len),
+        )
+    }
+}
+
 /// The byte range a span part covers.
 fn range(start: u32, len: u32) -> std::ops::Range<usize> {
     let start = start as usize;
@@ -354,8 +388,7 @@ fn range(start: u32, len: u32) -> std::ops::Range<usize> {
 pub fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Option<HeaderMap> {
     let mut headers = recycled_map(spans.len() + room);
     for span in spans {
-        let name = range(span.name, span.name_len);
-        let value = range(span.value, span.value_len);
+        let (name, value) = span.ranges();
         let name = head
             .get(name)
             .and_then(|name| HeaderName::from_bytes(name).ok())?;
@@ -764,13 +797,67 @@ mod tests {
             kept_before,
             "the kept map was reused"
         );
-        assert_eq!(parsed.headers["x-new"], "fresh");
-        assert!(parsed.headers.get("x-old").is_none());
+        let fields = all_fields(&parsed);
+        assert_eq!(fields["x-new"], "fresh");
+        assert!(fields.get("x-old").is_none());
     }
     use http::header::CONNECTION;
 
     fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, WireError> {
         parse_response_head(&mut BytesMut::from(text), head_request)
+    }
+
+    /// Every field of a parsed head, its raw ones moved into a copy of its map.
+    fn all_fields(head: &ResponseHead) -> HeaderMap {
+        let mut map = head.headers.clone();
+        if let Some(raw) = &head.raw {
+            raw.append_to(&mut map);
+        }
+        map
+    }
+
+    #[test]
+    fn a_response_without_hop_by_hop_fields_keeps_them_raw_in_their_order_and_case() {
+        let parsed = head(
+            "HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(parsed.headers.is_empty(), "{:?}", parsed.headers);
+        let raw = parsed.raw.as_ref().expect("passed on raw");
+        let fields: Vec<(&[u8], &[u8])> = raw.iter().collect();
+        // `Connection` spoke only to this connection and the framing is the codec's.
+        assert_eq!(
+            fields,
+            [
+                (&b"Server"[..], &b"up"[..]),
+                (&b"X-A"[..], &b"1"[..]),
+                (&b"x-a"[..], &b"2"[..]),
+            ]
+        );
+        assert!(raw.contains(&http::header::SERVER));
+        assert!(!raw.contains(&http::header::DATE));
+        let map = all_fields(&parsed);
+        let values: Vec<_> = map.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn a_response_with_a_field_to_strip_goes_through_the_map() {
+        for field in [
+            "Keep-Alive: timeout=5",
+            "Proxy-Authenticate: Basic",
+            "Trailer: x-t",
+            "Upgrade: h2c",
+            "TE: trailers",
+        ] {
+            let text = format!("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n{field}\r\n\r\n");
+            let parsed = head(&text, false).unwrap().unwrap();
+            assert!(parsed.raw.is_none(), "{field}");
+            assert_eq!(parsed.headers.len(), 2, "{field}: {:?}", parsed.headers);
+        }
     }
 
     #[test]
@@ -938,7 +1025,7 @@ mod tests {
         assert_eq!(parsed.status, StatusCode::OK);
         assert_eq!(parsed.framing, ResponseFraming::Length(5));
         assert!(parsed.keep_alive);
-        assert_eq!(parsed.headers.get("x-a").unwrap(), "b");
+        assert_eq!(all_fields(&parsed).get("x-a").unwrap(), "b");
         assert_eq!(&buf[..], b"hello");
 
         let partial = head("HTTP/1.1 200 OK\r\nContent-Le", false).unwrap();

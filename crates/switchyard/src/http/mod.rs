@@ -20,6 +20,7 @@ pub mod jwt;
 pub mod listener;
 pub mod pipeline;
 pub mod rate_limit;
+pub mod raw_fields;
 pub mod read_buf;
 pub mod retry;
 pub mod rewind;

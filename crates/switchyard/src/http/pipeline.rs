@@ -37,6 +37,7 @@ use super::exchange_clock::ExchangeClock;
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::jwt;
 use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
+use super::raw_fields;
 use super::retry::{self, RetryAfter};
 use super::router::{ClaimsSource, RequestFacts};
 use super::sticky;
@@ -262,8 +263,14 @@ fn respond(
 ) -> Response<ResponseBody> {
     record.status = response.status().as_u16();
     if let Some(id) = &record.request_id {
-        if let http::header::Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
-            slot.insert(id.clone());
+        let upstream_has_one = response
+            .body()
+            .raw_fields()
+            .is_some_and(|raw| raw.contains(&X_REQUEST_ID));
+        if !upstream_has_one {
+            if let http::header::Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
+                slot.insert(id.clone());
+            }
         }
     }
     response.body_mut().on_finish(record);
@@ -430,7 +437,13 @@ async fn proxy(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade =
         (switching && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut response));
-    let (mut parts, incoming) = response.into_parts();
+    let (mut parts, mut incoming) = response.into_parts();
+    if switching || sticky_config.is_some() || !route.response_headers.is_empty() {
+        // These read or edit the upstream's fields: all of them in the map.
+        if let Some(raw) = raw_fields::take(&mut incoming) {
+            raw.append_to(&mut parts.headers);
+        }
+    }
     forwarding::prepare_response(&mut parts.headers, switching);
     if let (Some(config), Some(endpoint)) = (sticky_config, &record.endpoint) {
         sticky::remember(
@@ -610,8 +623,12 @@ async fn attempt(
         }
         let cluster = &upstream.cluster;
         match outcome {
-            Ok(Ok((response, lease))) => {
+            Ok(Ok((mut response, lease))) => {
                 let status = response.status().as_u16();
+                if status == 503 || status == 429 {
+                    // `Retry-After` is read from the map.
+                    raw_fields::into_map(&mut response);
+                }
                 endpoint.record_success(waited, now);
                 cluster.record_outcome(index, Outcome::from_status(status), now);
                 upstream.durations[index].observe(waited);

@@ -386,3 +386,89 @@ async fn head_requests_read_no_body_and_keep_the_connection() {
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 3);
 }
+
+/// Answers with fields in mixed case, an id of its own on `/own-id`, and a hop-by-hop
+/// field on `/hop`.
+fn answer_with_fields(path: &str, _body: &[u8]) -> (Vec<u8>, After) {
+    let extra = match path {
+        "/own-id" => "X-Request-Id: from-upstream\r\n",
+        "/hop" => "Proxy-Authenticate: Basic\r\n",
+        _ => "",
+    };
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nX-Mixed-Case: Yes\r\nServer: scripted\r\n{extra}Content-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+    );
+    (response.into_bytes(), After::KeepOpen)
+}
+
+/// One raw HTTP/1.1 exchange with `web`: the response head as text.
+async fn raw_head(web: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(web).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut all = Vec::new();
+    within(stream.read_to_end(&mut all)).await.unwrap();
+    let text = String::from_utf8(all).unwrap();
+    text.split("\r\n\r\n").next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_upstreams_fields_pass_as_they_came_with_one_request_id_and_route_edits_apply() {
+    let upstream = scripted(answer_with_fields).await;
+    let server = balancer(&one_endpoint(upstream.address, "")).await;
+    let web = address(&server, "web");
+
+    // HTTP/1.1: the upstream's spelling, our request id once, the hop-by-hop field gone.
+    let head = raw_head(web, "/").await;
+    assert!(head.contains("\r\nX-Mixed-Case: Yes\r\n"), "{head}");
+    assert!(head.contains("\r\nServer: scripted\r\n"), "{head}");
+    assert_eq!(head.matches("x-request-id: ").count(), 1, "{head}");
+    let head = raw_head(web, "/own-id").await;
+    let ids: Vec<&str> = head
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().starts_with("x-request-id:"))
+        .collect();
+    assert_eq!(ids, ["X-Request-Id: from-upstream"], "{head}");
+    let head = raw_head(web, "/hop").await;
+    assert!(
+        !head.to_ascii_lowercase().contains("proxy-authenticate"),
+        "{head}"
+    );
+    assert!(
+        head.contains("X-Mixed-Case: Yes") || head.contains("x-mixed-case: Yes"),
+        "{head}"
+    );
+
+    // HTTP/2: the same fields, in lowercase as HTTP/2 requires.
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = within(h2.get(format!("http://{web}/own-id")).send())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-mixed-case"], "Yes");
+    let ids: Vec<_> = response.headers().get_all("x-request-id").iter().collect();
+    assert_eq!(ids, ["from-upstream"]);
+
+    // A route that edits response fields sees the upstream's: `set` replaces its value.
+    let edited = balancer(&format!(
+        r#"{WEB}
+  [[listener.route]]
+  name = "edit"
+  cluster = "app"
+  response_headers = {{ set = {{ "x-mixed-case" = "edited" }}, remove = ["server"] }}
+[[cluster]]
+name = "app"
+endpoints = ["{}"]
+"#,
+        upstream.address
+    ))
+    .await;
+    let head = raw_head(address(&edited, "web"), "/").await;
+    let lower = head.to_ascii_lowercase();
+    assert_eq!(lower.matches("x-mixed-case:").count(), 1, "{head}");
+    assert!(lower.contains("x-mixed-case: edited"), "{head}");
+    assert!(!lower.contains("server:"), "{head}");
+}

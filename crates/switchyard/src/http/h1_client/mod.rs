@@ -30,6 +30,7 @@ use super::body::{BoxError, RequestBody};
 use super::h1_codec::{
     self as codec, BodyEncoding, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming,
 };
+use super::raw_fields::RawFields;
 use super::read_buf;
 use super::upstream::UpstreamRequest;
 use crate::tls::upstream::{TlsFailure, UpstreamStream, failure_of};
@@ -334,6 +335,7 @@ impl Exchange {
         *response.headers_mut() = head.headers;
         let mut body = DirectBody {
             exchange: Some(self),
+            raw: head.raw,
         };
         body.end_if_done();
         Ok(response.map(|()| body))
@@ -469,9 +471,17 @@ fn incomplete() -> BoxError {
 #[derive(Debug)]
 pub struct DirectBody {
     exchange: Option<Box<Exchange>>,
+    /// The head's fields when they were kept raw (module `raw_fields`): they travel with
+    /// the body, which goes wherever the head goes.
+    raw: Option<Box<RawFields>>,
 }
 
 impl DirectBody {
+    /// The response head's raw fields, taken.
+    pub fn take_raw_fields(&mut self) -> Option<Box<RawFields>> {
+        self.raw.take()
+    }
+
     /// Once the body has ended: the connection goes back (or is closed).
     fn end_if_done(&mut self) {
         let done = self

@@ -42,7 +42,7 @@ use tracing::debug;
 
 use self::conn::{H1Body, Shared};
 use self::head::{HeadLimits, RequestHead, Verdict};
-use self::response::{Exchange, Framing, ResponseFields};
+use self::response::{Exchange, Framing, Head, ResponseFields};
 use super::MAX_HEADER_FIELDS;
 use super::body::{ClientBody, ResponseBody};
 use super::error::ProxyError;
@@ -257,7 +257,7 @@ impl Connection {
             Ok(response) => response,
             Err(never) => match never {},
         };
-        let (parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
         let closing = self.shutdown.phase() >= Phase::StopAccepting;
         let cannot_reuse = {
             let mut state = self.shared.lock();
@@ -270,14 +270,19 @@ impl Connection {
             switching: switch.is_some() && parts.status == StatusCode::SWITCHING_PROTOCOLS,
             ..exchange
         };
-        let fields = ResponseFields::of(&parts.headers);
+        let raw = body.take_raw_fields();
+        let head = Head {
+            map: &parts.headers,
+            raw: raw.as_deref(),
+        };
+        let fields = ResponseFields::of(head);
         let declared = fields.declared_length.is_some();
         let known_length = server_fields::length_to_declare(parts.status, declared, &body);
         let plan = response::plan(parts.status, &fields, known_length, exchange);
         let mut out = std::mem::take(&mut self.write_buf);
         response::encode_head(
             parts.status,
-            &parts.headers,
+            head,
             &fields,
             &plan,
             &exchange,

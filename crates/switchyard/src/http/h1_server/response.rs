@@ -4,10 +4,10 @@
 //! encodes.
 
 use bytes::{BufMut, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::http::h1_codec::{self, BodyEncoding, ConnectionTokens};
+use crate::http::raw_fields::RawFields;
 
 /// How a response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,23 +69,74 @@ pub struct ResponseFields {
     pub connection: ConnectionTokens,
 }
 
+/// A response's fields as the server sends them: its map and, for an HTTP/1.1 upstream's
+/// response passed on as it came, its raw fields (module `raw_fields`).
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// The map (what the proxy made or added).
+    pub map: &'a HeaderMap,
+    /// The upstream's fields, untouched.
+    pub raw: Option<&'a RawFields>,
+}
+
+impl<'a> Head<'a> {
+    /// Fields that are all in `map`.
+    pub fn of(map: &'a HeaderMap) -> Head<'a> {
+        Head { map, raw: None }
+    }
+
+    /// Calls `each` with every field's name and value: the raw ones first, as they came.
+    /// (A plain loop: this runs for every response.)
+    fn for_each(self, mut each: impl FnMut(&'a [u8], &'a [u8])) {
+        if let Some(raw) = self.raw {
+            for index in 0..raw.len() {
+                let (name, value) = raw.field(index);
+                each(name, value);
+            }
+        }
+        for (name, value) in self.map {
+            each(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+}
+
+/// The fields the server acts on, named as lengths first: a raw field's name is compared
+/// byte by byte (any case) only when its length matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acted {
+    ContentLength,
+    Date,
+    Connection,
+    TransferEncoding,
+}
+
+fn acted(name: &[u8]) -> Option<Acted> {
+    let (field, spelled): (Acted, &[u8]) = match name.len() {
+        4 => (Acted::Date, b"date"),
+        10 => (Acted::Connection, b"connection"),
+        14 => (Acted::ContentLength, b"content-length"),
+        17 => (Acted::TransferEncoding, b"transfer-encoding"),
+        _ => return None,
+    };
+    name.eq_ignore_ascii_case(spelled).then_some(field)
+}
+
 impl ResponseFields {
-    /// Reads `headers` once.
-    pub fn of(headers: &HeaderMap) -> ResponseFields {
+    /// Reads `head`'s fields once.
+    pub fn of(head: Head<'_>) -> ResponseFields {
         let mut fields = ResponseFields::default();
-        for (name, value) in headers {
-            if name == CONTENT_LENGTH {
-                let length = h1_codec::parse_length(value.as_bytes());
+        head.for_each(|name, value| match acted(name) {
+            Some(Acted::ContentLength) => {
+                let length = h1_codec::parse_length(value);
                 fields.declared_length = match fields.declared_length {
                     Some(seen) if seen != length => Some(None),
                     _ => Some(length),
                 };
-            } else if name == DATE {
-                fields.date = true;
-            } else if name == CONNECTION {
-                fields.connection.add(value.as_bytes());
             }
-        }
+            Some(Acted::Date) => fields.date = true,
+            Some(Acted::Connection) => fields.connection.add(value),
+            Some(Acted::TransferEncoding) | None => {}
+        });
         fields
     }
 
@@ -157,18 +208,19 @@ pub fn plan(
 /// field that tells the client whether the connection stays open.
 pub fn encode_head(
     status: StatusCode,
-    headers: &HeaderMap,
+    head: Head<'_>,
     fields: &ResponseFields,
     plan: &Plan,
     exchange: &Exchange,
     date: &HeaderValue,
     out: &mut BytesMut,
 ) {
-    let size: usize = headers
+    let map_size: usize = head
+        .map
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    out.reserve(size + 128);
+    out.reserve(head.raw.map_or(0, RawFields::head_len) + map_size + 128);
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());
     out.put_u8(b' ');
@@ -176,12 +228,11 @@ pub fn encode_head(
     out.put_slice(b"\r\n");
     let drop_length = plan.declare_length.is_some()
         || matches!(plan.framing, Framing::Chunked | Framing::UntilClose);
-    for (name, value) in headers {
-        if name == TRANSFER_ENCODING || (name == CONTENT_LENGTH && drop_length) {
-            continue;
-        }
-        put_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+    head.for_each(|name, value| match acted(name) {
+        Some(Acted::TransferEncoding) => {}
+        Some(Acted::ContentLength) if drop_length => {}
+        _ => put_field(out, name, value),
+    });
     if !fields.date {
         put_field(out, b"date", date.as_bytes());
     }
@@ -232,6 +283,53 @@ mod tests {
         map
     }
 
+    /// Encodes the response an upstream sent as `upstream` (its fields kept raw) with
+    /// `added` in the map, for a GET over HTTP/1.1 whose body length is `known`.
+    fn encoded_raw(
+        upstream: &str,
+        added: &[(&'static str, &'static str)],
+        known: Option<u64>,
+    ) -> String {
+        let parsed = h1_codec::parse_response_head(&mut BytesMut::from(upstream), false)
+            .unwrap()
+            .unwrap();
+        let raw = parsed.raw.expect("kept raw");
+        let raw = &*raw;
+        let map = headers(added);
+        let head = Head {
+            map: &map,
+            raw: Some(raw),
+        };
+        let fields = ResponseFields::of(head);
+        let plan = plan(parsed.status, &fields, known, GET11);
+        let mut out = BytesMut::new();
+        let date = HeaderValue::from_static("Mon, 07 Dec 2026 08:00:00 GMT");
+        encode_head(parsed.status, head, &fields, &plan, &GET11, &date, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn raw_fields_go_out_as_they_came_before_the_added_ones_and_count_as_the_responses_own() {
+        // Its own Date and Content-Length: no Date added, the length is the declared one.
+        assert_eq!(
+            encoded_raw(
+                "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\nDate: then\r\nConnection: keep-alive\r\n\r\n",
+                &[("x-request-id", "abc")],
+                Some(5),
+            ),
+            "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\nDate: then\r\nx-request-id: abc\r\n\r\n"
+        );
+        // Chunked upstream, length unknown: chunked to the client, our Date.
+        assert_eq!(
+            encoded_raw(
+                "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n",
+                &[],
+                None,
+            ),
+            "HTTP/1.1 404 Not Found\r\nX-Up: 1\r\ndate: Mon, 07 Dec 2026 08:00:00 GMT\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
     fn encoded(
         status: u16,
         fields: &[(&'static str, &'static str)],
@@ -240,11 +338,19 @@ mod tests {
     ) -> String {
         let status = StatusCode::from_u16(status).unwrap();
         let headers = headers(fields);
-        let fields = ResponseFields::of(&headers);
+        let fields = ResponseFields::of(Head::of(&headers));
         let plan = plan(status, &fields, known, exchange);
         let mut out = BytesMut::new();
         let date = HeaderValue::from_static("Mon, 07 Dec 2026 08:00:00 GMT");
-        encode_head(status, &headers, &fields, &plan, &exchange, &date, &mut out);
+        encode_head(
+            status,
+            Head::of(&headers),
+            &fields,
+            &plan,
+            &exchange,
+            &date,
+            &mut out,
+        );
         String::from_utf8(out.to_vec()).unwrap()
     }
 
@@ -266,7 +372,7 @@ mod tests {
         let until_close = plan(StatusCode::OK, &none, None, http10);
         assert_eq!(until_close.framing, Framing::UntilClose);
         assert!(!until_close.keep_alive);
-        let declared = ResponseFields::of(&headers(&[("content-length", "7")]));
+        let declared = ResponseFields::of(Head::of(&headers(&[("content-length", "7")])));
         let kept = plan(StatusCode::OK, &declared, None, GET11);
         assert_eq!(
             (kept.framing, kept.declare_length),
@@ -327,16 +433,16 @@ mod tests {
             switched.starts_with("HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n")
         );
         assert!(!switched.contains("close"));
-        let close = ResponseFields::of(&headers(&[("connection", "close")]));
+        let close = ResponseFields::of(Head::of(&headers(&[("connection", "close")])));
         assert!(close.says_close());
-        let upgrade = ResponseFields::of(&headers(&[("connection", "upgrade")]));
+        let upgrade = ResponseFields::of(Head::of(&headers(&[("connection", "upgrade")])));
         assert!(!upgrade.says_close());
-        let differing = ResponseFields::of(&headers(&[
+        let differing = ResponseFields::of(Head::of(&headers(&[
             ("content-length", "1"),
             ("content-length", "2"),
-        ]));
+        ])));
         assert_eq!(differing.declared_length, Some(None));
-        let date = ResponseFields::of(&headers(&[("date", "x")]));
+        let date = ResponseFields::of(Head::of(&headers(&[("date", "x")])));
         assert!(date.date);
         assert!(!encoded(200, &[("date", "x")], Some(0), GET11).contains("date: Mon"));
     }

@@ -25,7 +25,11 @@ where
     M: FnMut(Request<ClientBody>) -> F,
 {
     pub(super) fn start_response(&mut self, id: u32, response: Response<ResponseBody>) {
-        let (parts, body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
+        // HPACK encodes from the map (and HTTP/2 wants lowercase names): every field in it.
+        if let Some(raw) = body.take_raw_fields() {
+            raw.append_to(&mut parts.headers);
+        }
         let declared = parts.headers.contains_key(CONTENT_LENGTH);
         let length = server_fields::length_to_declare(parts.status, declared, &body);
         let end = body.is_end_stream();

@@ -1,0 +1,205 @@
+//! An HTTP/1.1 upstream's response fields passed on as they came, without a header map.
+//!
+//! Building an `http::HeaderMap` costs every field a name lookup, a hash and an insert, and
+//! most responses go to the client untouched: nothing in the proxy reads or edits their
+//! fields. So when the upstream's head holds no hop-by-hop field for the proxy to strip
+//! (and at most [`MAX_RAW_FIELDS`] fields), the HTTP/1.1 codec keeps the fields as spans of
+//! the head's bytes ([`RawFields`]) and the response's header map stays empty, for what
+//! the proxy adds (the request id). The spans travel with the response body (the upstream
+//! body, then [`super::body::ResponseBody`]), which goes wherever the head goes, at no
+//! cost of its own; the HTTP/1.1 server writes them out as they are.
+//!
+//! The rule that keeps this safe: a response's fields are its map *and* its raw fields.
+//! Whatever reads or edits a response's fields beyond the request id (route header edits,
+//! sticky cookies, `Retry-After`, a switch of protocols, the HTTP/2 server) first moves the
+//! raw fields into the map ([`into_map`], [`RawFields::append_to`]); from then on the map
+//! is the whole truth.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http_body_util::Either;
+
+use super::upstream::UpstreamBody;
+
+/// The most fields a head may have to be passed on raw (a larger one goes through a map).
+pub const MAX_RAW_FIELDS: usize = 16;
+
+/// Where one field lies in the head (a head is at most 64 KiB, so offsets fit 16 bits).
+#[derive(Debug, Clone, Copy, Default)]
+struct RawSpan {
+    name: u16,
+    name_len: u16,
+    value: u16,
+    value_len: u16,
+}
+
+impl RawSpan {
+    fn name(self) -> std::ops::Range<usize> {
+        usize::from(self.name)..usize::from(self.name) + usize::from(self.name_len)
+    }
+
+    fn value(self) -> std::ops::Range<usize> {
+        usize::from(self.value)..usize::from(self.value) + usize::from(self.value_len)
+    }
+}
+
+/// A response's fields as spans of its head's bytes (names as the upstream spelled them,
+/// already checked by the parser to be valid names and values).
+#[derive(Debug, Clone)]
+pub struct RawFields {
+    head: Bytes,
+    len: u8,
+    spans: [RawSpan; MAX_RAW_FIELDS],
+}
+
+impl RawFields {
+    /// The fields whose (name, value) byte ranges in `head` are `fields`; `None` when there
+    /// are more than [`MAX_RAW_FIELDS`] or a range lies outside `head` or past 64 KiB.
+    pub fn new(
+        head: Bytes,
+        fields: impl ExactSizeIterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)>,
+    ) -> Option<RawFields> {
+        if fields.len() > MAX_RAW_FIELDS {
+            return None;
+        }
+        let mut spans = [RawSpan::default(); MAX_RAW_FIELDS];
+        let mut len = 0;
+        for ((name, value), span) in fields.zip(spans.iter_mut()) {
+            let part = |range: std::ops::Range<usize>| {
+                Some((
+                    u16::try_from(range.start).ok()?,
+                    u16::try_from(range.len()).ok()?,
+                ))
+            };
+            if name.end > head.len() || value.end > head.len() {
+                return None;
+            }
+            let (name, name_len) = part(name)?;
+            let (value, value_len) = part(value)?;
+            *span = RawSpan {
+                name,
+                name_len,
+                value,
+                value_len,
+            };
+            len += 1;
+        }
+        Some(RawFields { head, len, spans })
+    }
+
+    fn spans(&self) -> &[RawSpan] {
+        &self.spans[..usize::from(self.len)]
+    }
+
+    /// Each field's name and value, in the order they came.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        (0..self.len()).map(|index| self.field(index))
+    }
+
+    /// Field `index`'s name and value (empty past the last field).
+    pub fn field(&self, index: usize) -> (&[u8], &[u8]) {
+        let Some(span) = self.spans().get(index) else {
+            return (&[], &[]);
+        };
+        // `new` checked that every span lies within the head.
+        let part = |range| self.head.get(range).unwrap_or_default();
+        (part(span.name()), part(span.value()))
+    }
+
+    /// The bytes of the head the fields lie in: at least the fields' own length.
+    pub fn head_len(&self) -> usize {
+        self.head.len()
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether a field is called `name` (any case).
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        let name = name.as_str().as_bytes();
+        self.iter()
+            .any(|(field, _)| field.eq_ignore_ascii_case(name))
+    }
+
+    /// Appends the fields to `map` (a field whose name or value would not convert, which
+    /// the parser never lets through, is left out).
+    pub fn append_to(&self, map: &mut HeaderMap) {
+        map.reserve(self.len());
+        for span in self.spans() {
+            let name = self
+                .head
+                .get(span.name())
+                .and_then(|name| HeaderName::from_bytes(name).ok());
+            let value = self
+                .head
+                .get(span.value())
+                .and_then(|_| HeaderValue::from_maybe_shared(self.head.slice(span.value())).ok());
+            if let (Some(name), Some(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+    }
+}
+
+/// Moves the raw fields of an upstream's `response`, if it has any, into its header map:
+/// from then on the map holds every field.
+pub fn into_map(response: &mut Response<UpstreamBody>) {
+    if let Some(raw) = take(response.body_mut()) {
+        raw.append_to(response.headers_mut());
+    }
+}
+
+/// The raw fields an upstream body carries, taken from it.
+pub fn take(body: &mut UpstreamBody) -> Option<Box<RawFields>> {
+    match body {
+        Either::Left(direct) => direct.take_raw_fields(),
+        Either::Right(_) => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_keep_their_spelling_and_order_and_convert_into_a_map() {
+        let head = Bytes::from_static(b"Server: up\r\nX-A: 1\r\nx-a: 2\r\n");
+        let ranges = [(0..6, 8..10), (12..15, 17..18), (20..23, 25..26)];
+        let raw = RawFields::new(head, ranges.into_iter()).unwrap();
+        let fields: Vec<_> = raw.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Server"[..], &b"up"[..]),
+                (&b"X-A"[..], &b"1"[..]),
+                (&b"x-a"[..], &b"2"[..])
+            ]
+        );
+        assert!(raw.contains(&http::header::SERVER));
+        assert!(!raw.contains(&http::header::DATE));
+        let mut map = HeaderMap::new();
+        raw.append_to(&mut map);
+        assert_eq!(map["server"], "up");
+        let values: Vec<_> = map.get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+    }
+
+    #[test]
+    fn more_than_sixteen_fields_or_an_offset_past_64_kib_are_not_kept_raw() {
+        let head = Bytes::from_static(b"a: b");
+        let many = (0..MAX_RAW_FIELDS + 1).map(|_| (0..1, 3..4));
+        assert!(RawFields::new(head.clone(), many).is_none());
+        let far = [(0..1, 70_000..70_001)];
+        assert!(RawFields::new(head.clone(), far.into_iter()).is_none());
+        let outside = [(0..1, 3..5)];
+        assert!(RawFields::new(head, outside.into_iter()).is_none());
+    }
+}
