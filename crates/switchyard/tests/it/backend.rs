@@ -12,6 +12,8 @@ use serde_json::Value;
 use switchyard::backend::{self, BackendArgs, BackendError, BackendHandle, Latency};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+
+use crate::support::h2_client;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Every await that could hang is bounded by this.
@@ -29,15 +31,6 @@ fn http1() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(LIMIT)
-        .build()
-        .unwrap()
-}
-
-fn h2c() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(LIMIT)
-        .http2_prior_knowledge()
         .build()
         .unwrap()
 }
@@ -118,7 +111,7 @@ async fn answers_with_its_name_over_http1() {
 #[tokio::test]
 async fn answers_with_its_name_over_h2c() {
     let b = start(BackendArgs::for_test("b2")).await;
-    let resp = within(h2c().post(url(&b, "/")).body("12345").send())
+    let resp = within(h2_client().post(url(&b, "/")).body("12345").send())
         .await
         .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
@@ -144,7 +137,7 @@ async fn the_default_name_is_the_bound_address() {
 async fn echo_returns_the_request_body() {
     let b = start(BackendArgs::for_test("echo")).await;
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-    for client in [http1(), h2c()] {
+    for client in [http1(), h2_client()] {
         let resp = within(
             client
                 .post(url(&b, "/echo"))
@@ -221,7 +214,7 @@ async fn error_rate_one_fails_real_traffic_while_healthz_still_passes() {
     assert_eq!(state["error_status"], 502);
     for _ in 0..5 {
         assert_eq!(get(&http1(), &url(&b, "/")).await.status(), 502);
-        assert_eq!(get(&h2c(), &url(&b, "/echo")).await.status(), 502);
+        assert_eq!(get(&h2_client(), &url(&b, "/echo")).await.status(), 502);
         let health = get(&http1(), &url(&b, "/healthz")).await;
         assert_eq!(health.status(), 200);
         assert_eq!(within(health.text()).await.unwrap(), "ok");
@@ -273,7 +266,7 @@ async fn get_control_reports_state_and_counters() {
     for _ in 0..3 {
         get(&client, &url(&b, "/")).await;
     }
-    get(&h2c(), &url(&b, "/bytes/10")).await;
+    get(&h2_client(), &url(&b, "/bytes/10")).await;
     for _ in 0..2 {
         get(&client, &url(&b, "/healthz")).await;
     }
@@ -335,7 +328,7 @@ async fn latency_is_applied_to_real_traffic() {
     assert!(started.elapsed() >= Duration::from_millis(200));
     put_control(&b, r#"{"latency":{"min":"100ms","max":"150ms"}}"#).await;
     let started = Instant::now();
-    get(&h2c(), &url(&b, "/")).await;
+    get(&h2_client(), &url(&b, "/")).await;
     assert!(started.elapsed() >= Duration::from_millis(100));
 }
 
@@ -624,7 +617,7 @@ fn the_command_line_sets_the_initial_faults() {
 async fn a_reset_over_h2c_fails_the_request() {
     let b = start(BackendArgs::for_test("rst2")).await;
     b.control().set(|f| f.reset_rate = 1.0);
-    let err = within(h2c().get(url(&b, "/")).send())
+    let err = within(h2_client().get(url(&b, "/")).send())
         .await
         .expect_err("the connection is reset");
     assert!(!err.is_status(), "{err}");

@@ -15,15 +15,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::h2_wire::*;
 use crate::support::*;
 
-fn h2_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(LIMIT)
-        .http2_prior_knowledge()
-        .build()
-        .unwrap()
-}
-
 /// One backend behind listener `web` (with `listener_extra` keys) and one route (with
 /// `route_extra` keys).
 async fn start(listener_extra: &str, route_extra: &str) -> (Vec<BackendHandle>, Server) {

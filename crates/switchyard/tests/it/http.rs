@@ -16,15 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
-fn h2_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(LIMIT)
-        .http2_prior_knowledge()
-        .build()
-        .unwrap()
-}
-
 fn one_cluster(endpoints: &str, extra: &str) -> String {
     format!(
         r#"{WEB}

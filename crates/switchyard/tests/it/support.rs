@@ -116,6 +116,16 @@ pub(crate) fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// An HTTP/2 client with prior knowledge (h2c), bounded by [`LIMIT`].
+pub(crate) fn h2_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(LIMIT)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
 /// The value of one exact series line (`name{labels}`) in a Prometheus exposition.
 pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
