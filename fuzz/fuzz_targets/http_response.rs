@@ -1,6 +1,7 @@
 //! Fuzzes the upstream client's reading of a response: any bytes, cut at any point, must
-//! give a head, a need for more, or an error, and a chunked body decoder fed the rest must
-//! end, ask for more or fail, never panic or loop.
+//! give a head, a need for more, or an error (a head's fields kept raw must each convert
+//! into a header map), and a chunked body decoder fed the rest must end, ask for more or
+//! fail, never panic or loop.
 #![no_main]
 
 use bytes::BytesMut;
@@ -13,8 +14,20 @@ fuzz_target!(|data: &[u8]| {
     };
     let head_request = split & 1 == 1;
     let mut buf = BytesMut::from(data);
-    if parse_response_head(&mut buf, head_request).is_err() {
-        return;
+    let head = match parse_response_head(&mut buf, head_request) {
+        Ok(head) => head,
+        Err(_) => return,
+    };
+    // Fields kept raw are ones the parser checked: every one of them converts into the map
+    // (what the HTTP/2 server and the route edits do with them).
+    if let Some(head) = &head {
+        if let Some(raw) = &head.raw {
+            let mut map = head.headers.clone();
+            let before = map.len();
+            raw.append_to(&mut map);
+            assert_eq!(map.len(), before + raw.len());
+            assert_eq!(raw.iter().count(), raw.len());
+        }
     }
     // Whatever follows (or the whole input, when the head was partial) as a chunked body,
     // fed in pieces of `split` bytes.
