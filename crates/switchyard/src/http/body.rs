@@ -7,7 +7,10 @@
 //! last frame has gone or the client went away: the upstream connection returns to its
 //! pool only after its body was read to the end, and the access-log line and metrics are
 //! written exactly once. hyper's own buffers and HTTP/2 flow control bound what one stream
-//! can hold, so backpressure reaches the far side unchanged.
+//! can hold, so backpressure reaches the far side unchanged. An upstream's body also
+//! carries the exchange's after-head clock (`idle_timeout`, `max_duration`, the
+//! endpoint's drain: [`super::exchange_clock`]) and, when an HTTP/1.1 upstream's head
+//! fields were kept raw, those fields until the server takes them ([`super::raw_fields`]).
 //!
 //! A slow request body (SPEC 3.1 `request_body_timeout`, `min_request_body_rate`) is cut
 //! off and answered 408. Only time spent *waiting for the client* counts: while the upstream
