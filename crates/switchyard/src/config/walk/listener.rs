@@ -197,12 +197,11 @@ fn walk_listener(w: &mut Walker<'_>, n: &Node<'_, '_>) -> Listener {
     let max_connections_per_ip = w
         .u32_in(n, "max_connections_per_ip", 0, u32::MAX)
         .unwrap_or(0);
-    let header_read_timeout = w
-        .duration(n, "header_read_timeout")
-        .unwrap_or(Duration::from_secs(10));
-    let idle_timeout = w
-        .duration(n, "idle_timeout")
-        .unwrap_or(Duration::from_secs(60));
+    // Zero would end every connection (and, after a response head, every exchange) at
+    // once: refused rather than taken literally.
+    let header_read_timeout =
+        w.positive_duration(n, "header_read_timeout", Duration::from_secs(10));
+    let idle_timeout = w.positive_duration(n, "idle_timeout", Duration::from_secs(60));
     let max_header_bytes = match w.size(n, "max_header_bytes") {
         Some(b) if !(8 * 1024..=16 << 20).contains(&b) => {
             let span = n

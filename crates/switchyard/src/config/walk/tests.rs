@@ -247,6 +247,19 @@ fn cluster_and_routes_are_mutually_exclusive_on_a_listener() {
 }
 
 #[test]
+fn a_zero_idle_or_header_read_timeout_is_refused_at_its_line() {
+    for key in ["idle_timeout", "header_read_timeout"] {
+        let text = tcp(&format!("proxy_protocol = true\n{key} = \"0s\""));
+        let (line, path, msg, _) = one(&text);
+        assert_eq!(
+            (line, path.as_str()),
+            (7, format!("listener[0].{key}").as_str())
+        );
+        assert_eq!(msg, format!("{key} must be greater than 0"));
+    }
+}
+
+#[test]
 fn a_clusters_drain_timeout_defaults_to_the_defaults_one_and_is_checked_at_its_line() {
     let text = format!(
         "[defaults]\ndrain_timeout = \"7s\"\n{CLUSTER}[[cluster]]\nname = \"c\"\nendpoints = [\"127.0.0.1:9001\"]\ndrain_timeout = \"10s\"\n"
