@@ -303,11 +303,7 @@ pub fn parse_response_head(
     let spans = &spans[..count];
     // Passed on as they came unless a field is one the proxy must strip (module
     // `raw_fields`); then, as every request head, through a map.
-    let passthrough = spans.iter().all(|span| {
-        head.get(span.ranges().0)
-            .is_some_and(|name| !forwarding::is_hop_by_hop(name))
-    });
-    let (headers, raw) = if passthrough && spans.len() <= MAX_RAW_FIELDS {
+    let (headers, raw) = if fields.pass_as_they_are() && spans.len() <= MAX_RAW_FIELDS {
         // A head is at most 64 KiB, so every span fits.
         let raw = RawFields::new(head, spans.iter().map(Span::ranges)).ok_or(WireError::Head)?;
         // Room for the fields too: if the response goes to an HTTP/2 client they move into
@@ -487,6 +483,11 @@ impl ConnectionTokens {
         }
     }
 
+    /// Whether a token named another field (which the hop-by-hop pass must remove).
+    pub fn nominates(&self) -> bool {
+        self.nominates
+    }
+
     /// Whether every token was `keep-alive` or `close`: the fields spoke to this
     /// connection only and can be consumed here.
     pub fn only_management(&self) -> bool {
@@ -508,6 +509,11 @@ struct FramingFields {
     /// The one length the `Content-Length` fields agree on (`Err`: unreadable or
     /// differing).
     length: Result<Option<u64>, WireError>,
+    /// A hop-by-hop field other than those read here (`Proxy-*`, `TE`, `Trailer`,
+    /// `Upgrade`): the proxy must strip it.
+    other_hop_by_hop: bool,
+    /// A `Keep-Alive` field (consumed only beside a `Connection` of management tokens).
+    keep_alive_field: bool,
 }
 
 impl FramingFields {
@@ -518,6 +524,8 @@ impl FramingFields {
             chunked: false,
             content_length: false,
             length: Ok(None),
+            other_hop_by_hop: false,
+            keep_alive_field: false,
         };
         for field in fields {
             let name = field.name.as_bytes();
@@ -543,9 +551,23 @@ impl FramingFields {
                         _ => Err(WireError::ContentLength),
                     };
                 }
+            } else if name.eq_ignore_ascii_case(b"keep-alive") {
+                out.keep_alive_field = true;
+            } else if forwarding::is_hop_by_hop(name) {
+                out.other_hop_by_hop = true;
             }
         }
         out
+    }
+
+    /// Whether every field left after [`FramingFields::consumed`] (and the framing's own
+    /// `Transfer-Encoding`) may pass to the client as it is: none is hop-by-hop.
+    /// `Connection` and `Keep-Alive` are consumed when `Connection` holds only management
+    /// tokens; else they stay, and must be stripped.
+    fn pass_as_they_are(&self) -> bool {
+        !self.other_hop_by_hop
+            && !self.connection.nominates()
+            && (!self.keep_alive_field || self.connection.only_management())
     }
 
     /// Whether a field is left out of the header map: `Connection` / `Keep-Alive` when
@@ -819,7 +841,7 @@ mod tests {
     #[test]
     fn a_response_without_hop_by_hop_fields_keeps_them_raw_in_their_order_and_case() {
         let parsed = head(
-            "HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nServer: up\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
             false,
         )
         .unwrap()
@@ -827,7 +849,8 @@ mod tests {
         assert!(parsed.headers.is_empty(), "{:?}", parsed.headers);
         let raw = parsed.raw.as_ref().expect("passed on raw");
         let fields: Vec<(&[u8], &[u8])> = raw.iter().collect();
-        // `Connection` spoke only to this connection and the framing is the codec's.
+        // `Connection` and `Keep-Alive` spoke only to this connection and the framing is
+        // the codec's.
         assert_eq!(
             fields,
             [
