@@ -142,9 +142,9 @@ impl Endpoint {
         registry: &Registry,
         joins_running: bool,
     ) -> Endpoint {
-        let cluster_config = cluster;
         let checked = cluster.health.is_none();
         let slow_start = nanos(cluster.slow_start);
+        let drain_timeout = nanos(cluster.drain_timeout);
         let now = crate::runtime::clock::now();
         let usable_since = if joins_running && checked {
             now.max(1)
@@ -184,7 +184,7 @@ impl Endpoint {
                 ejections: AtomicU32::new(0),
                 draining: AtomicBool::new(false),
                 draining_since: AtomicU64::new(0),
-                drain_timeout_ns: AtomicU64::new(nanos(cluster_config.drain_timeout)),
+                drain_timeout_ns: AtomicU64::new(drain_timeout),
                 usable_since: AtomicU64::new(usable_since),
                 slow_start_ns: AtomicU64::new(slow_start),
                 admitted: AtomicBool::new(checked),

@@ -297,7 +297,7 @@ pub fn parse_response_head(
     )?;
     let mut spans = [Span::default(); MAX_HEADERS];
     let count = spans_of(buf, response.headers, &mut spans, |name| {
-        !fields.consumed(name, framing) && !name.eq_ignore_ascii_case(b"transfer-encoding")
+        !fields.consumed(name, framing)
     });
     let head = buf.split_to(len).freeze();
     let spans = &spans[..count];
@@ -385,16 +385,23 @@ pub fn header_map(head: &Bytes, spans: &[Span], room: usize) -> Option<HeaderMap
     let mut headers = recycled_map(spans.len() + room);
     for span in spans {
         let (name, value) = span.ranges();
-        let name = head
-            .get(name)
-            .and_then(|name| HeaderName::from_bytes(name).ok())?;
-        let value = head
-            .get(value.clone())
-            .map(|_| head.slice(value))
-            .and_then(|value| HeaderValue::from_maybe_shared(value).ok())?;
+        let (name, value) = field_of(head, name, value)?;
         headers.append(name, value);
     }
     Some(headers)
+}
+
+/// The field whose name and value lie at `name` and `value` in `head` (the value shares
+/// the head's bytes); `None` past the head's end or for a name or value that is not valid.
+pub fn field_of(
+    head: &Bytes,
+    name: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+) -> Option<(HeaderName, HeaderValue)> {
+    let name = HeaderName::from_bytes(head.get(name)?).ok()?;
+    head.get(value.clone())?;
+    let value = HeaderValue::from_maybe_shared(head.slice(value)).ok()?;
+    Some((name, value))
 }
 
 /// How many cleared maps a thread keeps, and the largest it keeps (in fields): enough for
@@ -570,10 +577,10 @@ impl FramingFields {
             && (!self.keep_alive_field || self.connection.only_management())
     }
 
-    /// Whether a field is left out of the header map: `Connection` / `Keep-Alive` when
-    /// they only spoke to this connection (acted on here, so the hop-by-hop pass need not
-    /// look at them again), and a length beside a transfer coding (meaningless, and unsafe
-    /// to pass on).
+    /// Whether a field is left out of the response's fields: `Connection` / `Keep-Alive`
+    /// when they only spoke to this connection (acted on here, so the hop-by-hop pass need
+    /// not look at them again), `Transfer-Encoding` (the framing, read here, is this hop's
+    /// alone), and a length beside a transfer coding (meaningless, and unsafe to pass on).
     fn consumed(&self, name: &[u8], framing: ResponseFraming) -> bool {
         let management = self.connection.only_management()
             && (name.eq_ignore_ascii_case(b"connection")
@@ -584,7 +591,7 @@ impl FramingFields {
                 ResponseFraming::Chunked | ResponseFraming::UntilClose
             )
             && name.eq_ignore_ascii_case(b"content-length");
-        management || stray_length
+        management || stray_length || name.eq_ignore_ascii_case(b"transfer-encoding")
     }
 }
 

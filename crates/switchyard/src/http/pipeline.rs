@@ -437,13 +437,11 @@ async fn proxy(
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_upgrade =
         (switching && client_upgrade.is_some()).then(|| hyper::upgrade::on(&mut response));
-    let (mut parts, mut incoming) = response.into_parts();
     if switching || sticky_config.is_some() || !route.response_headers.is_empty() {
         // These read or edit the upstream's fields: all of them in the map.
-        if let Some(raw) = raw_fields::take(&mut incoming) {
-            raw.append_to(&mut parts.headers);
-        }
+        raw_fields::into_map(&mut response);
     }
+    let (mut parts, incoming) = response.into_parts();
     forwarding::prepare_response(&mut parts.headers, switching);
     if let (Some(config), Some(endpoint)) = (sticky_config, &record.endpoint) {
         sticky::remember(

@@ -16,9 +16,10 @@
 //! is the whole truth.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use http::{HeaderMap, HeaderName, Response};
 use http_body_util::Either;
 
+use super::h1_codec;
 use super::upstream::UpstreamBody;
 
 /// The most fields a head may have to be passed on raw (a larger one goes through a map).
@@ -133,15 +134,7 @@ impl RawFields {
     pub fn append_to(&self, map: &mut HeaderMap) {
         map.reserve(self.len());
         for span in self.spans() {
-            let name = self
-                .head
-                .get(span.name())
-                .and_then(|name| HeaderName::from_bytes(name).ok());
-            let value = self
-                .head
-                .get(span.value())
-                .and_then(|_| HeaderValue::from_maybe_shared(self.head.slice(span.value())).ok());
-            if let (Some(name), Some(value)) = (name, value) {
+            if let Some((name, value)) = h1_codec::field_of(&self.head, span.name(), span.value()) {
                 map.append(name, value);
             }
         }

@@ -381,14 +381,15 @@ impl Connection {
         let idle = self.downstream.listener.config.idle_timeout;
         let clock = &mut self.clock;
         let mut armed = false;
-        // `Ready` once the client has taken nothing for `idle_timeout` since the write
-        // first waited or last moved.
+        // The outcome of a write the socket made wait: an error once the client has taken
+        // nothing for `idle_timeout` since the write first waited or last moved.
         let mut stalled = |cx: &mut std::task::Context<'_>, armed: &mut bool| {
             if !*armed {
                 *armed = true;
                 clock.as_mut().reset(Instant::now() + idle);
             }
-            clock.as_mut().poll(cx)
+            std::task::ready!(clock.as_mut().poll(cx));
+            Poll::Ready(Err(WriteError::Stalled(idle)))
         };
         poll_fn(|cx| {
             let mut state = shared.lock();
@@ -396,12 +397,7 @@ impl Connection {
                 let written = state.poll_write(cx, &[IoSlice::new(out), IoSlice::new(large)]);
                 let n = match written {
                     Poll::Ready(written) => written?,
-                    Poll::Pending => {
-                        return match stalled(cx, &mut armed) {
-                            Poll::Ready(()) => Poll::Ready(Err(WriteError::Stalled(idle))),
-                            Poll::Pending => Poll::Pending,
-                        };
-                    }
+                    Poll::Pending => return stalled(cx, &mut armed),
                 };
                 if n == 0 {
                     return Poll::Ready(Err(
@@ -416,10 +412,7 @@ impl Connection {
             }
             match state.poll_flush(cx) {
                 Poll::Ready(flushed) => Poll::Ready(flushed.map_err(WriteError::Io)),
-                Poll::Pending => match stalled(cx, &mut armed) {
-                    Poll::Ready(()) => Poll::Ready(Err(WriteError::Stalled(idle))),
-                    Poll::Pending => Poll::Pending,
-                },
+                Poll::Pending => stalled(cx, &mut armed),
             }
         })
         .await
