@@ -16,6 +16,7 @@ use futures_util::stream::FuturesUnordered;
 use http::{Request, Response};
 use tokio::time::Instant;
 
+use super::added_fields;
 use super::body::{BodyProgress, Replay, RequestBody};
 use super::listener::{RouteRuntime, UpstreamCluster};
 use super::retry;
@@ -74,6 +75,8 @@ impl Replayable {
         if !worth_it {
             return None;
         }
+        // The copy is of the whole head: the added fields go into the map first.
+        added_fields::into_map(request);
         let head = with_head_of(request, ());
         let progress = request.body().progress();
         let body = request.body_mut().record(policy.buffer);

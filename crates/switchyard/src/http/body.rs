@@ -10,7 +10,9 @@
 //! can hold, so backpressure reaches the far side unchanged. An upstream's body also
 //! carries the exchange's after-head clock (`idle_timeout`, `max_duration`, the
 //! endpoint's drain: [`super::exchange_clock`]) and, when an HTTP/1.1 upstream's head
-//! fields were kept raw, those fields until the server takes them ([`super::raw_fields`]).
+//! fields were kept raw, those fields until the server takes them ([`super::raw_fields`]);
+//! a request body likewise carries the fields its head gains on the way upstream
+//! ([`super::added_fields`]).
 //!
 //! A slow request body (SPEC 3.1 `request_body_timeout`, `min_request_body_rate`) is cut
 //! off and answered 408. Only time spent *waiting for the client* counts: while the upstream
@@ -33,6 +35,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use tokio::time::{Instant, Sleep};
 
+use super::added_fields::AddedFields;
 use super::exchange_clock::{ExchangeClock, ExchangeTimeout};
 use super::h1_server::conn::H1Body;
 use super::h2_server::ClientH2Body;
@@ -130,6 +133,9 @@ pub struct RequestBody {
     progress: Arc<BodyProgress>,
     recorder: Option<Arc<Mutex<Replay>>>,
     pacing: Option<Pacing>,
+    /// The head's fields kept beside its map (module `added_fields`), until the HTTP/1.1
+    /// client writes them or a reader of the whole map moves them into it.
+    added: AddedFields,
 }
 
 #[derive(Debug)]
@@ -159,6 +165,7 @@ impl RequestBody {
             progress: Arc::default(),
             recorder: None,
             pacing,
+            added: AddedFields::default(),
         }
     }
 
@@ -170,7 +177,19 @@ impl RequestBody {
             progress: Arc::default(),
             recorder: None,
             pacing: None,
+            added: AddedFields::default(),
         }
+    }
+
+    /// This body, carrying its head's `added` fields.
+    pub fn with_added_fields(mut self, added: AddedFields) -> RequestBody {
+        self.added = added;
+        self
+    }
+
+    /// The head's added fields, taken: the caller writes them or moves them into the map.
+    pub fn take_added_fields(&mut self) -> AddedFields {
+        std::mem::take(&mut self.added)
     }
 
     /// The client has nothing for us now: start (or go on) waiting; `true` once the wait
@@ -298,6 +317,7 @@ impl Replay {
             progress: Arc::clone(progress),
             recorder: None,
             pacing: None,
+            added: AddedFields::default(),
         })
     }
 }

@@ -24,6 +24,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
+use super::added_fields::{AddedFields, AddedValues};
 use crate::config::model::{Cidr, HeaderOps};
 use crate::tls::acceptor::ClientIdentity;
 
@@ -238,7 +239,7 @@ pub struct Forwarded<'a> {
 
 /// Strips hop-by-hop headers (Connection, Keep-Alive, Proxy-Connection, TE except
 /// "trailers", Transfer-Encoding, Upgrade, Proxy-Authenticate/Authorization, Trailer, and
-/// every header named in Connection), then sets the forwarding headers:
+/// every header named in Connection), then adds the forwarding headers:
 ///
 /// - `X-Forwarded-For`: the peer's IP appended to the inbound list (always; only
 ///   [`resolve_client`] decides what of it to believe);
@@ -248,54 +249,126 @@ pub struct Forwarded<'a> {
 ///   after a trusted peer's, replacing an untrusted one;
 /// - `Via`: `1.1 switchyard` / `2.0 switchyard` appended.
 ///
+/// A field whose name the map holds is edited there; the others come back as
+/// [`AddedFields`], to be written beside the map (module `added_fields`).
+///
 /// From an untrusted peer, inbound `Forwarded`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
 /// every `x-client-cert-*` are removed first (so set verified client-certificate headers
 /// after calling this). `TE` becomes `te: trailers` when the client offered trailers (gRPC
 /// needs it) and is removed otherwise. `Upgrade` is stripped like any hop-by-hop header:
 /// a caller proxying a WebSocket upgrade re-adds `Connection: upgrade` and `Upgrade`.
-pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) {
+pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) -> AddedFields {
+    let mut found = Found::of(headers);
     strip_hop_by_hop(
         headers,
+        &found,
         Keep {
             upgrade: false,
             te_trailers: true,
         },
     );
-    if !forwarded.peer_trusted && headers.keys().any(is_forwarding_claim) {
-        headers.remove(FORWARDED);
-        headers.remove(X_FORWARDED_PROTO);
-        headers.remove(X_FORWARDED_HOST);
-        remove_client_cert_headers(headers);
+    if !forwarded.peer_trusted && found.forwarding_claim() {
+        for (index, name) in [
+            (FORWARDED_INDEX, FORWARDED),
+            (X_FORWARDED_PROTO_INDEX, X_FORWARDED_PROTO),
+            (X_FORWARDED_HOST_INDEX, X_FORWARDED_HOST),
+        ] {
+            if std::mem::take(&mut found.forwarding[index]) {
+                headers.remove(name);
+            }
+        }
+        if found.client_cert {
+            remove_client_cert_headers(headers);
+        }
     }
 
     let hop = forwarded.hop;
-    append_to_list(headers, X_FORWARDED_FOR, hop.peer_ip.clone());
-    // One lookup each: a vacant slot is filled in place.
-    if let Entry::Vacant(slot) = headers.entry(X_FORWARDED_PROTO) {
-        if let Some(scheme) = scheme_value(forwarded.scheme) {
-            slot.insert(scheme);
+    let in_map = found.forwarding;
+    // A list the map holds is appended to there; a name it lacks is added beside it.
+    let mut add_to_list = |index: usize, name: HeaderName, item: HeaderValue| {
+        if in_map[index] {
+            append_to_list(headers, name, item);
+            None
+        } else {
+            Some(item)
         }
-    }
-    if let Some(host) = forwarded.host {
-        if let Entry::Vacant(slot) = headers.entry(X_FORWARDED_HOST) {
-            if let Ok(host) = HeaderValue::from_str(host) {
-                slot.insert(host);
-            }
-        }
-    }
-    if let Some(element) = forwarded_element(forwarded) {
-        append_to_list(headers, FORWARDED, element);
-    }
-    append_to_list(headers, VIA, via_entry(forwarded.version));
+    };
+    let forwarded_for = add_to_list(X_FORWARDED_FOR_INDEX, X_FORWARDED_FOR, hop.peer_ip.clone());
+    let element = forwarded_element(forwarded)
+        .and_then(|element| add_to_list(FORWARDED_INDEX, FORWARDED, element));
+    let via = add_to_list(VIA_INDEX, VIA, via_entry(forwarded.version));
+    AddedFields::new(AddedValues {
+        request_id: None,
+        forwarded_for,
+        // A trusted peer's own values are kept.
+        forwarded_proto: scheme_value(forwarded.scheme)
+            .filter(|_| !in_map[X_FORWARDED_PROTO_INDEX]),
+        forwarded_host: forwarded
+            .host
+            .filter(|_| !in_map[X_FORWARDED_HOST_INDEX])
+            .and_then(|host| HeaderValue::from_str(host).ok()),
+        forwarded: element,
+        via,
+    })
 }
 
-/// A header only a trusted proxy may set: the forwarding headers Switchyard writes itself
-/// and the client-certificate headers.
-fn is_forwarding_claim(name: &HeaderName) -> bool {
-    name == FORWARDED
-        || name == X_FORWARDED_PROTO
-        || name == X_FORWARDED_HOST
-        || name.as_str().starts_with(CLIENT_CERT_PREFIX)
+/// Where each forwarding name sits in [`Found::forwarding`].
+const X_FORWARDED_FOR_INDEX: usize = 0;
+const X_FORWARDED_PROTO_INDEX: usize = 1;
+const X_FORWARDED_HOST_INDEX: usize = 2;
+const FORWARDED_INDEX: usize = 3;
+const VIA_INDEX: usize = 4;
+
+/// The index in [`Found::forwarding`] of a lowercase forwarding name (the length rules out
+/// most names before any bytes are compared).
+fn forwarding_index(name: &[u8]) -> Option<usize> {
+    let (index, wanted): (usize, &[u8]) = match name.len() {
+        3 => (VIA_INDEX, b"via"),
+        9 => (FORWARDED_INDEX, b"forwarded"),
+        15 => (X_FORWARDED_FOR_INDEX, b"x-forwarded-for"),
+        16 => (X_FORWARDED_HOST_INDEX, b"x-forwarded-host"),
+        17 => (X_FORWARDED_PROTO_INDEX, b"x-forwarded-proto"),
+        _ => return None,
+    };
+    (name == wanted).then_some(index)
+}
+
+/// What one pass over a map's names found: its hop-by-hop fields and, for a request, the
+/// forwarding and client-certificate fields the proxy appends to or replaces.
+#[derive(Debug, Default)]
+struct Found {
+    hop_by_hop: [bool; HOP_BY_HOP_COUNT],
+    te: bool,
+    forwarding: [bool; 5],
+    client_cert: bool,
+}
+
+impl Found {
+    fn of(headers: &HeaderMap) -> Found {
+        let mut found = Found::default();
+        for name in headers.keys() {
+            let name = name.as_str().as_bytes();
+            match hop_by_hop_index(name) {
+                Some(HopByHop::Te) => found.te = true,
+                Some(HopByHop::Listed(index)) => found.hop_by_hop[index] = true,
+                None => match forwarding_index(name) {
+                    Some(index) => found.forwarding[index] = true,
+                    None => found.client_cert |= name.starts_with(CLIENT_CERT_PREFIX.as_bytes()),
+                },
+            }
+        }
+        found
+    }
+
+    /// Whether the map holds a header only a trusted proxy may set: a forwarding header
+    /// Switchyard writes itself (beyond the lists every hop appends to) or a
+    /// client-certificate header.
+    fn forwarding_claim(&self) -> bool {
+        self.client_cert
+            || self.forwarding[FORWARDED_INDEX]
+            || self.forwarding[X_FORWARDED_PROTO_INDEX]
+            || self.forwarding[X_FORWARDED_HOST_INDEX]
+    }
 }
 
 /// Hop-by-hop stripping for responses (the same list, plus headers named in Connection).
@@ -303,6 +376,7 @@ fn is_forwarding_claim(name: &HeaderName) -> bool {
 pub fn prepare_response(headers: &mut HeaderMap, upgrade: bool) {
     strip_hop_by_hop(
         headers,
+        &Found::of(headers),
         Keep {
             upgrade,
             te_trailers: false,
@@ -319,18 +393,11 @@ struct Keep {
     te_trailers: bool,
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap, keep: Keep) {
-    // One pass over the names finds what is there; most requests carry no hop-by-hop
-    // header and most responses only `Connection`, so only those are looked up again.
-    let mut present = [false; HOP_BY_HOP_COUNT];
-    let mut has_te = false;
-    for name in headers.keys() {
-        match hop_by_hop_index(name.as_str().as_bytes()) {
-            Some(HopByHop::Te) => has_te = true,
-            Some(HopByHop::Listed(index)) => present[index] = true,
-            None => {}
-        }
-    }
+/// Removes the hop-by-hop fields `found` says are there (most requests carry none and most
+/// responses only `Connection`, so only those are looked up again).
+fn strip_hop_by_hop(headers: &mut HeaderMap, found: &Found, keep: Keep) {
+    let present = found.hop_by_hop;
+    let has_te = found.te;
     if !has_te && !present.contains(&true) {
         return;
     }
@@ -434,7 +501,7 @@ fn remove_client_cert_headers(headers: &mut HeaderMap) {
 
 /// Appends `item` to the comma-separated list `name`, folding existing lines into one
 /// value (some upstreams read only the first line).
-fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
+pub(super) fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: HeaderValue) {
     let mut entry = match headers.entry(name) {
         Entry::Vacant(vacant) => {
             vacant.insert(item);
@@ -553,10 +620,12 @@ fn is_token_byte(b: u8) -> bool {
 }
 
 /// X-Request-Id: keep a valid inbound one (visible ASCII, at most 128 bytes), else set
-/// `generated` (the caller supplies a fresh id, see [`format_request_id`]). Returns the id
-/// in force; repeated inbound ids are collapsed to it.
+/// `generated` (the caller supplies a fresh id, see [`format_request_id`]): in the map when
+/// it held an id, else beside it in `added`. Returns the id in force; repeated inbound ids
+/// are collapsed to it.
 pub fn ensure_request_id(
     headers: &mut HeaderMap,
+    added: &mut AddedFields,
     generated: impl FnOnce() -> HeaderValue,
 ) -> HeaderValue {
     // Unique per request: HPACK must not index it (each insert into an HTTP/2 peer's
@@ -566,7 +635,8 @@ pub fn ensure_request_id(
         id.set_sensitive(true);
         id
     };
-    // One lookup whether the id is kept, replaced or added.
+    // One lookup whether the id is kept, replaced or added (most requests carry none:
+    // then the new id goes beside the map, not into it).
     match headers.entry(X_REQUEST_ID) {
         Entry::Occupied(mut slot) => {
             let mut id = Some(slot.get())
@@ -578,7 +648,7 @@ pub fn ensure_request_id(
             slot.insert(id.clone());
             id
         }
-        Entry::Vacant(slot) => slot.insert(fresh()).clone(),
+        Entry::Vacant(_) => added.values_mut().request_id.insert(fresh()).clone(),
     }
 }
 
@@ -761,12 +831,63 @@ mod tests {
         }
     }
 
+    /// [`prepare_request`] with its added fields moved into the map: the whole truth.
+    fn prepare(map: &mut HeaderMap, forwarded: &Forwarded<'_>) {
+        prepare_request(map, forwarded).append_to(map);
+    }
+
+    #[test]
+    fn fields_the_request_lacks_are_added_beside_the_map_and_lists_it_holds_are_appended_to() {
+        let mut map = headers(&[
+            ("host", "shop.example.com"),
+            ("x-forwarded-for", "10.9.9.9"),
+        ]);
+        let added = prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        assert_eq!(values(&map, "x-forwarded-for"), ["10.9.9.9, 192.0.2.7"]);
+        assert_eq!(
+            map.len(),
+            2,
+            "only the list the request held was edited in the map"
+        );
+        let beside: Vec<(&str, &str)> = added
+            .iter()
+            .map(|(name, value)| (name, value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            beside,
+            [
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "shop.example.com"),
+                (
+                    "forwarded",
+                    "for=192.0.2.7;proto=https;host=shop.example.com;by=\"10.0.0.1:443\""
+                ),
+                ("via", "1.1 switchyard"),
+            ]
+        );
+
+        // A trusted peer's own values stay in the map and nothing beside them repeats them.
+        let mut map = headers(&[
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "inner.example.com"),
+            ("forwarded", "for=10.9.9.9"),
+            ("via", "1.0 edge"),
+        ]);
+        let added = prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        let names: Vec<&str> = added.iter().map(|(name, _)| name).collect();
+        assert_eq!(names, ["x-forwarded-for"]);
+        assert_eq!(values(&map, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&map, "x-forwarded-host"), ["inner.example.com"]);
+        assert_eq!(values(&map, "via"), ["1.0 edge, 1.1 switchyard"]);
+        assert_eq!(values(&map, "forwarded").len(), 1);
+    }
+
     #[test]
     fn a_connection_formats_its_forwarded_element_again_only_when_the_host_changes() {
         let first = seen("192.0.2.60:1234", false);
         let element = |forwarded: &Forwarded<'_>| {
             let mut map = HeaderMap::new();
-            prepare_request(&mut map, forwarded);
+            prepare(&mut map, forwarded);
             map.get(FORWARDED).unwrap().clone()
         };
         let want = "for=192.0.2.60;proto=https;host=shop.example.com;by=\"10.0.0.1:443\"";
@@ -871,7 +992,7 @@ mod tests {
     #[test]
     fn forwarded_for_is_set_from_the_peer_without_an_inbound_list() {
         let mut map = HeaderMap::new();
-        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        prepare(&mut map, &seen("192.0.2.7:5000", false));
         assert_eq!(values(&map, "x-forwarded-for"), ["192.0.2.7"]);
     }
 
@@ -881,7 +1002,7 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1, 2.2.2.2"),
             ("x-forwarded-for", "3.3.3.3"),
         ]);
-        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        prepare(&mut map, &seen("192.0.2.7:5000", false));
         assert_eq!(
             values(&map, "x-forwarded-for"),
             ["1.1.1.1, 2.2.2.2, 3.3.3.3, 192.0.2.7"]
@@ -897,7 +1018,7 @@ mod tests {
             ("x-client-cert-subject", "CN=admin"),
             ("x-client-cert-san", "admin"),
         ]);
-        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        prepare(&mut map, &seen("192.0.2.7:5000", false));
         assert_eq!(values(&map, "x-forwarded-proto"), ["https"]);
         assert_eq!(values(&map, "x-forwarded-host"), ["shop.example.com"]);
         assert_eq!(
@@ -916,7 +1037,7 @@ mod tests {
             ("forwarded", "for=198.51.100.4;proto=http"),
             ("x-client-cert-subject", "CN=client"),
         ]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         assert_eq!(values(&map, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&map, "x-forwarded-host"), ["front.example"]);
         assert_eq!(
@@ -934,7 +1055,7 @@ mod tests {
         let mut forwarded = seen("[2001:db8::1]:5000", false);
         forwarded.host = Some("shop.example.com:8443");
         forwarded.hop = hop("[2001:db8::1]:5000", "[2001:db8::ff]:8443");
-        prepare_request(&mut map, &forwarded);
+        prepare(&mut map, &forwarded);
         assert_eq!(
             values(&map, "forwarded"),
             [
@@ -960,12 +1081,12 @@ mod tests {
     #[test]
     fn via_names_the_clients_version_and_is_appended() {
         let mut map = headers(&[("via", "1.1 cdn")]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         assert_eq!(values(&map, "via"), ["1.1 cdn, 1.1 switchyard"]);
         let mut map = HeaderMap::new();
         let mut forwarded = seen("10.0.0.2:5000", true);
         forwarded.version = Version::HTTP_2;
-        prepare_request(&mut map, &forwarded);
+        prepare(&mut map, &forwarded);
         assert_eq!(values(&map, "via"), ["2.0 switchyard"]);
     }
 
@@ -988,7 +1109,7 @@ mod tests {
             ("trailer", "x-checksum"),
             ("accept", "*/*"),
         ]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         for name in &HOP_BY_HOP {
             assert!(map.get(name).is_none(), "{name}");
         }
@@ -1004,7 +1125,7 @@ mod tests {
             ("x-other", "2"),
             ("x-kept", "3"),
         ]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         assert!(map.get("x-secret").is_none());
         assert!(map.get("x-other").is_none());
         assert!(map.get("connection").is_none());
@@ -1018,7 +1139,7 @@ mod tests {
             ("host", "a"),
             ("te", "trailers"),
         ]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         assert_eq!(values(&map, "host"), ["a"]);
         assert_eq!(values(&map, "te"), ["trailers"]);
     }
@@ -1026,13 +1147,13 @@ mod tests {
     #[test]
     fn te_trailers_is_kept_and_other_codings_are_removed() {
         let mut map = headers(&[("te", "trailers")]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         assert_eq!(values(&map, "te"), ["trailers"]);
         let mut map = headers(&[("te", "gzip")]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         assert!(map.get("te").is_none());
         let mut map = headers(&[("te", "gzip;q=0.5, Trailers")]);
-        prepare_request(&mut map, &seen("10.0.0.2:5000", true));
+        prepare(&mut map, &seen("10.0.0.2:5000", true));
         assert_eq!(values(&map, "te"), ["trailers"]);
     }
 
@@ -1040,7 +1161,7 @@ mod tests {
     fn trace_context_passes_through_untouched() {
         let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut map = headers(&[("traceparent", parent), ("tracestate", "congo=t61rcWkgMzE")]);
-        prepare_request(&mut map, &seen("192.0.2.7:5000", false));
+        prepare(&mut map, &seen("192.0.2.7:5000", false));
         prepare_response(&mut map, false);
         assert_eq!(values(&map, "traceparent"), [parent]);
         assert_eq!(values(&map, "tracestate"), ["congo=t61rcWkgMzE"]);
@@ -1087,7 +1208,9 @@ mod tests {
     #[test]
     fn a_valid_inbound_request_id_is_kept() {
         let mut map = headers(&[("x-request-id", "abc-123_XYZ")]);
-        let id = ensure_request_id(&mut map, || panic!("not needed"));
+        let id = ensure_request_id(&mut map, &mut AddedFields::default(), || {
+            panic!("not needed")
+        });
         assert_eq!(id, "abc-123_XYZ");
         assert_eq!(values(&map, "x-request-id"), ["abc-123_XYZ"]);
     }
@@ -1097,14 +1220,18 @@ mod tests {
         let long = "a".repeat(200);
         for bad in [long.as_str(), "has space", ""] {
             let mut map = headers(&[("x-request-id", bad)]);
-            let id = ensure_request_id(&mut map, || HeaderValue::from_static("fresh"));
+            let id = ensure_request_id(&mut map, &mut AddedFields::default(), || {
+                HeaderValue::from_static("fresh")
+            });
             assert_eq!(id, "fresh", "{bad:?}");
             assert_eq!(values(&map, "x-request-id"), ["fresh"]);
         }
         let exactly_128 = "b".repeat(128);
         let mut map = headers(&[("x-request-id", exactly_128.as_str())]);
         assert_eq!(
-            ensure_request_id(&mut map, || HeaderValue::from_static("fresh")),
+            ensure_request_id(&mut map, &mut AddedFields::default(), || {
+                HeaderValue::from_static("fresh")
+            }),
             exactly_128.as_str()
         );
     }
@@ -1116,18 +1243,23 @@ mod tests {
             assert_eq!(id.to_str().unwrap(), format!("{n:032x}"));
         }
         let mut repeated = headers(&[("x-request-id", "first"), ("x-request-id", "second")]);
-        let kept = ensure_request_id(&mut repeated, || panic!("not needed"));
+        let kept = ensure_request_id(&mut repeated, &mut AddedFields::default(), || {
+            panic!("not needed")
+        });
         assert_eq!(kept, "first");
         assert!(kept.is_sensitive());
         assert_eq!(values(&repeated, "x-request-id"), ["first"]);
     }
 
     #[test]
-    fn a_missing_request_id_is_generated() {
+    fn a_missing_request_id_is_generated_beside_the_map() {
         let mut map = HeaderMap::new();
-        let id = ensure_request_id(&mut map, || format_request_id(0xab));
+        let mut added = AddedFields::default();
+        let id = ensure_request_id(&mut map, &mut added, || format_request_id(0xab));
         assert_eq!(id, "000000000000000000000000000000ab");
-        assert_eq!(map.get("x-request-id"), Some(&id));
+        assert!(id.is_sensitive());
+        assert!(map.is_empty());
+        assert_eq!(added.iter().collect::<Vec<_>>(), [("x-request-id", &id)]);
     }
 
     #[test]

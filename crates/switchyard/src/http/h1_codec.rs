@@ -77,30 +77,40 @@ impl RequestFraming {
     }
 }
 
-/// Appends the request head to `out`: request line, `headers`, and the framing field
-/// the body needs when the request did not carry one.
-pub fn encode_request_head(
+/// Appends the request head to `out`: request line, `headers`, the `added` fields (names
+/// the map does not hold, module `added_fields`), and the framing field the body needs
+/// when the request did not carry one.
+pub fn encode_request_head<'a>(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    added: impl Iterator<Item = (&'static str, &'a HeaderValue)> + Clone,
     framing: RequestFraming,
     out: &mut BytesMut,
 ) {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let field_len = |(name, value): (&str, &HeaderValue)| name.len() + value.len() + 4;
     let fields: usize = headers
         .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .map(|(name, value)| field_len((name.as_str(), value)))
+        .chain(added.clone().map(field_len))
         .sum();
     out.reserve(method.as_str().len() + target.len() + fields + 48);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.put_slice(name.as_str().as_bytes());
+    let mut put_field = |name: &str, value: &HeaderValue| {
+        out.put_slice(name.as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
+    };
+    for (name, value) in headers {
+        put_field(name.as_str(), value);
+    }
+    for (name, value) in added {
+        put_field(name, value);
     }
     match framing {
         RequestFraming::Length(n) if !headers.contains_key(CONTENT_LENGTH) => {
@@ -902,12 +912,29 @@ mod tests {
             &Method::GET,
             &uri,
             &headers,
+            std::iter::empty(),
             RequestFraming::Empty,
             &mut out,
         );
         assert_eq!(
             &out[..],
             b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
+        );
+        out.clear();
+        let via = HeaderValue::from_static("1.1 switchyard");
+        let id = HeaderValue::from_static("abc");
+        encode_request_head(
+            &Method::GET,
+            &uri,
+            &headers,
+            [("x-request-id", &id), ("via", &via)].into_iter(),
+            RequestFraming::Empty,
+            &mut out,
+        );
+        assert_eq!(
+            &out[..],
+            &b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-two: 1\r\nx-two: 2\r\n\
+               x-request-id: abc\r\nvia: 1.1 switchyard\r\n\r\n"[..]
         );
     }
 
@@ -945,6 +972,7 @@ mod tests {
             &Method::POST,
             &uri,
             &empty,
+            std::iter::empty(),
             RequestFraming::Length(5),
             &mut out,
         );
@@ -954,6 +982,7 @@ mod tests {
             &Method::POST,
             &uri,
             &empty,
+            std::iter::empty(),
             RequestFraming::Chunked,
             &mut out,
         );
@@ -968,6 +997,7 @@ mod tests {
             &Method::PUT,
             &uri,
             &declared,
+            std::iter::empty(),
             RequestFraming::Length(5),
             &mut out,
         );

@@ -5,6 +5,7 @@
 //! connections to endpoints, and `error` maps every failure the proxy answers for itself
 //! to its response.
 
+pub mod added_fields;
 pub mod attempt;
 pub mod body;
 pub mod error;

@@ -373,16 +373,11 @@ async fn proxy(
             request.uri().path(),
         ),
     };
-    // Room for what the proxy adds (request id, forwarding headers, Via, Host): one
-    // growth of the map instead of one per insert.
-    request.headers_mut().reserve(8);
-    let request_id = forwarding::ensure_request_id(request.headers_mut(), || {
-        forwarding::format_request_id(rng::with_rng(|rng| rng.random()))
-    });
-    record.request_id = Some(request_id);
     let host = ClientAuthority::of(&request);
     let version = request.version();
-    forwarding::prepare_request(
+    // What the proxy adds goes beside the map where the map lacks the name (module
+    // `added_fields`); the request id comes after the strip of what `Connection` names.
+    let mut added = forwarding::prepare_request(
         request.headers_mut(),
         &Forwarded {
             hop: &downstream.hop,
@@ -392,6 +387,10 @@ async fn proxy(
             version,
         },
     );
+    let request_id = forwarding::ensure_request_id(request.headers_mut(), &mut added, || {
+        forwarding::format_request_id(rng::with_rng(|rng| rng.random()))
+    });
+    record.request_id = Some(request_id);
     if let Some(tls) = &downstream.tls {
         let forward = listener.tls.as_ref().is_some_and(|t| t.forward_client_cert);
         forwarding::set_client_cert(
@@ -402,7 +401,11 @@ async fn proxy(
     if let Some(upgrade) = &client_upgrade {
         upgrade::restore_request_headers(request.headers_mut(), upgrade);
     }
-    route.request_headers.apply(request.headers_mut());
+    if !route.request_headers.is_empty() {
+        // The edits may name any field: all of them in the map.
+        std::mem::take(&mut added).append_to(request.headers_mut());
+        route.request_headers.apply(request.headers_mut());
+    }
     let protocol = cluster_config.protocol;
     let target = upstream_target(&request, &route, host.as_ref(), protocol)?;
     retarget(&mut request, target, protocol);
@@ -412,9 +415,10 @@ async fn proxy(
         min_rate: listener.config.min_request_body_rate,
     };
     // The body takes its limits on the way in; the head stays where it is.
-    let request = Box::new(
-        request.map(|body| RequestBody::new(body, listener.config.max_request_body, Some(pace))),
-    );
+    let request = Box::new(request.map(|body| {
+        RequestBody::new(body, listener.config.max_request_body, Some(pace))
+            .with_added_fields(added)
+    }));
     record.request_body = Some(request.body().progress());
 
     let sticky_config = cluster_config.sticky.as_ref();

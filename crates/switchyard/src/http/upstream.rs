@@ -38,6 +38,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::added_fields;
 use super::body::RequestBody;
 use super::h1_client::{Checkin, Connection, DirectBody, Exchange, HeadFailure};
 use crate::admin::metrics::Gauge;
@@ -452,8 +453,10 @@ impl EndpointPool {
     /// the upgraded connection to the tunnel; it never returns to the pool.
     async fn send_upgrade(
         self: &Arc<Self>,
-        request: UpstreamRequest,
+        mut request: UpstreamRequest,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
+        // hyper writes the map: the added fields go into it.
+        added_fields::into_map(&mut request);
         let slot = match self.wait_for(|| self.try_slot()).await {
             Ok(slot) => slot,
             Err(error) => return Err(SendError::unsent(error, request)),
@@ -687,8 +690,10 @@ impl EndpointPool {
 
     async fn send_h2(
         self: &Arc<Self>,
-        request: UpstreamRequest,
+        mut request: UpstreamRequest,
     ) -> Result<(Response<UpstreamBody>, Lease), SendError> {
+        // hyper writes the map: the added fields go into it.
+        added_fields::into_map(&mut request);
         let connection = match self.checkout_h2().await {
             Ok(connection) => connection,
             Err(error) => {

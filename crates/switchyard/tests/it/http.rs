@@ -384,6 +384,102 @@ async fn forwarding_headers_are_set_and_hop_by_hop_headers_stripped() {
     assert_eq!(kept.headers()["x-request-id"], "abc-123");
 }
 
+/// What the proxy adds to a request (request id, `X-Forwarded-*`, `Forwarded`, `Via`) is
+/// kept beside the header map until something needs the map whole; it reaches the upstream
+/// exactly once on every path: an HTTP/1.1 upstream, an HTTP/2 upstream (hyper writes the
+/// map), a retry after a send (the kept copy), and route edits that replace and remove
+/// those fields.
+#[tokio::test]
+async fn the_fields_the_proxy_adds_reach_every_kind_of_upstream_once() {
+    let plain = http_backends(1).await.remove(0);
+    let mut failing_args = BackendArgs::for_test("failing");
+    failing_args.error_rate = 1.0;
+    let failing = backend(failing_args).await;
+    let toml = format!(
+        r#"{WEB}
+  [[listener.route]]
+  match = {{ path_prefix = "/h2/" }}
+  cluster = "h2"
+  [[listener.route]]
+  match = {{ path_prefix = "/retry/" }}
+  cluster = "flaky"
+  retry = {{ attempts = 2, on = ["gateway-error"], backoff_base = "1ms", backoff_max = "1ms" }}
+  [[listener.route]]
+  match = {{ path_prefix = "/edit/" }}
+  cluster = "h1"
+  request_headers = {{ set = {{ "via" = "edited" }}, remove = ["x-forwarded-host"] }}
+  [[listener.route]]
+  match = {{ path_prefix = "/" }}
+  cluster = "h1"
+[[cluster]]
+name = "h1"
+endpoints = ["{plain}"]
+[[cluster]]
+name = "h2"
+protocol = "h2"
+endpoints = ["{plain}"]
+[[cluster]]
+name = "flaky"
+balance = "round-robin"
+endpoints = ["{failing}", "{plain}"]
+  [cluster.outlier]
+  enabled = false
+"#,
+        plain = plain.local_addr(),
+        failing = failing.local_addr(),
+    );
+    let server = balancer(&toml).await;
+    let web = address(&server, "web");
+    let echo = |path: &'static str| {
+        let url = format!("http://{web}{path}");
+        async move {
+            let response = within(client().get(&url).send()).await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+            let id = response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let echoed: serde_json::Value = within(response.json()).await.unwrap();
+            assert_eq!(echoed["headers"]["x-request-id"], id.as_str(), "{path}");
+            echoed
+        }
+    };
+    let every_added = |echoed: &serde_json::Value, what: &str| {
+        let headers = &echoed["headers"];
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{what}: {headers}");
+        assert_eq!(headers["x-forwarded-proto"], "http", "{what}: {headers}");
+        assert_eq!(
+            headers["x-forwarded-host"],
+            web.to_string(),
+            "{what}: {headers}"
+        );
+        assert_eq!(
+            headers["forwarded"],
+            format!("for=127.0.0.1;proto=http;host=\"{web}\";by=\"{web}\""),
+            "{what}: {headers}"
+        );
+        assert_eq!(headers["via"], "1.1 switchyard", "{what}: {headers}");
+    };
+    let h1 = echo("/").await;
+    assert_eq!(h1["version"], "HTTP/1.1");
+    every_added(&h1, "HTTP/1.1 upstream");
+    let h2 = echo("/h2/").await;
+    assert_eq!(h2["version"], "HTTP/2.0");
+    every_added(&h2, "HTTP/2 upstream");
+    // Round robin over [failing, plain]: at least one of two requests goes first to the
+    // failing endpoint, and every one is answered 200, so it was sent again from the kept
+    // copy.
+    for _ in 0..2 {
+        every_added(&echo("/retry/").await, "a retry");
+    }
+    assert!(failing.control().requests() >= 1, "a request was retried");
+    let edited = echo("/edit/").await;
+    let headers = &edited["headers"];
+    assert_eq!(headers["via"], "edited", "{headers}");
+    assert!(headers.get("x-forwarded-host").is_none(), "{headers}");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{headers}");
+}
+
 #[tokio::test]
 async fn route_header_edits_and_path_rewrite_apply() {
     let backends = http_backends(1).await;

@@ -26,6 +26,7 @@ use http::{HeaderMap, Method, Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::added_fields::AddedFields;
 use super::body::{BoxError, RequestBody};
 use super::h1_codec::{
     self as codec, BodyEncoding, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming,
@@ -100,6 +101,9 @@ struct Writer {
     /// The request's head, kept until its first byte is written so an unsent request can
     /// be handed back whole.
     parts: Option<Parts>,
+    /// The head's added fields (module `added_fields`), written with the head and kept
+    /// with it for the same reason.
+    added: AddedFields,
     body: Option<RequestBody>,
     /// How the body's frames go on the wire (and what a length still owes).
     encoding: BodyEncoding,
@@ -125,12 +129,20 @@ enum WriteFailure {
 impl Writer {
     /// `out`: the (empty) buffer to encode into.
     fn new(request: UpstreamRequest, mut out: BytesMut) -> Result<Writer, UpstreamRequest> {
-        let (parts, body) = request.into_parts();
+        let (parts, mut body) = request.into_parts();
         let exact = body.size_hint().exact();
         let Some(framing) = RequestFraming::of(&parts.headers, body.is_end_stream(), exact) else {
             return Err(Box::new(Request::from_parts(parts, body)));
         };
-        codec::encode_request_head(&parts.method, &parts.uri, &parts.headers, framing, &mut out);
+        let added = body.take_added_fields();
+        codec::encode_request_head(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            added.iter(),
+            framing,
+            &mut out,
+        );
         let (body, encoding) = match framing {
             RequestFraming::Empty | RequestFraming::Length(0) => (None, BodyEncoding::Discard),
             RequestFraming::Length(n) => (Some(body), BodyEncoding::Length(n)),
@@ -138,6 +150,7 @@ impl Writer {
         };
         Ok(Writer {
             parts: Some(parts),
+            added,
             body,
             encoding,
             out,
@@ -162,6 +175,7 @@ impl Writer {
         }
         let parts = self.parts.take()?;
         let body = self.body.take().unwrap_or_else(RequestBody::empty);
+        let body = body.with_added_fields(std::mem::take(&mut self.added));
         Some(Box::new(Request::from_parts(parts, body)))
     }
 
@@ -536,5 +550,35 @@ impl Body for DirectBody {
             Some(Reading::Length(n)) => SizeHint::with_exact(*n),
             Some(Reading::Chunked(_) | Reading::UntilClose) => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+    use crate::http::added_fields::AddedValues;
+
+    #[test]
+    fn an_unsent_request_comes_back_with_the_fields_written_beside_its_map() {
+        let added = AddedFields::new(AddedValues {
+            via: Some(HeaderValue::from_static("1.1 switchyard")),
+            ..AddedValues::default()
+        });
+        let request = Request::builder()
+            .uri("/x")
+            .header("host", "a.example")
+            .body(RequestBody::empty().with_added_fields(added.clone()))
+            .unwrap();
+        let mut writer = Writer::new(Box::new(request), BytesMut::new()).unwrap();
+        assert_eq!(
+            &writer.out[..],
+            b"GET /x HTTP/1.1\r\nhost: a.example\r\nvia: 1.1 switchyard\r\n\r\n"
+        );
+        let mut back = writer.unsent().unwrap();
+        assert_eq!(back.headers().len(), 1);
+        assert_eq!(back.body_mut().take_added_fields(), added);
     }
 }
