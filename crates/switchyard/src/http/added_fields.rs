@@ -49,18 +49,16 @@ pub struct AddedValues {
 }
 
 impl AddedValues {
-    /// The fields, lowercase names first, in the order they are written.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> + Clone {
+    /// Every field's name and value (if set), in the order they are written.
+    fn slots(&self) -> [(&'static str, Option<&HeaderValue>); 6] {
         [
-            ("x-request-id", &self.request_id),
-            ("x-forwarded-for", &self.forwarded_for),
-            ("x-forwarded-proto", &self.forwarded_proto),
-            ("x-forwarded-host", &self.forwarded_host),
-            ("forwarded", &self.forwarded),
-            ("via", &self.via),
+            ("x-request-id", self.request_id.as_ref()),
+            ("x-forwarded-for", self.forwarded_for.as_ref()),
+            ("x-forwarded-proto", self.forwarded_proto.as_ref()),
+            ("x-forwarded-host", self.forwarded_host.as_ref()),
+            ("forwarded", self.forwarded.as_ref()),
+            ("via", self.via.as_ref()),
         ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value.as_ref()?)))
     }
 }
 
@@ -76,8 +74,26 @@ impl AddedFields {
     }
 
     /// The fields, lowercase names first, in the order they are written.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> + Clone {
-        self.0.as_deref().into_iter().flat_map(AddedValues::iter)
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        self.0.as_deref().into_iter().flat_map(|values| {
+            values
+                .slots()
+                .into_iter()
+                .filter_map(|(name, value)| Some((name, value?)))
+        })
+    }
+
+    /// Calls `each` with every field, in the order of [`AddedFields::iter`]. (A plain
+    /// loop: the HTTP/1.1 client writes every request's fields with it.)
+    pub fn for_each(&self, mut each: impl FnMut(&'static str, &HeaderValue)) {
+        let Some(values) = self.0.as_deref() else {
+            return;
+        };
+        for (name, value) in values.slots() {
+            if let Some(value) = value {
+                each(name, value);
+            }
+        }
     }
 
     /// Whether no field is kept here.

@@ -187,7 +187,7 @@ pub struct Hop {
 /// it names: a connection's requests nearly always name the same host, so the element is
 /// formatted once and then shared (a hit costs a lock, a comparison and a reference count).
 #[derive(Debug, Default)]
-struct LastElement(Mutex<Option<(String, Option<String>, HeaderValue)>>);
+struct LastElement(Mutex<Option<(String, Option<HeaderValue>, HeaderValue)>>);
 
 impl Clone for LastElement {
     /// A copy starts empty (a reloaded listener's view of the connection remakes it).
@@ -231,8 +231,9 @@ pub struct Forwarded<'a> {
     pub peer_trusted: bool,
     /// `"http"` or `"https"`: how the client reached Switchyard.
     pub scheme: &'a str,
-    /// The authority the client used (`:authority` or `Host`).
-    pub host: Option<&'a str>,
+    /// The authority the client used (`:authority` or `Host`), as a field value
+    /// (`X-Forwarded-Host` is this value, shared rather than copied).
+    pub host: Option<&'a HeaderValue>,
     /// The client's HTTP version (for `Via`).
     pub version: Version,
 }
@@ -306,7 +307,7 @@ pub fn prepare_request(headers: &mut HeaderMap, forwarded: &Forwarded<'_>) -> Ad
         forwarded_host: forwarded
             .host
             .filter(|_| !in_map[X_FORWARDED_HOST_INDEX])
-            .and_then(|host| HeaderValue::from_str(host).ok()),
+            .cloned(),
         forwarded: element,
         via,
     })
@@ -563,14 +564,14 @@ fn forwarded_element(forwarded: &Forwarded<'_>) -> Option<HeaderValue> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     if let Some((scheme, host, element)) = &*last {
-        if scheme == forwarded.scheme && host.as_deref() == forwarded.host {
+        if scheme == forwarded.scheme && host.as_ref() == forwarded.host {
             return Some(element.clone());
         }
     }
     let element = format_element(forwarded)?;
     *last = Some((
         forwarded.scheme.to_owned(),
-        forwarded.host.map(str::to_owned),
+        forwarded.host.cloned(),
         element.clone(),
     ));
     Some(element)
@@ -581,7 +582,7 @@ fn format_element(forwarded: &Forwarded<'_>) -> Option<HeaderValue> {
     let mut element = String::with_capacity(96);
     element.push_str(&hop.for_pair);
     push_pair(&mut element, "proto", forwarded.scheme);
-    if let Some(host) = forwarded.host {
+    if let Some(host) = forwarded.host.and_then(|host| host.to_str().ok()) {
         push_pair(&mut element, "host", host);
     }
     element.push(';');
@@ -821,12 +822,15 @@ mod tests {
         )))
     }
 
+    /// The host every test request names.
+    static SHOP: HeaderValue = HeaderValue::from_static("shop.example.com");
+
     fn seen(peer: &str, trusted: bool) -> Forwarded<'static> {
         Forwarded {
             hop: hop(peer, "10.0.0.1:443"),
             peer_trusted: trusted,
             scheme: "https",
-            host: Some("shop.example.com"),
+            host: Some(&SHOP),
             version: Version::HTTP_11,
         }
     }
@@ -885,6 +889,7 @@ mod tests {
     #[test]
     fn a_connection_formats_its_forwarded_element_again_only_when_the_host_changes() {
         let first = seen("192.0.2.60:1234", false);
+        let api = HeaderValue::from_static("api.example.com");
         let element = |forwarded: &Forwarded<'_>| {
             let mut map = HeaderMap::new();
             prepare(&mut map, forwarded);
@@ -894,7 +899,7 @@ mod tests {
         assert_eq!(element(&first), want);
         assert_eq!(element(&first), want, "the kept element");
         let other_host = Forwarded {
-            host: Some("api.example.com"),
+            host: Some(&api),
             ..first
         };
         let want_other = "for=192.0.2.60;proto=https;host=api.example.com;by=\"10.0.0.1:443\"";
@@ -1053,7 +1058,8 @@ mod tests {
     fn forwarded_quotes_ipv6_in_brackets_and_a_host_with_a_port() {
         let mut map = HeaderMap::new();
         let mut forwarded = seen("[2001:db8::1]:5000", false);
-        forwarded.host = Some("shop.example.com:8443");
+        let with_port = HeaderValue::from_static("shop.example.com:8443");
+        forwarded.host = Some(&with_port);
         forwarded.hop = hop("[2001:db8::1]:5000", "[2001:db8::ff]:8443");
         prepare(&mut map, &forwarded);
         assert_eq!(

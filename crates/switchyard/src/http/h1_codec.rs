@@ -12,6 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
+use super::added_fields::AddedFields;
 use super::forwarding;
 use super::raw_fields::{MAX_RAW_FIELDS, RawFields};
 
@@ -79,47 +80,46 @@ impl RequestFraming {
 
 /// Appends the request head to `out`: request line, `headers`, the `added` fields (names
 /// the map does not hold, module `added_fields`), and the framing field the body needs
-/// when the request did not carry one.
-pub fn encode_request_head<'a>(
+/// when the request did not carry one. (Plain loops, no size pre-pass: this runs for
+/// every request, and the connection's buffer is kept from one request to the next, so
+/// it already has room.)
+pub fn encode_request_head(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    added: impl Iterator<Item = (&'static str, &'a HeaderValue)> + Clone,
+    added: &AddedFields,
     framing: RequestFraming,
     out: &mut BytesMut,
 ) {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let field_len = |(name, value): (&str, &HeaderValue)| name.len() + value.len() + 4;
-    let fields: usize = headers
-        .iter()
-        .map(|(name, value)| field_len((name.as_str(), value)))
-        .chain(added.clone().map(field_len))
-        .sum();
-    out.reserve(method.as_str().len() + target.len() + fields + 48);
+    out.reserve(method.as_str().len() + target.len() + 64 * headers.len() + 256);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(target.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
-    let mut put_field = |name: &str, value: &HeaderValue| {
-        out.put_slice(name.as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    };
     for (name, value) in headers {
-        put_field(name.as_str(), value);
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    for (name, value) in added {
-        put_field(name, value);
-    }
+    added.for_each(|name, value| put_field(out, name.as_bytes(), value.as_bytes()));
     match framing {
         RequestFraming::Length(n) if !headers.contains_key(CONTENT_LENGTH) => {
-            use std::fmt::Write;
-            let _ = write!(out, "content-length: {n}\r\n");
+            put_field(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
         }
-        RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        RequestFraming::Chunked => put_field(out, b"transfer-encoding", b"chunked"),
         RequestFraming::Length(_) | RequestFraming::Empty => {}
     }
+    out.put_slice(b"\r\n");
+}
+
+/// Appends `name: value` and its line end to `out` (heads in both directions).
+pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
     out.put_slice(b"\r\n");
 }
 
@@ -808,6 +808,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, WireError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::http::added_fields::AddedValues;
 
     #[test]
     fn a_recycled_map_comes_back_empty_and_a_large_one_is_not_kept() {
@@ -912,7 +913,7 @@ mod tests {
             &Method::GET,
             &uri,
             &headers,
-            std::iter::empty(),
+            &AddedFields::default(),
             RequestFraming::Empty,
             &mut out,
         );
@@ -921,13 +922,16 @@ mod tests {
             b"GET /p?q=1 HTTP/1.1\r\nhost: a.example\r\nx-two: 1\r\nx-two: 2\r\n\r\n"
         );
         out.clear();
-        let via = HeaderValue::from_static("1.1 switchyard");
-        let id = HeaderValue::from_static("abc");
+        let added = AddedFields::new(AddedValues {
+            request_id: Some(HeaderValue::from_static("abc")),
+            via: Some(HeaderValue::from_static("1.1 switchyard")),
+            ..AddedValues::default()
+        });
         encode_request_head(
             &Method::GET,
             &uri,
             &headers,
-            [("x-request-id", &id), ("via", &via)].into_iter(),
+            &added,
             RequestFraming::Empty,
             &mut out,
         );
@@ -972,7 +976,7 @@ mod tests {
             &Method::POST,
             &uri,
             &empty,
-            std::iter::empty(),
+            &AddedFields::default(),
             RequestFraming::Length(5),
             &mut out,
         );
@@ -982,7 +986,7 @@ mod tests {
             &Method::POST,
             &uri,
             &empty,
-            std::iter::empty(),
+            &AddedFields::default(),
             RequestFraming::Chunked,
             &mut out,
         );
@@ -997,7 +1001,7 @@ mod tests {
             &Method::PUT,
             &uri,
             &declared,
-            std::iter::empty(),
+            &AddedFields::default(),
             RequestFraming::Length(5),
             &mut out,
         );

@@ -374,6 +374,7 @@ async fn proxy(
         ),
     };
     let host = ClientAuthority::of(&request);
+    let host_value = host.as_ref().and_then(ClientAuthority::to_header_value);
     let version = request.version();
     // What the proxy adds goes beside the map where the map lacks the name (module
     // `added_fields`); the request id comes after the strip of what `Connection` names.
@@ -383,7 +384,7 @@ async fn proxy(
             hop: &downstream.hop,
             peer_trusted: forwarding::is_trusted(downstream.hop.peer.ip(), trusted),
             scheme: downstream.scheme,
-            host: host.as_ref().map(ClientAuthority::as_str),
+            host: host_value.as_ref(),
             version,
         },
     );
@@ -835,11 +836,12 @@ impl ClientAuthority {
         })
     }
 
-    fn as_str(&self) -> &str {
+    /// As a field value: the Host header's own (shared, not copied), or the target's
+    /// authority.
+    fn to_header_value(&self) -> Option<HeaderValue> {
         match self {
-            ClientAuthority::Target(authority) => authority.as_str(),
-            // Checked to be text when made.
-            ClientAuthority::HostHeader(host) => host.to_str().unwrap_or_default(),
+            ClientAuthority::Target(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+            ClientAuthority::HostHeader(host) => Some(host.clone()),
         }
     }
 }

@@ -139,7 +139,7 @@ impl Writer {
             &parts.method,
             &parts.uri,
             &parts.headers,
-            added.iter(),
+            &added,
             framing,
             &mut out,
         );

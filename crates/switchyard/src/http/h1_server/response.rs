@@ -6,7 +6,7 @@
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::http::h1_codec::{self, BodyEncoding, ConnectionTokens};
+use crate::http::h1_codec::{self, BodyEncoding, ConnectionTokens, put_field};
 use crate::http::raw_fields::RawFields;
 
 /// How a response body goes on the wire.
@@ -253,13 +253,6 @@ pub fn encode_head(
             put_field(out, b"connection", b"keep-alive");
         }
     }
-    out.put_slice(b"\r\n");
-}
-
-fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.put_slice(name);
-    out.put_slice(b": ");
-    out.put_slice(value);
     out.put_slice(b"\r\n");
 }
 
