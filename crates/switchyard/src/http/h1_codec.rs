@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 use super::added_fields::AddedFields;
 use super::forwarding;
-use super::raw_fields::{MAX_RAW_FIELDS, RawFields};
+use super::raw_fields::{MAX_RAW_FIELDS, RawFields, RawSummary};
 
 /// Header fields accepted in a response head or a trailer section.
 pub const MAX_HEADERS: usize = 100;
@@ -315,7 +315,9 @@ pub fn parse_response_head(
     // `raw_fields`); then, as every request head, through a map.
     let (headers, raw) = if fields.pass_as_they_are() && spans.len() <= MAX_RAW_FIELDS {
         // A head is at most 64 KiB, so every span fits.
-        let raw = RawFields::new(head, spans.iter().map(Span::ranges)).ok_or(WireError::Head)?;
+        let summary = fields.raw_summary(framing);
+        let raw =
+            RawFields::new(head, summary, spans.iter().map(Span::ranges)).ok_or(WireError::Head)?;
         // Room for the fields too: if the response goes to an HTTP/2 client they move into
         // the map, which then does not grow (a kept map's room costs nothing).
         let map = recycled_map(spans.len() + RESPONSE_ROOM);
@@ -531,6 +533,11 @@ struct FramingFields {
     other_hop_by_hop: bool,
     /// A `Keep-Alive` field (consumed only beside a `Connection` of management tokens).
     keep_alive_field: bool,
+    /// A `Content-Length` value that is a list (`5, 5`), for the summary of fields passed
+    /// on raw: the server then declares the length itself.
+    length_listed: bool,
+    /// A `Date` field (for the summary of fields passed on raw).
+    date: bool,
 }
 
 impl FramingFields {
@@ -543,38 +550,64 @@ impl FramingFields {
             length: Ok(None),
             other_hop_by_hop: false,
             keep_alive_field: false,
+            length_listed: false,
+            date: false,
         };
+        // The length rules out most names before any bytes are compared.
         for field in fields {
             let name = field.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"connection") {
-                out.connection.add(field.value);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                out.transfer_encoding = true;
-                // The final coding decides; a field of empty items changes nothing.
-                let last = field
-                    .value
-                    .split(|b| *b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .rfind(|coding| !coding.is_empty());
-                if let Some(last) = last {
-                    out.chunked = last.eq_ignore_ascii_case(b"chunked");
+            let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
+            match name.len() {
+                4 if is(b"date") => out.date = true,
+                10 if is(b"connection") => out.connection.add(field.value),
+                10 if is(b"keep-alive") => out.keep_alive_field = true,
+                14 if is(b"content-length") => {
+                    out.content_length = true;
+                    out.length_listed |= field.value.contains(&b',');
+                    for part in field.value.split(|b| *b == b',') {
+                        out.length = match (out.length, parse_length(part.trim_ascii())) {
+                            (Ok(None), Some(n)) => Ok(Some(n)),
+                            (Ok(Some(seen)), Some(n)) if seen == n => Ok(Some(n)),
+                            _ => Err(WireError::ContentLength),
+                        };
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"content-length") {
-                out.content_length = true;
-                for part in field.value.split(|b| *b == b',') {
-                    out.length = match (out.length, parse_length(part.trim_ascii())) {
-                        (Ok(None), Some(n)) => Ok(Some(n)),
-                        (Ok(Some(seen)), Some(n)) if seen == n => Ok(Some(n)),
-                        _ => Err(WireError::ContentLength),
-                    };
+                17 if is(b"transfer-encoding") => {
+                    out.transfer_encoding = true;
+                    // The final coding decides; a field of empty items changes nothing.
+                    let last = field
+                        .value
+                        .split(|b| *b == b',')
+                        .map(<[u8]>::trim_ascii)
+                        .rfind(|coding| !coding.is_empty());
+                    if let Some(last) = last {
+                        out.chunked = last.eq_ignore_ascii_case(b"chunked");
+                    }
                 }
-            } else if name.eq_ignore_ascii_case(b"keep-alive") {
-                out.keep_alive_field = true;
-            } else if forwarding::is_hop_by_hop(name) {
-                out.other_hop_by_hop = true;
+                _ => out.other_hop_by_hop |= forwarding::is_hop_by_hop(name),
             }
         }
         out
+    }
+
+    /// Whether a `Content-Length` passes on with the fields (not left out as a stray
+    /// length beside a transfer coding).
+    fn length_passes(&self, framing: ResponseFraming) -> bool {
+        self.content_length
+            && !matches!(
+                framing,
+                ResponseFraming::Chunked | ResponseFraming::UntilClose
+            )
+    }
+
+    /// What the server acts on among the fields that pass on raw.
+    fn raw_summary(&self, framing: ResponseFraming) -> RawSummary {
+        RawSummary {
+            content_length: self
+                .length_passes(framing)
+                .then(|| self.length.ok().flatten().filter(|_| !self.length_listed)),
+            date: self.date,
+        }
     }
 
     /// Whether every field left after [`FramingFields::consumed`] (and the framing's own
@@ -595,12 +628,8 @@ impl FramingFields {
         let management = self.connection.only_management()
             && (name.eq_ignore_ascii_case(b"connection")
                 || name.eq_ignore_ascii_case(b"keep-alive"));
-        let stray_length = self.content_length
-            && matches!(
-                framing,
-                ResponseFraming::Chunked | ResponseFraming::UntilClose
-            )
-            && name.eq_ignore_ascii_case(b"content-length");
+        let stray_length =
+            !self.length_passes(framing) && name.eq_ignore_ascii_case(b"content-length");
         management || stray_length || name.eq_ignore_ascii_case(b"transfer-encoding")
     }
 }
@@ -883,6 +912,56 @@ mod tests {
         let values: Vec<_> = map.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
         assert_eq!(map.len(), 3);
+    }
+
+    #[test]
+    fn the_raw_fields_summary_says_what_the_server_acts_on_among_them() {
+        let summary = |text: &str, head_request: bool| {
+            let parsed = head(text, head_request).unwrap().unwrap();
+            parsed.raw.expect("passed on raw").summary()
+        };
+        assert_eq!(
+            summary(
+                "HTTP/1.1 200 OK\r\nDATE: Mon, 07 Dec 2026 18:00:00 GMT\r\ncontent-LENGTH: 2\r\n\r\n",
+                false
+            ),
+            RawSummary {
+                content_length: Some(Some(2)),
+                date: true
+            }
+        );
+        // A length beside chunked framing is left out, so the summary has none either.
+        assert_eq!(
+            summary(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+                false
+            ),
+            RawSummary::default()
+        );
+        // A list of one length frames the body but is not passed on as the length.
+        assert_eq!(
+            summary("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\n", false),
+            RawSummary {
+                content_length: Some(None),
+                date: false
+            }
+        );
+        // A HEAD response's length passes on (it describes the body a GET would get).
+        assert_eq!(
+            summary("HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", true),
+            RawSummary {
+                content_length: Some(Some(42)),
+                date: false
+            }
+        );
+        // A field named only like a framing one is no framing field.
+        assert_eq!(
+            summary(
+                "HTTP/1.1 204 No Content\r\nDates: x\r\nX-Content-Length: 1\r\n\r\n",
+                false
+            ),
+            RawSummary::default()
+        );
     }
 
     #[test]

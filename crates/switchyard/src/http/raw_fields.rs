@@ -44,20 +44,34 @@ impl RawSpan {
     }
 }
 
+/// What a server acts on among a head's raw fields, read in the parser's one pass over
+/// the head, so the server does not look at the fields again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawSummary {
+    /// The `Content-Length` fields among them, if there are any: the one length they
+    /// declare, or `None` when a value is not one plain length.
+    pub content_length: Option<Option<u64>>,
+    /// Whether a `Date` field is among them.
+    pub date: bool,
+}
+
 /// A response's fields as spans of its head's bytes (names as the upstream spelled them,
 /// already checked by the parser to be valid names and values).
 #[derive(Debug, Clone)]
 pub struct RawFields {
     head: Bytes,
+    summary: RawSummary,
     len: u8,
     spans: [RawSpan; MAX_RAW_FIELDS],
 }
 
 impl RawFields {
-    /// The fields whose (name, value) byte ranges in `head` are `fields`; `None` when there
-    /// are more than [`MAX_RAW_FIELDS`] or a range lies outside `head` or past 64 KiB.
+    /// The fields whose (name, value) byte ranges in `head` are `fields`, which `summary`
+    /// describes; `None` when there are more than [`MAX_RAW_FIELDS`] or a range lies
+    /// outside `head` or past 64 KiB.
     pub fn new(
         head: Bytes,
+        summary: RawSummary,
         fields: impl ExactSizeIterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)>,
     ) -> Option<RawFields> {
         if fields.len() > MAX_RAW_FIELDS {
@@ -85,7 +99,17 @@ impl RawFields {
             };
             len += 1;
         }
-        Some(RawFields { head, len, spans })
+        Some(RawFields {
+            head,
+            summary,
+            len,
+            spans,
+        })
+    }
+
+    /// What the server acts on among the fields.
+    pub fn summary(&self) -> RawSummary {
+        self.summary
     }
 
     fn spans(&self) -> &[RawSpan] {
@@ -166,7 +190,7 @@ mod tests {
     fn fields_keep_their_spelling_and_order_and_convert_into_a_map() {
         let head = Bytes::from_static(b"Server: up\r\nX-A: 1\r\nx-a: 2\r\n");
         let ranges = [(0..6, 8..10), (12..15, 17..18), (20..23, 25..26)];
-        let raw = RawFields::new(head, ranges.into_iter()).unwrap();
+        let raw = RawFields::new(head, RawSummary::default(), ranges.into_iter()).unwrap();
         let fields: Vec<_> = raw.iter().collect();
         assert_eq!(
             fields,
@@ -189,10 +213,10 @@ mod tests {
     fn more_than_sixteen_fields_or_an_offset_past_64_kib_are_not_kept_raw() {
         let head = Bytes::from_static(b"a: b");
         let many = (0..MAX_RAW_FIELDS + 1).map(|_| (0..1, 3..4));
-        assert!(RawFields::new(head.clone(), many).is_none());
+        assert!(RawFields::new(head.clone(), RawSummary::default(), many).is_none());
         let far = [(0..1, 70_000..70_001)];
-        assert!(RawFields::new(head.clone(), far.into_iter()).is_none());
+        assert!(RawFields::new(head.clone(), RawSummary::default(), far.into_iter()).is_none());
         let outside = [(0..1, 3..5)];
-        assert!(RawFields::new(head, outside.into_iter()).is_none());
+        assert!(RawFields::new(head, RawSummary::default(), outside.into_iter()).is_none());
     }
 }

@@ -122,22 +122,35 @@ fn acted(name: &[u8]) -> Option<Acted> {
 }
 
 impl ResponseFields {
-    /// Reads `head`'s fields once.
+    /// Reads `head`'s fields once: the raw ones as the parser summed them up (they never
+    /// hold a `Connection` field: the parser consumes one of management tokens, and keeps
+    /// no fields raw beside any other), the map's one by one.
     pub fn of(head: Head<'_>) -> ResponseFields {
         let mut fields = ResponseFields::default();
-        head.for_each(|name, value| match acted(name) {
+        if let Some(raw) = head.raw {
+            let summary = raw.summary();
+            fields.declared_length = summary.content_length;
+            fields.date = summary.date;
+        }
+        for (name, value) in head.map {
+            fields.read(name.as_str().as_bytes(), value.as_bytes());
+        }
+        fields
+    }
+
+    fn read(&mut self, name: &[u8], value: &[u8]) {
+        match acted(name) {
             Some(Acted::ContentLength) => {
                 let length = h1_codec::parse_length(value);
-                fields.declared_length = match fields.declared_length {
+                self.declared_length = match self.declared_length {
                     Some(seen) if seen != length => Some(None),
                     _ => Some(length),
                 };
             }
-            Some(Acted::Date) => fields.date = true,
-            Some(Acted::Connection) => fields.connection.add(value),
+            Some(Acted::Date) => self.date = true,
+            Some(Acted::Connection) => self.connection.add(value),
             Some(Acted::TransferEncoding) | None => {}
-        });
-        fields
+        }
     }
 
     fn says_close(&self) -> bool {
