@@ -299,11 +299,12 @@ async fn proxy(
     }
 
     // route (JWT verification, when a route asks for it, is part of matching)
-    let (route, claims) = {
+    let (route, claims, host) = {
         let verified = RequestClaims::new(listener, request.headers());
+        let addressed = Addressed::of(&request);
         let facts = RequestFacts {
             method: request.method(),
-            authority: authority_of(&request),
+            authority: addressed.as_ref().map(Addressed::as_str),
             path: request.uri().path(),
             query: request.uri().query(),
             headers: request.headers(),
@@ -326,7 +327,8 @@ async fn proxy(
             },
             None => None,
         };
-        (route, claims)
+        // Held apart from the request, which is edited from here on.
+        (route, claims, addressed.map(ClientAuthority::of))
     };
     record.route = Some(Arc::clone(&route));
     if let Some(limiter) = &route.rate_limit {
@@ -373,7 +375,6 @@ async fn proxy(
             request.uri().path(),
         ),
     };
-    let host = ClientAuthority::of(&request);
     let host_value = host.as_ref().and_then(ClientAuthority::to_header_value);
     let version = request.version();
     // What the proxy adds goes beside the map where the map lacks the name (module
@@ -800,6 +801,7 @@ impl ClaimsSource for RequestClaims<'_> {
 /// Where the client named the authority it addressed: the request target's (absolute
 /// form, HTTP/2 `:authority`), else its Host header when that is text. The one rule that
 /// routing, the access log, the forwarding headers and the upstream Host follow.
+#[derive(Clone, Copy)]
 enum Addressed<'a> {
     Target(&'a Authority),
     Host(&'a HeaderValue, &'a str),
@@ -829,11 +831,11 @@ enum ClientAuthority {
 }
 
 impl ClientAuthority {
-    fn of<B>(request: &Request<B>) -> Option<ClientAuthority> {
-        Some(match Addressed::of(request)? {
+    fn of(addressed: Addressed<'_>) -> ClientAuthority {
+        match addressed {
             Addressed::Target(authority) => ClientAuthority::Target(authority.clone()),
             Addressed::Host(host, _) => ClientAuthority::HostHeader(host.clone()),
-        })
+        }
     }
 
     /// As a field value: the Host header's own (shared, not copied), or the target's
@@ -858,6 +860,8 @@ enum UpstreamHost {
     /// still in place, so nothing is parsed or copied, but a route's header edit that
     /// changed or removed it is undone, as for every other authority).
     ClientHost(HeaderValue),
+    /// The client's own Host header, still in place (no header edit ran): nothing to do.
+    Kept,
     /// This one, set as the Host header (HTTP/1.1) or `:authority` (HTTP/2).
     Set(Authority),
     /// None (an HTTP/1.0 request without Host to an HTTP/1.1 upstream).
@@ -896,6 +900,12 @@ fn upstream_target<B>(
             UpstreamHost::Set(Authority::try_from(replacement).map_err(invalid)?)
         }
         (None, Some(ClientAuthority::Target(authority))) => UpstreamHost::Set(authority.clone()),
+        // No header edit ran: the client's Host header is still in place, as it should go.
+        (None, Some(ClientAuthority::HostHeader(_)))
+            if protocol != UpstreamProtocol::H2 && route.request_headers.is_empty() =>
+        {
+            UpstreamHost::Kept
+        }
         (None, Some(ClientAuthority::HostHeader(value))) if protocol != UpstreamProtocol::H2 => {
             UpstreamHost::ClientHost(value.clone())
         }
@@ -926,7 +936,7 @@ fn retarget<B>(request: &mut Request<B>, target: Target, protocol: UpstreamProto
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = match host {
                 UpstreamHost::Set(authority) => Some(authority),
-                UpstreamHost::ClientHost(_) | UpstreamHost::Absent => None,
+                UpstreamHost::ClientHost(_) | UpstreamHost::Kept | UpstreamHost::Absent => None,
             };
             parts.path_and_query = Some(path_and_query);
             if let Ok(uri) = Uri::from_parts(parts) {
@@ -940,7 +950,7 @@ fn retarget<B>(request: &mut Request<B>, target: Target, protocol: UpstreamProto
             let wanted = match &host {
                 UpstreamHost::ClientHost(value) => Some(value.as_bytes()),
                 UpstreamHost::Set(authority) => Some(authority.as_str().as_bytes()),
-                UpstreamHost::Absent => None,
+                UpstreamHost::Kept | UpstreamHost::Absent => None,
             };
             // Usually the Host header already says it: then nothing is made or inserted.
             let unchanged = wanted.is_none_or(|wanted| {
@@ -953,7 +963,7 @@ fn retarget<B>(request: &mut Request<B>, target: Target, protocol: UpstreamProto
                 let value = match host {
                     UpstreamHost::ClientHost(value) => Some(value),
                     UpstreamHost::Set(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-                    UpstreamHost::Absent => None,
+                    UpstreamHost::Kept | UpstreamHost::Absent => None,
                 };
                 if let Some(value) = value {
                     request.headers_mut().insert(HOST, value);

@@ -231,39 +231,44 @@ fn check_fields(
     let mut upgrade_header = false;
     let mut connection = ConnectionTokens::default();
     let mut expect_continue = false;
+    // The length rules out most names before any bytes are compared, and only the values
+    // read here are checked as text.
     for header in headers {
-        let name = header.name;
-        let value = std::str::from_utf8(header.value).unwrap_or("");
-        if name.eq_ignore_ascii_case("host") {
-            hosts += 1;
-        } else if name.eq_ignore_ascii_case("content-length") {
-            for item in value.split(',') {
-                let item = item.trim();
-                if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(bad("invalid content-length"));
-                }
-                let Ok(n) = item.parse::<u64>() else {
-                    return Err(bad("invalid content-length"));
-                };
-                if length.is_some_and(|previous| previous != n) {
-                    return Err(bad("differing content-length values"));
-                }
-                length = Some(n);
+        let name = header.name.as_bytes();
+        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted.as_bytes());
+        let text = || std::str::from_utf8(header.value).unwrap_or("");
+        match name.len() {
+            4 if is("host") => hosts += 1,
+            6 if is(EXPECT.as_str()) => {
+                expect_continue |= text().trim().eq_ignore_ascii_case("100-continue");
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            transfer_encoding = true;
-            for coding in value.split(',') {
-                let coding = coding.trim().to_ascii_lowercase();
-                if !coding.is_empty() {
-                    codings.push(coding);
+            7 if is("upgrade") => upgrade_header = true,
+            10 if is("connection") => connection.add(header.value),
+            14 if is("content-length") => {
+                for item in text().split(',') {
+                    let item = item.trim();
+                    if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(bad("invalid content-length"));
+                    }
+                    let Ok(n) = item.parse::<u64>() else {
+                        return Err(bad("invalid content-length"));
+                    };
+                    if length.is_some_and(|previous| previous != n) {
+                        return Err(bad("differing content-length values"));
+                    }
+                    length = Some(n);
                 }
             }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade_header = true;
-        } else if name.eq_ignore_ascii_case("connection") {
-            connection.add(header.value);
-        } else if name.eq_ignore_ascii_case(EXPECT.as_str()) {
-            expect_continue |= value.trim().eq_ignore_ascii_case("100-continue");
+            17 if is("transfer-encoding") => {
+                transfer_encoding = true;
+                for coding in text().split(',') {
+                    let coding = coding.trim().to_ascii_lowercase();
+                    if !coding.is_empty() {
+                        codings.push(coding);
+                    }
+                }
+            }
+            _ => {}
         }
     }
     if http11 && hosts != 1 {
