@@ -498,6 +498,11 @@ impl ResponseBody {
         self.raw.as_deref()
     }
 
+    /// [`ResponseBody::raw_fields`], to add the request id to them.
+    pub fn raw_fields_mut(&mut self) -> Option<&mut RawFields> {
+        self.raw.as_deref_mut()
+    }
+
     /// [`ResponseBody::raw_fields`], taken: the caller writes them or moves them into the
     /// head's map.
     pub fn take_raw_fields(&mut self) -> Option<Box<RawFields>> {

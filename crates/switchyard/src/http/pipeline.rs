@@ -263,13 +263,19 @@ fn respond(
 ) -> Response<ResponseBody> {
     record.status = response.status().as_u16();
     if let Some(id) = &record.request_id {
-        let upstream_has_one = response
-            .body()
-            .raw_fields()
-            .is_some_and(|raw| raw.contains(&X_REQUEST_ID));
-        if !upstream_has_one {
-            if let http::header::Entry::Vacant(slot) = response.headers_mut().entry(X_REQUEST_ID) {
-                slot.insert(id.clone());
+        match response.body_mut().raw_fields_mut() {
+            // Beside the upstream's raw fields, unless it sent its own.
+            Some(raw) => {
+                if !raw.contains(&X_REQUEST_ID) {
+                    raw.set_request_id(id.clone());
+                }
+            }
+            None => {
+                if let http::header::Entry::Vacant(slot) =
+                    response.headers_mut().entry(X_REQUEST_ID)
+                {
+                    slot.insert(id.clone());
+                }
             }
         }
     }
@@ -349,8 +355,7 @@ async fn proxy(
             return Ok(response);
         }
     };
-    let point = rng::with_rng(|rng| rng.random_range(0..split.total()));
-    let branch_index = split.index_of(point);
+    let branch_index = split.pick_index(|total| rng::with_rng(|rng| rng.random_range(0..total)));
     record.branch = Some(branch_index);
     let branch = split.branch(branch_index);
 

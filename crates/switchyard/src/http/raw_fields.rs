@@ -4,10 +4,12 @@
 //! most responses go to the client untouched: nothing in the proxy reads or edits their
 //! fields. So when the upstream's head holds no hop-by-hop field for the proxy to strip
 //! (and at most [`MAX_RAW_FIELDS`] fields), the HTTP/1.1 codec keeps the fields as spans of
-//! the head's bytes ([`RawFields`]) and the response's header map stays empty, for what
-//! the proxy adds (the request id). The spans travel with the response body (the upstream
-//! body, then [`super::body::ResponseBody`]), which goes wherever the head goes, at no
-//! cost of its own; the HTTP/1.1 server writes them out as they are.
+//! the head's bytes ([`RawFields`]) and the response's header map stays empty. The one
+//! field the proxy adds to every response, the request id, rides with the raw fields when
+//! the upstream sent none ([`RawFields::set_request_id`]). The spans travel with the
+//! response body (the upstream body, then [`super::body::ResponseBody`]), which goes
+//! wherever the head goes, at no cost of its own; the HTTP/1.1 server writes them out as
+//! they are.
 //!
 //! The rule that keeps this safe: a response's fields are its map *and* its raw fields.
 //! Whatever reads or edits a response's fields beyond the request id (route header edits,
@@ -16,9 +18,10 @@
 //! is the whole truth.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use http_body_util::Either;
 
+use super::forwarding::X_REQUEST_ID;
 use super::h1_codec;
 use super::upstream::UpstreamBody;
 
@@ -61,6 +64,9 @@ pub struct RawSummary {
 pub struct RawFields {
     head: Bytes,
     summary: RawSummary,
+    /// `X-Request-Id` as the proxy adds it (the upstream sent none), written after the
+    /// upstream's fields.
+    request_id: Option<HeaderValue>,
     len: u8,
     spans: [RawSpan; MAX_RAW_FIELDS],
 }
@@ -102,9 +108,21 @@ impl RawFields {
         Some(RawFields {
             head,
             summary,
+            request_id: None,
             len,
             spans,
         })
+    }
+
+    /// Adds `X-Request-Id: id` after the upstream's fields (for a response whose upstream
+    /// sent none, see [`RawFields::contains`]).
+    pub fn set_request_id(&mut self, id: HeaderValue) {
+        self.request_id = Some(id);
+    }
+
+    /// The request id the proxy added, if it did.
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
     }
 
     /// What the server acts on among the fields.
@@ -146,7 +164,7 @@ impl RawFields {
         self.len == 0
     }
 
-    /// Whether a field is called `name` (any case).
+    /// Whether one of the upstream's fields is called `name` (any case).
     pub fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str().as_bytes();
         self.iter()
@@ -156,11 +174,14 @@ impl RawFields {
     /// Appends the fields to `map` (a field whose name or value would not convert, which
     /// the parser never lets through, is left out).
     pub fn append_to(&self, map: &mut HeaderMap) {
-        map.reserve(self.len());
+        map.reserve(self.len() + 1);
         for span in self.spans() {
             if let Some((name, value)) = h1_codec::field_of(&self.head, span.name(), span.value()) {
                 map.append(name, value);
             }
+        }
+        if let Some(id) = &self.request_id {
+            map.entry(X_REQUEST_ID).or_insert_with(|| id.clone());
         }
     }
 }
@@ -202,9 +223,17 @@ mod tests {
         );
         assert!(raw.contains(&http::header::SERVER));
         assert!(!raw.contains(&http::header::DATE));
+        let mut raw = raw;
+        raw.set_request_id(HeaderValue::from_static("id-1"));
+        assert!(
+            !raw.contains(&X_REQUEST_ID),
+            "the proxy's id is not the upstream's"
+        );
         let mut map = HeaderMap::new();
         raw.append_to(&mut map);
         assert_eq!(map["server"], "up");
+        assert_eq!(map["x-request-id"], "id-1");
+        assert_eq!(map.len(), 4, "four values under three names");
         let values: Vec<_> = map.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
     }

@@ -555,6 +555,15 @@ impl<T> Split<T> {
         index.min(self.branches.len() - 1)
     }
 
+    /// The index of a branch chosen with `draw`, which gives a point in `0..total` (the
+    /// total is its argument) and is not called when there is one branch to choose.
+    pub fn pick_index(&self, draw: impl FnOnce(u64) -> u64) -> usize {
+        if self.branches.len() == 1 {
+            return 0;
+        }
+        self.index_of(draw(self.total))
+    }
+
     /// The branch at `index` (clamped to the last).
     pub fn branch(&self, index: usize) -> &T {
         let index = index.min(self.branches.len() - 1);
@@ -1005,6 +1014,19 @@ mod tests {
         let picks: Vec<_> = (0..5).map(|p| *split.choose(p)).collect();
         assert_eq!(picks, ["a", "a", "b", "b", "b"]);
         assert_eq!(*split.choose(5), "a", "out of range points wrap");
+    }
+
+    #[test]
+    fn a_split_draws_a_point_only_when_there_is_a_choice() {
+        let single = Split::new(vec![("only", 7)]).unwrap();
+        assert_eq!(single.pick_index(|_| panic!("no draw for one branch")), 0);
+        let two = Split::new(vec![("a", 2), ("b", 3)]).unwrap();
+        let mut asked = None;
+        let index = two.pick_index(|total| {
+            asked = Some(total);
+            4
+        });
+        assert_eq!((asked, index), (Some(5), 1));
     }
 
     #[test]

@@ -93,6 +93,9 @@ impl<'a> Head<'a> {
                 let (name, value) = raw.field(index);
                 each(name, value);
             }
+            if let Some(id) = raw.request_id() {
+                each(b"x-request-id", id.as_bytes());
+            }
         }
         for (name, value) in self.map {
             each(name.as_str().as_bytes(), value.as_bytes());
@@ -289,17 +292,22 @@ mod tests {
         map
     }
 
-    /// Encodes the response an upstream sent as `upstream` (its fields kept raw) with
-    /// `added` in the map, for a GET over HTTP/1.1 whose body length is `known`.
+    /// Encodes the response an upstream sent as `upstream` (its fields kept raw, with the
+    /// request id `id` beside them) with `added` in the map, for a GET over HTTP/1.1 whose
+    /// body length is `known`.
     fn encoded_raw(
         upstream: &str,
+        id: Option<&'static str>,
         added: &[(&'static str, &'static str)],
         known: Option<u64>,
     ) -> String {
         let parsed = h1_codec::parse_response_head(&mut BytesMut::from(upstream), false)
             .unwrap()
             .unwrap();
-        let raw = parsed.raw.expect("kept raw");
+        let mut raw = parsed.raw.expect("kept raw");
+        if let Some(id) = id {
+            raw.set_request_id(HeaderValue::from_static(id));
+        }
         let raw = &*raw;
         let map = headers(added);
         let head = Head {
@@ -320,15 +328,17 @@ mod tests {
         assert_eq!(
             encoded_raw(
                 "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\nDate: then\r\nConnection: keep-alive\r\n\r\n",
-                &[("x-request-id", "abc")],
+                Some("abc"),
+                &[("x-map", "1")],
                 Some(5),
             ),
-            "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\nDate: then\r\nx-request-id: abc\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\nDate: then\r\nx-request-id: abc\r\nx-map: 1\r\n\r\n"
         );
         // Chunked upstream, length unknown: chunked to the client, our Date.
         assert_eq!(
             encoded_raw(
                 "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n",
+                None,
                 &[],
                 None,
             ),
