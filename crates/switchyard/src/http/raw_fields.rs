@@ -17,7 +17,7 @@
 //! raw fields into the map ([`into_map`], [`RawFields::append_to`]); from then on the map
 //! is the whole truth.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use http_body_util::Either;
 
@@ -171,6 +171,45 @@ impl RawFields {
             .any(|(field, _)| field.eq_ignore_ascii_case(name))
     }
 
+    /// Appends the fields to `out` as `name: value` lines, then the request id the proxy
+    /// added; with `drop_length`, leaves out `Content-Length` (the server frames the body
+    /// another way). Lines the upstream wrote as `name: value\r\n` back to back are copied
+    /// as one piece.
+    pub fn write_to(&self, out: &mut BytesMut, drop_length: bool) {
+        let head = &self.head[..];
+        let drop_length = drop_length && self.summary.content_length.is_some();
+        // Bytes of the head still to be copied as they are.
+        let mut run = 0..0;
+        for span in self.spans() {
+            let (name, value) = (span.name(), span.value());
+            let (Some(name_bytes), Some(value_bytes)) =
+                (head.get(name.clone()), head.get(value.clone()))
+            else {
+                continue;
+            };
+            if drop_length && name_bytes.eq_ignore_ascii_case(b"content-length") {
+                flush(out, head, &mut run);
+                continue;
+            }
+            let line_end = value.end + 2;
+            let plain = head.get(name.end..value.start) == Some(b": ")
+                && head.get(value.end..line_end) == Some(b"\r\n");
+            if !plain {
+                flush(out, head, &mut run);
+                h1_codec::put_field(out, name_bytes, value_bytes);
+            } else if run.end == name.start && !run.is_empty() {
+                run.end = line_end;
+            } else {
+                flush(out, head, &mut run);
+                run = name.start..line_end;
+            }
+        }
+        flush(out, head, &mut run);
+        if let Some(id) = &self.request_id {
+            h1_codec::put_field(out, X_REQUEST_ID.as_str().as_bytes(), id.as_bytes());
+        }
+    }
+
     /// Appends the fields to `map` (a field whose name or value would not convert, which
     /// the parser never lets through, is left out).
     pub fn append_to(&self, map: &mut HeaderMap) {
@@ -183,6 +222,13 @@ impl RawFields {
         if let Some(id) = &self.request_id {
             map.entry(X_REQUEST_ID).or_insert_with(|| id.clone());
         }
+    }
+}
+
+/// Copies `run` of `head` to `out` and empties it.
+fn flush(out: &mut BytesMut, head: &[u8], run: &mut std::ops::Range<usize>) {
+    if let Some(bytes) = head.get(std::mem::replace(run, 0..0)) {
+        out.extend_from_slice(bytes);
     }
 }
 
@@ -236,6 +282,34 @@ mod tests {
         assert_eq!(map.len(), 4, "four values under three names");
         let values: Vec<_> = map.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
+    }
+
+    #[test]
+    fn written_fields_copy_plain_lines_as_they_are_and_rewrite_the_rest() {
+        let mut upstream = BytesMut::from(
+            "HTTP/1.1 200 OK\r\nServer: up\r\nX-A:1\r\nContent-Length: 2\r\n\
+             Connection: keep-alive\r\nX-B: two  \r\nX-C: 3\r\nX-D: 4\r\n\r\n",
+        );
+        let parsed = h1_codec::parse_response_head(&mut upstream, false)
+            .unwrap()
+            .unwrap();
+        let mut raw = parsed.raw.expect("kept raw");
+        let written = |raw: &RawFields, drop_length: bool| {
+            let mut out = BytesMut::new();
+            raw.write_to(&mut out, drop_length);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        // `Connection` was consumed by the codec; `X-A:1` and the padded `X-B` are written
+        // again in the plain form.
+        assert_eq!(
+            written(&raw, false),
+            "Server: up\r\nX-A: 1\r\nContent-Length: 2\r\nX-B: two\r\nX-C: 3\r\nX-D: 4\r\n"
+        );
+        raw.set_request_id(HeaderValue::from_static("id-9"));
+        assert_eq!(
+            written(&raw, true),
+            "Server: up\r\nX-A: 1\r\nX-B: two\r\nX-C: 3\r\nX-D: 4\r\nx-request-id: id-9\r\n"
+        );
     }
 
     #[test]

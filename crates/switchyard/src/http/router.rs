@@ -222,7 +222,9 @@ impl<T> Router<T> {
     /// The routes whose host matcher accepts `authority`, in file order. Only these are
     /// checked further.
     fn candidates(&self, authority: Option<&str>) -> &[usize] {
-        let Some(authority) = authority else {
+        // Without a route that names a host, every authority gets the same list.
+        let no_host_routes = self.exact_hosts.is_empty() && self.wildcard_suffixes.is_empty();
+        let Some(authority) = authority.filter(|_| !no_host_routes) else {
             return &self.hostless;
         };
         let host = normalise_host(authority);

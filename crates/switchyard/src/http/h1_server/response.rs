@@ -84,23 +84,6 @@ impl<'a> Head<'a> {
     pub fn of(map: &'a HeaderMap) -> Head<'a> {
         Head { map, raw: None }
     }
-
-    /// Calls `each` with every field's name and value: the raw ones first, as they came.
-    /// (A plain loop: this runs for every response.)
-    fn for_each(self, mut each: impl FnMut(&'a [u8], &'a [u8])) {
-        if let Some(raw) = self.raw {
-            for index in 0..raw.len() {
-                let (name, value) = raw.field(index);
-                each(name, value);
-            }
-            if let Some(id) = raw.request_id() {
-                each(b"x-request-id", id.as_bytes());
-            }
-        }
-        for (name, value) in self.map {
-            each(name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
 }
 
 /// The fields the server acts on, named as lengths first: a raw field's name is compared
@@ -244,11 +227,18 @@ pub fn encode_head(
     out.put_slice(b"\r\n");
     let drop_length = plan.declare_length.is_some()
         || matches!(plan.framing, Framing::Chunked | Framing::UntilClose);
-    head.for_each(|name, value| match acted(name) {
-        Some(Acted::TransferEncoding) => {}
-        Some(Acted::ContentLength) if drop_length => {}
-        _ => put_field(out, name, value),
-    });
+    // The upstream's raw fields never hold a `Transfer-Encoding` (the codec consumes it).
+    if let Some(raw) = head.raw {
+        raw.write_to(out, drop_length);
+    }
+    for (name, value) in head.map {
+        let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+        match acted(name) {
+            Some(Acted::TransferEncoding) => {}
+            Some(Acted::ContentLength) if drop_length => {}
+            _ => put_field(out, name, value),
+        }
+    }
     if !fields.date {
         put_field(out, b"date", date.as_bytes());
     }
