@@ -1,6 +1,7 @@
 //! Fuzzes the upstream client's reading of a response: any bytes, cut at any point, must
 //! give a head, a need for more, or an error (a head's fields kept raw must each convert
-//! into a header map), and a chunked body decoder fed the rest must end, ask for more or
+//! into a header map, agree with their summary, and be written as exactly their
+//! `name: value` lines), and a chunked body decoder fed the rest must end, ask for more or
 //! fail, never panic or loop.
 #![no_main]
 
@@ -27,6 +28,25 @@ fuzz_target!(|data: &[u8]| {
             raw.append_to(&mut map);
             assert_eq!(map.len(), before + raw.len());
             assert_eq!(raw.iter().count(), raw.len());
+            // The summary the server reads instead of the fields says what they say.
+            let summary = raw.summary();
+            let named = |wanted: &[u8]| {
+                raw.iter()
+                    .any(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            };
+            assert_eq!(summary.date, named(b"date"));
+            assert_eq!(summary.content_length.is_some(), named(b"content-length"));
+            // Runs copied in one piece are byte for byte the lines written one by one.
+            let mut written = BytesMut::new();
+            raw.write_to(&mut written, false);
+            let mut expected = Vec::new();
+            for (name, value) in raw.iter() {
+                expected.extend_from_slice(name);
+                expected.extend_from_slice(b": ");
+                expected.extend_from_slice(value);
+                expected.extend_from_slice(b"\r\n");
+            }
+            assert_eq!(&written[..], &expected[..]);
         }
     }
     // Whatever follows (or the whole input, when the head was partial) as a chunked body,
