@@ -78,6 +78,47 @@ impl RequestFraming {
     }
 }
 
+/// The fields the HTTP/1.1 codec and servers act on themselves. One classifier serves the
+/// request parse, the upstream response parse and the response writer: the name's length
+/// rules out most names before any bytes are compared (any case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownField {
+    /// `Host`.
+    Host,
+    /// `Date`.
+    Date,
+    /// `Expect`.
+    Expect,
+    /// `Upgrade`.
+    Upgrade,
+    /// `Connection`.
+    Connection,
+    /// `Keep-Alive`.
+    KeepAlive,
+    /// `Content-Length`.
+    ContentLength,
+    /// `Transfer-Encoding`.
+    TransferEncoding,
+}
+
+/// Which [`KnownField`] `name` (any case) is, if any. (Inlined: every field of every
+/// message in both directions is asked.)
+#[inline]
+pub fn known_field(name: &[u8]) -> Option<KnownField> {
+    let is = |spelled: &[u8]| name.eq_ignore_ascii_case(spelled);
+    Some(match name.len() {
+        4 if is(b"host") => KnownField::Host,
+        4 if is(b"date") => KnownField::Date,
+        6 if is(b"expect") => KnownField::Expect,
+        7 if is(b"upgrade") => KnownField::Upgrade,
+        10 if is(b"connection") => KnownField::Connection,
+        10 if is(b"keep-alive") => KnownField::KeepAlive,
+        14 if is(b"content-length") => KnownField::ContentLength,
+        17 if is(b"transfer-encoding") => KnownField::TransferEncoding,
+        _ => return None,
+    })
+}
+
 /// Appends the request head to `out`: request line, `headers`, the `added` fields (names
 /// the map does not hold, module `added_fields`), and the framing field the body needs
 /// when the request did not carry one. (Plain loops, no size pre-pass: this runs for
@@ -553,15 +594,13 @@ impl FramingFields {
             length_listed: false,
             date: false,
         };
-        // The length rules out most names before any bytes are compared.
         for field in fields {
             let name = field.name.as_bytes();
-            let is = |wanted: &[u8]| name.eq_ignore_ascii_case(wanted);
-            match name.len() {
-                4 if is(b"date") => out.date = true,
-                10 if is(b"connection") => out.connection.add(field.value),
-                10 if is(b"keep-alive") => out.keep_alive_field = true,
-                14 if is(b"content-length") => {
+            match known_field(name) {
+                Some(KnownField::Date) => out.date = true,
+                Some(KnownField::Connection) => out.connection.add(field.value),
+                Some(KnownField::KeepAlive) => out.keep_alive_field = true,
+                Some(KnownField::ContentLength) => {
                     out.content_length = true;
                     out.length_listed |= field.value.contains(&b',');
                     for part in field.value.split(|b| *b == b',') {
@@ -572,7 +611,7 @@ impl FramingFields {
                         };
                     }
                 }
-                17 if is(b"transfer-encoding") => {
+                Some(KnownField::TransferEncoding) => {
                     out.transfer_encoding = true;
                     // The final coding decides; a field of empty items changes nothing.
                     let last = field
@@ -584,7 +623,10 @@ impl FramingFields {
                         out.chunked = last.eq_ignore_ascii_case(b"chunked");
                     }
                 }
-                _ => out.other_hop_by_hop |= forwarding::is_hop_by_hop(name),
+                // `Upgrade` is hop-by-hop; `Host` and `Expect` mean nothing in a response.
+                Some(KnownField::Host | KnownField::Expect | KnownField::Upgrade) | None => {
+                    out.other_hop_by_hop |= forwarding::is_hop_by_hop(name);
+                }
             }
         }
         out

@@ -120,11 +120,6 @@ impl RawFields {
         self.request_id = Some(id);
     }
 
-    /// The request id the proxy added, if it did.
-    pub fn request_id(&self) -> Option<&HeaderValue> {
-        self.request_id.as_ref()
-    }
-
     /// What the server acts on among the fields.
     pub fn summary(&self) -> RawSummary {
         self.summary

@@ -8,12 +8,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::EXPECT;
 use http::request::Parts;
 use http::{Method, Request, StatusCode, Uri, Version};
 
 use crate::http::error::ProxyError;
-use crate::http::h1_codec::{self, ConnectionTokens};
+use crate::http::h1_codec::{self, ConnectionTokens, KnownField, known_field};
 
 /// The limits a head is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,20 +230,17 @@ fn check_fields(
     let mut upgrade_header = false;
     let mut connection = ConnectionTokens::default();
     let mut expect_continue = false;
-    // The length rules out most names before any bytes are compared, and only the values
-    // read here are checked as text.
+    // Only the values read here are checked as text.
     for header in headers {
-        let name = header.name.as_bytes();
-        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted.as_bytes());
         let text = || std::str::from_utf8(header.value).unwrap_or("");
-        match name.len() {
-            4 if is("host") => hosts += 1,
-            6 if is(EXPECT.as_str()) => {
+        match known_field(header.name.as_bytes()) {
+            Some(KnownField::Host) => hosts += 1,
+            Some(KnownField::Expect) => {
                 expect_continue |= text().trim().eq_ignore_ascii_case("100-continue");
             }
-            7 if is("upgrade") => upgrade_header = true,
-            10 if is("connection") => connection.add(header.value),
-            14 if is("content-length") => {
+            Some(KnownField::Upgrade) => upgrade_header = true,
+            Some(KnownField::Connection) => connection.add(header.value),
+            Some(KnownField::ContentLength) => {
                 for item in text().split(',') {
                     let item = item.trim();
                     if item.is_empty() || !item.bytes().all(|b| b.is_ascii_digit()) {
@@ -259,7 +255,7 @@ fn check_fields(
                     length = Some(n);
                 }
             }
-            17 if is("transfer-encoding") => {
+            Some(KnownField::TransferEncoding) => {
                 transfer_encoding = true;
                 for coding in text().split(',') {
                     let coding = coding.trim().to_ascii_lowercase();

@@ -6,7 +6,9 @@
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::http::h1_codec::{self, BodyEncoding, ConnectionTokens, put_field};
+use crate::http::h1_codec::{
+    self, BodyEncoding, ConnectionTokens, KnownField, known_field, put_field,
+};
 use crate::http::raw_fields::RawFields;
 
 /// How a response body goes on the wire.
@@ -86,27 +88,6 @@ impl<'a> Head<'a> {
     }
 }
 
-/// The fields the server acts on, named as lengths first: a raw field's name is compared
-/// byte by byte (any case) only when its length matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Acted {
-    ContentLength,
-    Date,
-    Connection,
-    TransferEncoding,
-}
-
-fn acted(name: &[u8]) -> Option<Acted> {
-    let (field, spelled): (Acted, &[u8]) = match name.len() {
-        4 => (Acted::Date, b"date"),
-        10 => (Acted::Connection, b"connection"),
-        14 => (Acted::ContentLength, b"content-length"),
-        17 => (Acted::TransferEncoding, b"transfer-encoding"),
-        _ => return None,
-    };
-    name.eq_ignore_ascii_case(spelled).then_some(field)
-}
-
 impl ResponseFields {
     /// Reads `head`'s fields once: the raw ones as the parser summed them up (they never
     /// hold a `Connection` field: the parser consumes one of management tokens, and keeps
@@ -125,17 +106,17 @@ impl ResponseFields {
     }
 
     fn read(&mut self, name: &[u8], value: &[u8]) {
-        match acted(name) {
-            Some(Acted::ContentLength) => {
+        match known_field(name) {
+            Some(KnownField::ContentLength) => {
                 let length = h1_codec::parse_length(value);
                 self.declared_length = match self.declared_length {
                     Some(seen) if seen != length => Some(None),
                     _ => Some(length),
                 };
             }
-            Some(Acted::Date) => self.date = true,
-            Some(Acted::Connection) => self.connection.add(value),
-            Some(Acted::TransferEncoding) | None => {}
+            Some(KnownField::Date) => self.date = true,
+            Some(KnownField::Connection) => self.connection.add(value),
+            _ => {}
         }
     }
 
@@ -233,9 +214,9 @@ pub fn encode_head(
     }
     for (name, value) in head.map {
         let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
-        match acted(name) {
-            Some(Acted::TransferEncoding) => {}
-            Some(Acted::ContentLength) if drop_length => {}
+        match known_field(name) {
+            Some(KnownField::TransferEncoding) => {}
+            Some(KnownField::ContentLength) if drop_length => {}
             _ => put_field(out, name, value),
         }
     }
