@@ -493,18 +493,14 @@ impl ResponseBody {
         }
     }
 
-    /// The response head's fields kept raw, if they were (the head's map holds the rest).
-    pub fn raw_fields(&self) -> Option<&RawFields> {
-        self.raw.as_deref()
-    }
-
-    /// [`ResponseBody::raw_fields`], to add the request id to them.
+    /// The response head's fields kept raw, if they were (the head's map holds the rest),
+    /// to add the request id to them.
     pub fn raw_fields_mut(&mut self) -> Option<&mut RawFields> {
         self.raw.as_deref_mut()
     }
 
-    /// [`ResponseBody::raw_fields`], taken: the caller writes them or moves them into the
-    /// head's map.
+    /// The response head's raw fields, taken: the caller writes them or moves them into
+    /// the head's map.
     pub fn take_raw_fields(&mut self) -> Option<Box<RawFields>> {
         self.raw.take()
     }
