@@ -7,6 +7,7 @@
 #   bench/callgrind.sh                 # PROTO="h1 h2" N=12000, both proxies
 #   PROXIES=switchyard PROTO=h2 bench/callgrind.sh
 #   KEEP=1 PROTO=h1 bench/callgrind.sh  # keep the outputs (callgrind_annotate FILE)
+#   CALLGRIND_ARGS=--cache-sim=yes KEEP=1 bench/callgrind.sh  # also simulate the caches
 #
 # Each proxy runs under callgrind with the shared harness's configuration (one worker,
 # round robin over two nginx backends on loopback); h2load sends N requests (HTTP/1.1:
@@ -33,8 +34,8 @@ render_peer_configs "$shared" "$run" 18300
 count() {
     local proxy=$1 proto=$2 requests=$3 out="$run/$1.$2.$3.out" pid
     case $proxy in
-    switchyard) valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" run -c "$run/switchyard.toml" >"$run/proxy.log" 2>&1 & ;;
-    haproxy) valgrind --tool=callgrind --callgrind-out-file="$out" haproxy -db -f "$run/haproxy.cfg" >"$run/proxy.log" 2>&1 & ;;
+    switchyard) valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$out" "$bin" run -c "$run/switchyard.toml" >"$run/proxy.log" 2>&1 & ;;
+    haproxy) valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$out" haproxy -db -f "$run/haproxy.cfg" >"$run/proxy.log" 2>&1 & ;;
     esac
     pid=$!
     for _ in $(seq 100); do

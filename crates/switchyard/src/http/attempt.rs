@@ -57,17 +57,18 @@ pub fn withdraw(upstream: &UpstreamCluster, route: &RouteRuntime) -> bool {
 pub struct Replayable {
     head: Request<()>,
     body: Arc<std::sync::Mutex<Replay>>,
-    progress: Arc<BodyProgress>,
+    progress: Option<Arc<BodyProgress>>,
 }
 
 impl Replayable {
     /// Starts keeping what a retry or hedge of `request` needs, when one may happen:
     /// the request is idempotent and the policy retries after a send, or the route hedges.
+    /// Boxed: the request's future holds a pointer, not the copy of the head.
     pub fn prepare(
         request: &mut Request<RequestBody>,
         policy: &RetryPolicy,
         hedges: bool,
-    ) -> Option<Replayable> {
+    ) -> Option<Box<Replayable>> {
         let retries_after_send =
             policy.attempts > 1 && policy.on.iter().any(|word| !word.never_sent());
         let worth_it = (retries_after_send || hedges)
@@ -80,11 +81,11 @@ impl Replayable {
         let head = with_head_of(request, ());
         let progress = request.body().progress();
         let body = request.body_mut().record(policy.buffer);
-        Some(Replayable {
+        Some(Box::new(Replayable {
             head,
             body,
             progress,
-        })
+        }))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Replay> {
@@ -98,7 +99,7 @@ impl Replayable {
 
     /// The request again, when its whole body was kept.
     pub fn request(&self) -> Option<UpstreamRequest> {
-        let body = self.lock().body(&self.progress)?;
+        let body = self.lock().body(self.progress.as_ref())?;
         Some(Box::new(with_head_of(&self.head, body)))
     }
 }

@@ -130,7 +130,9 @@ pub type ClientBody = Either<H1Body, ClientH2Body>;
 pub struct RequestBody {
     source: RequestSource,
     limit: Option<u64>,
-    progress: Arc<BodyProgress>,
+    /// `None` for a body that had ended before it was made: nothing to count, and no
+    /// allocation for the usual request without a body.
+    progress: Option<Arc<BodyProgress>>,
     recorder: Option<Arc<Mutex<Replay>>>,
     pacing: Option<Pacing>,
     /// The head's fields kept beside its map (module `added_fields`), until the HTTP/1.1
@@ -160,9 +162,9 @@ impl RequestBody {
                 timer: Box::pin(tokio::time::sleep(pace.timeout)),
             });
         RequestBody {
+            progress: (!inner.is_end_stream()).then(Arc::default),
             source: RequestSource::Client(inner),
             limit,
-            progress: Arc::default(),
             recorder: None,
             pacing,
             added: AddedFields::default(),
@@ -174,7 +176,7 @@ impl RequestBody {
         RequestBody {
             source: RequestSource::Done,
             limit: None,
-            progress: Arc::default(),
+            progress: None,
             recorder: None,
             pacing: None,
             added: AddedFields::default(),
@@ -183,8 +185,14 @@ impl RequestBody {
 
     /// This body, carrying its head's `added` fields.
     pub fn with_added_fields(mut self, added: AddedFields) -> RequestBody {
-        self.added = added;
+        self.set_added_fields(added);
         self
+    }
+
+    /// Gives the head's added fields (module `added_fields`) to the body, which carries
+    /// them to whichever client writes the head.
+    pub fn set_added_fields(&mut self, added: AddedFields) {
+        self.added = added;
     }
 
     /// The head's added fields, taken: the caller writes them or moves them into the map.
@@ -195,7 +203,7 @@ impl RequestBody {
     /// The client has nothing for us now: start (or go on) waiting; `true` once the wait
     /// is longer than the pace allows.
     fn waited_too_long(&mut self, cx: &mut Context<'_>) -> bool {
-        let bytes = self.progress.bytes();
+        let bytes = self.progress.as_ref().map_or(0, |p| p.bytes());
         let Some(p) = &mut self.pacing else {
             return false;
         };
@@ -217,9 +225,10 @@ impl RequestBody {
         }
     }
 
-    /// The byte count and limit flag, readable while the body streams.
-    pub fn progress(&self) -> Arc<BodyProgress> {
-        Arc::clone(&self.progress)
+    /// The byte count and limit flag, readable while the body streams; `None` for a body
+    /// that had ended before it was made.
+    pub fn progress(&self) -> Option<Arc<BodyProgress>> {
+        self.progress.clone()
     }
 
     /// Keeps a copy of the first `capacity` bytes as they stream, so a retry or a hedge
@@ -307,14 +316,14 @@ impl Replay {
     }
 
     /// The whole body again, once it was read to its end within the buffer.
-    pub fn body(&self, progress: &Arc<BodyProgress>) -> Option<RequestBody> {
+    pub fn body(&self, progress: Option<&Arc<BodyProgress>>) -> Option<RequestBody> {
         (self.state == ReplayState::Complete).then(|| RequestBody {
             source: RequestSource::Replay {
                 data: self.data.iter().cloned().collect(),
                 trailers: self.trailers.clone(),
             },
             limit: None,
-            progress: Arc::clone(progress),
+            progress: progress.cloned(),
             recorder: None,
             pacing: None,
             added: AddedFields::default(),
@@ -352,10 +361,13 @@ impl Body for RequestBody {
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let total = this.progress.add(data.len() as u64);
+                    let length = data.len() as u64;
+                    let total = this.progress.as_ref().map_or(length, |p| p.add(length));
                     if let Some(limit) = this.limit {
                         if total > limit {
-                            this.progress.over_limit.store(true, Ordering::Relaxed);
+                            if let Some(progress) = &this.progress {
+                                progress.over_limit.store(true, Ordering::Relaxed);
+                            }
                             this.source = RequestSource::Done;
                             this.end_recording(false);
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
@@ -378,7 +390,9 @@ impl Body for RequestBody {
             }
             Poll::Pending => {
                 if this.waited_too_long(cx) {
-                    this.progress.too_slow.store(true, Ordering::Relaxed);
+                    if let Some(progress) = &this.progress {
+                        progress.too_slow.store(true, Ordering::Relaxed);
+                    }
                     this.source = RequestSource::Done;
                     this.pacing = None;
                     this.end_recording(false);

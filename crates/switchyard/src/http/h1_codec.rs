@@ -346,12 +346,11 @@ pub fn parse_response_head(
         head_request,
         fields.connection.keep_alive(http10),
     )?;
-    let mut spans = [Span::default(); MAX_HEADERS];
-    let count = spans_of(buf, response.headers, &mut spans, |name| {
+    let spans = Spans::of(buf, response.headers, |name| {
         !fields.consumed(name, framing)
     });
     let head = buf.split_to(len).freeze();
-    let spans = &spans[..count];
+    let spans = spans.as_slice();
     // Passed on as they came unless a field is one the proxy must strip (module
     // `raw_fields`); then, as every request head, through a map.
     let (headers, raw) = if fields.pass_as_they_are() && spans.len() <= MAX_RAW_FIELDS {
@@ -386,33 +385,62 @@ pub struct Span {
     value_len: u32,
 }
 
-/// Fills `spans` with where the `fields` (parsed from `buf`) whose names `keep` accepts
-/// lie; returns how many there are (at most [`MAX_HEADERS`]: callers parse with no more
-/// slots than that). The caller's array is filled in place: it is too large to return by
-/// value on every head.
-pub fn spans_of(
-    buf: &[u8],
-    fields: &[httparse::Header<'_>],
-    spans: &mut [Span; MAX_HEADERS],
-    keep: impl Fn(&[u8]) -> bool,
-) -> usize {
-    let base = buf.as_ptr() as usize;
-    let offset = |part: &[u8]| u32::try_from(part.as_ptr() as usize - base).unwrap_or(u32::MAX);
-    let length = |part: &[u8]| u32::try_from(part.len()).unwrap_or(u32::MAX);
-    let mut count = 0;
-    for field in fields.iter().filter(|field| keep(field.name.as_bytes())) {
-        let Some(span) = spans.get_mut(count) else {
-            break;
+/// How many spans a head's fields take without a heap allocation: more than most heads
+/// carry, and small enough that clearing the room costs nothing next to the parse.
+const INLINE_SPANS: usize = 24;
+
+/// Where the kept fields of one parsed head lie ([`Span`]s, in order): on the stack for
+/// the usual head, on the heap for a head with more than [`INLINE_SPANS`] fields (at most
+/// [`MAX_HEADERS`]: callers parse with no more slots than that).
+pub struct Spans {
+    inline: [Span; INLINE_SPANS],
+    len: usize,
+    /// Every span, when there are more than fit inline (`inline` is then unused).
+    spilled: Vec<Span>,
+}
+
+impl Spans {
+    /// Where the `fields` (parsed from `buf`) whose names `keep` accepts lie.
+    pub fn of(buf: &[u8], fields: &[httparse::Header<'_>], keep: impl Fn(&[u8]) -> bool) -> Spans {
+        let base = buf.as_ptr() as usize;
+        let offset = |part: &[u8]| u32::try_from(part.as_ptr() as usize - base).unwrap_or(u32::MAX);
+        let length = |part: &[u8]| u32::try_from(part.len()).unwrap_or(u32::MAX);
+        let mut spans = Spans {
+            inline: [Span::default(); INLINE_SPANS],
+            len: 0,
+            spilled: Vec::new(),
         };
-        *span = Span {
-            name: offset(field.name.as_bytes()),
-            name_len: length(field.name.as_bytes()),
-            value: offset(field.value),
-            value_len: length(field.value),
-        };
-        count += 1;
+        if fields.len() > INLINE_SPANS {
+            spans.spilled.reserve_exact(fields.len().min(MAX_HEADERS));
+        }
+        for field in fields.iter().filter(|field| keep(field.name.as_bytes())) {
+            let span = Span {
+                name: offset(field.name.as_bytes()),
+                name_len: length(field.name.as_bytes()),
+                value: offset(field.value),
+                value_len: length(field.value),
+            };
+            if fields.len() > INLINE_SPANS {
+                if spans.spilled.len() == MAX_HEADERS {
+                    break;
+                }
+                spans.spilled.push(span);
+            } else {
+                spans.inline[spans.len] = span;
+                spans.len += 1;
+            }
+        }
+        spans
     }
-    count
+
+    /// The spans, in the fields' order.
+    pub fn as_slice(&self) -> &[Span] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
 }
 
 impl Span {
@@ -838,10 +866,9 @@ impl ChunkedDecoder {
         if len > MAX_TRAILER_BYTES {
             return Err(WireError::Chunked);
         }
-        let mut spans = [Span::default(); MAX_HEADERS];
-        let count = spans_of(buf, &slots[..count], &mut spans, |_| true);
+        let spans = Spans::of(buf, &slots[..count], |_| true);
         let section = buf.split_to(len).freeze();
-        let trailers = header_map(&section, &spans[..count], 0).ok_or(WireError::Chunked)?;
+        let trailers = header_map(&section, spans.as_slice(), 0).ok_or(WireError::Chunked)?;
         self.state = ChunkState::Done;
         Ok(Decoded::Trailers(trailers))
     }
@@ -912,6 +939,36 @@ mod tests {
         assert_eq!(fields["x-new"], "fresh");
         assert!(fields.get("x-old").is_none());
     }
+    #[test]
+    fn spans_keep_every_accepted_field_in_order_inline_or_spilled() {
+        for count in [0, 1, INLINE_SPANS, INLINE_SPANS + 1, MAX_HEADERS] {
+            let text: String = (0..count).map(|i| format!("X-{i}: v{i}\r\n")).collect();
+            let buf = format!("{text}\r\n");
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let httparse::Status::Complete((_, fields)) =
+                httparse::parse_headers(buf.as_bytes(), &mut slots).unwrap()
+            else {
+                panic!("complete");
+            };
+            // Every third field dropped, so the kept ones are not the parsed ones.
+            let keep = |name: &[u8]| !name.ends_with(b"3");
+            let spans = Spans::of(buf.as_bytes(), fields, keep);
+            let kept: Vec<String> = spans
+                .as_slice()
+                .iter()
+                .map(|span| {
+                    let (name, value) = span.ranges();
+                    format!("{}={}", &buf[name], &buf[value])
+                })
+                .collect();
+            let expected: Vec<String> = (0..count)
+                .filter(|i| !i.to_string().ends_with('3'))
+                .map(|i| format!("X-{i}=v{i}"))
+                .collect();
+            assert_eq!(kept, expected, "{count} fields");
+        }
+    }
+
     use http::header::CONNECTION;
 
     fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, WireError> {

@@ -89,10 +89,26 @@ impl Downstream {
     }
 }
 
+/// A client's request as the pipeline takes it ([`client_request`]).
+pub type ClientRequest = UpstreamRequest;
+
+/// The request a server read, as the pipeline takes it: boxed, because it passes through
+/// several futures (a request held by value is copied into each, and an async fn keeps
+/// room for its argument for as long as it runs), and its body already under the
+/// listener's limits (`max_request_body`, the body's pace), the body the upstream gets.
+pub fn client_request(downstream: &Downstream, request: Request<ClientBody>) -> ClientRequest {
+    let config = &downstream.listener.config;
+    let pace = BodyPace {
+        timeout: config.request_body_timeout,
+        min_rate: config.min_request_body_rate,
+    };
+    Box::new(request.map(|body| RequestBody::new(body, config.max_request_body, Some(pace))))
+}
+
 /// Serves one request; never fails (every failure is a response).
 pub async fn handle(
     downstream: Arc<Downstream>,
-    request: Request<ClientBody>,
+    request: ClientRequest,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let downstream = downstream.current();
     let mut record = Record::new(&downstream, &request);
@@ -133,7 +149,7 @@ impl Record {
     /// Boxed from the start: the record ends its life as the response body's completion
     /// (a box), and held by pointer it is neither copied into that box nor carried inline
     /// in the request's future.
-    fn new(downstream: &Arc<Downstream>, request: &Request<ClientBody>) -> Box<Record> {
+    fn new<B>(downstream: &Arc<Downstream>, request: &Request<B>) -> Box<Record> {
         let path = if downstream.include_query {
             request
                 .uri()
@@ -286,7 +302,7 @@ fn respond(
 /// admit → route → attempt, up to the upstream's response head.
 async fn proxy(
     downstream: &Arc<Downstream>,
-    request: Request<ClientBody>,
+    mut request: ClientRequest,
     record: &mut Record,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let listener = &downstream.listener;
@@ -360,7 +376,6 @@ async fn proxy(
     let branch = split.branch(branch_index);
 
     // prepare the upstream request
-    let mut request = request;
     // Set by the HTTP/1.1 server on a request that asks to switch protocols.
     let client_upgrade = request.extensions_mut().remove::<upgrade::ClientUpgrade>();
     // Only the hash policies read a key; the others are not charged for hashing one.
@@ -417,16 +432,8 @@ async fn proxy(
     let target = upstream_target(&request, &route, host.as_ref(), protocol)?;
     retarget(&mut request, target, protocol);
 
-    let pace = BodyPace {
-        timeout: listener.config.request_body_timeout,
-        min_rate: listener.config.min_request_body_rate,
-    };
-    // The body takes its limits on the way in; the head stays where it is.
-    let request = Box::new(request.map(|body| {
-        RequestBody::new(body, listener.config.max_request_body, Some(pace))
-            .with_added_fields(added)
-    }));
-    record.request_body = Some(request.body().progress());
+    request.body_mut().set_added_fields(added);
+    record.request_body = request.body().progress();
 
     let sticky_config = cluster_config.sticky.as_ref();
     let sticky_sent = sticky_config
@@ -542,7 +549,7 @@ async fn attempt(
             }
             let again = match unsent.take() {
                 Some(request) => Some(request),
-                None => replay.as_ref().and_then(Replayable::request),
+                None => replay.as_deref().and_then(Replayable::request),
             };
             let Some(again) = again else {
                 break;
@@ -586,11 +593,11 @@ async fn attempt(
         }
         let try_deadline = (sent + route.per_try_timeout).min(deadline);
         let hedge_after = if first_attempt {
-            attempt::hedge_delay(route, replay.as_ref())
+            attempt::hedge_delay(route, replay.as_deref())
         } else {
             None
         };
-        let (index, endpoint, in_flight, outcome) = match (hedge_after, replay.as_ref()) {
+        let (index, endpoint, in_flight, outcome) = match (hedge_after, replay.as_deref()) {
             (Some(after), Some(replay)) => {
                 let first = (index, endpoint, in_flight);
                 let race = attempt::race(
@@ -642,7 +649,7 @@ async fn attempt(
                 cluster.record_outcome(index, Outcome::from_status(status), now);
                 upstream.durations[index].observe(waited);
                 let word = retry::status_word(&policy.on, status)
-                    .filter(|_| replay.as_ref().is_some_and(Replayable::may_replay));
+                    .filter(|_| replay.as_deref().is_some_and(Replayable::may_replay));
                 let wait = match retry::retry_after(status, response.headers()) {
                     RetryAfter::Absent => Some(None),
                     RetryAfter::Wait(delay) => Some(Some(delay)),
@@ -650,7 +657,7 @@ async fn attempt(
                 };
                 match (word, wait) {
                     (Some(word), Some(wait)) if record.attempts < attempts => {
-                        last = Last::Response(response, lease, in_flight);
+                        last = Last::Response(Box::new((response, lease, in_flight)));
                         retry = Some((word, wait));
                     }
                     _ => {
@@ -688,7 +695,7 @@ async fn attempt(
                 }
                 match failed.request {
                     Some(request) if word.never_sent() => unsent = Some(request),
-                    _ if replay.as_ref().is_some_and(Replayable::may_replay) => {}
+                    _ if replay.as_deref().is_some_and(Replayable::may_replay) => {}
                     _ => return Err(error_now),
                 }
                 last = Last::Error(error_now);
@@ -699,7 +706,7 @@ async fn attempt(
                 cluster.record_outcome(index, Outcome::GatewayFailure, now);
                 let overall = try_deadline >= deadline;
                 let may = policy.on.contains(&RetryOn::Timeout)
-                    && replay.as_ref().is_some_and(Replayable::may_replay);
+                    && replay.as_deref().is_some_and(Replayable::may_replay);
                 if overall || !may {
                     return Err(ProxyError::ResponseTimeout);
                 }
@@ -710,7 +717,8 @@ async fn attempt(
     }
     match last {
         Last::Error(error) => Err(error),
-        Last::Response(response, lease, in_flight) => {
+        Last::Response(kept) => {
+            let (response, lease, in_flight) = *kept;
             record.lease = Some(lease);
             record.in_flight = Some(in_flight);
             Ok(response)
@@ -721,7 +729,8 @@ async fn attempt(
 /// The outcome a retry that is not made leaves the client with.
 enum Last {
     Error(ProxyError),
-    Response(Response<UpstreamBody>, Lease, InFlight),
+    /// Boxed: kept only while a retry is tried, so the request's future holds a pointer.
+    Response(Box<(Response<UpstreamBody>, Lease, InFlight)>),
 }
 
 fn proxy_error_of(error: UpstreamError, record: &Record) -> ProxyError {
@@ -979,8 +988,8 @@ fn retarget<B>(request: &mut Request<B>, target: Target, protocol: UpstreamProto
     }
 }
 
-fn redirect_response(
-    request: &Request<ClientBody>,
+fn redirect_response<B>(
+    request: &Request<B>,
     redirect: &crate::config::model::Redirect,
     downstream: &Downstream,
 ) -> Response<ResponseBody> {

@@ -160,11 +160,10 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Verdict {
     // Where the target and the fields lie, so they can share the head's bytes.
     let target_at = target.as_ptr() as usize - head.as_ptr() as usize;
     let target_range = skipped + target_at..skipped + target_at + target.len();
-    let mut spans = [h1_codec::Span::default(); h1_codec::MAX_HEADERS];
     // `Connection: keep-alive` / `close` spoke to this connection only: acted on here
     // (keep-alive), so left out of the request, as is a `Keep-Alive` beside it.
     let consumed = fields.connection.only_management();
-    let count = h1_codec::spans_of(buf, request.headers, &mut spans, |name| {
+    let spans = h1_codec::Spans::of(buf, request.headers, |name| {
         !(consumed
             && (name.eq_ignore_ascii_case(b"connection")
                 || name.eq_ignore_ascii_case(b"keep-alive")))
@@ -173,7 +172,7 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Verdict {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target_range)) else {
         return bad("request target form");
     };
-    let Some(headers) = h1_codec::header_map(&head, &spans[..count], REQUEST_ROOM) else {
+    let Some(headers) = h1_codec::header_map(&head, spans.as_slice(), REQUEST_ROOM) else {
         return bad("invalid header name");
     };
     let keep_alive = fields.connection.keep_alive(!http11);

@@ -37,6 +37,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::UPGRADE;
 use http::{Method, Request, StatusCode, Version};
 use http_body::Body;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
@@ -90,7 +91,7 @@ enum After {
 pub async fn serve(downstream: Arc<Downstream>, io: BoxedIo, read: BytesMut, shutdown: Shutdown) {
     let closed = shutdown.reached(Phase::Closed);
     let stop_accepting = shutdown.reached(Phase::StopAccepting);
-    let connection = Connection {
+    let mut connection = Connection {
         downstream,
         shared: Shared::new(io, read),
         shutdown,
@@ -98,7 +99,9 @@ pub async fn serve(downstream: Arc<Downstream>, io: BoxedIo, read: BytesMut, shu
         clock: Box::pin(tokio::time::sleep(Duration::ZERO)),
         write_buf: BytesMut::new(),
     };
+    // Biased: the connection first, and no random draw on every wakeup of its task.
     tokio::select! {
+        biased;
         () = connection.run() => {}
         () = closed => {}
     }
@@ -119,7 +122,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(mut self) {
+    async fn run(&mut self) {
         let config = &self.downstream.listener.config;
         let limits = HeadLimits {
             max_header_bytes: usize::try_from(config.max_header_bytes).unwrap_or(usize::MAX),
@@ -137,7 +140,7 @@ impl Connection {
                     break;
                 }
             };
-            match self.serve_request(*head).await {
+            match self.serve_request(head).await {
                 After::KeepAlive => {}
                 After::Close => break,
                 After::Upgraded => return,
@@ -193,7 +196,11 @@ impl Connection {
                     .reset(Instant::now() + config.header_read_timeout);
             }
             let shared = &self.shared;
+            // Biased, read first: no random draw per wait, and the clock is polled only
+            // while the read waits (bytes that keep coming end in a head or in
+            // `max_header_bytes`, so they cannot keep the clock from being looked at).
             tokio::select! {
+                biased;
                 read = poll_fn(|cx| shared.lock().poll_fill(cx)) => match read {
                     Ok(0) | Err(_) => return Next::End,
                     Ok(_) => {
@@ -224,35 +231,8 @@ impl Connection {
     }
 
     /// Runs one request through the pipeline and writes its response.
-    async fn serve_request(&mut self, head: RequestHead) -> After {
-        let RequestHead {
-            mut parts,
-            body: framing,
-            upgrade,
-            connect,
-            keep_alive,
-            expect_continue,
-        } = head;
-        let exchange = Exchange {
-            head_request: parts.method == Method::HEAD,
-            http10: parts.version == Version::HTTP_10,
-            keep_alive: keep_alive && !connect,
-            switching: false,
-        };
-        let generation = self.shared.lock().start_body(framing, expect_continue);
-        let body = match framing {
-            head::BodyFraming::None => H1Body::empty(),
-            _ => H1Body::reading(Arc::clone(&self.shared), generation),
-        };
-        let protocol = upgrade
-            .then(|| parts.headers.get(UPGRADE).cloned())
-            .flatten();
-        let switch = protocol.map(|protocol| {
-            let (extension, sender) = ClientUpgrade::pair(protocol);
-            parts.extensions.insert(extension);
-            sender
-        });
-        let request = Request::from_parts(parts, ClientBody::Left(body));
+    async fn serve_request(&mut self, head: Box<RequestHead>) -> After {
+        let (request, exchange, switch) = self.begin(head);
         let response = match pipeline::handle(Arc::clone(&self.downstream), request).await {
             Ok(response) => response,
             Err(never) => match never {},
@@ -313,6 +293,52 @@ impl Connection {
         } else {
             After::Close
         }
+    }
+
+    /// The request `head` starts, as the pipeline takes it; what its response is sent by;
+    /// and, for a request that asks to switch protocols, where the switched connection
+    /// goes. Apart from [`Connection::serve_request`] so the head's pieces are not kept in
+    /// its future while the pipeline runs.
+    fn begin(
+        &self,
+        head: Box<RequestHead>,
+    ) -> (
+        pipeline::ClientRequest,
+        Exchange,
+        Option<oneshot::Sender<BoxedIo>>,
+    ) {
+        let RequestHead {
+            mut parts,
+            body: framing,
+            upgrade,
+            connect,
+            keep_alive,
+            expect_continue,
+        } = *head;
+        let exchange = Exchange {
+            head_request: parts.method == Method::HEAD,
+            http10: parts.version == Version::HTTP_10,
+            keep_alive: keep_alive && !connect,
+            switching: false,
+        };
+        let generation = self.shared.lock().start_body(framing, expect_continue);
+        let body = match framing {
+            head::BodyFraming::None => H1Body::empty(),
+            _ => H1Body::reading(Arc::clone(&self.shared), generation),
+        };
+        let protocol = upgrade
+            .then(|| parts.headers.get(UPGRADE).cloned())
+            .flatten();
+        let switch = protocol.map(|protocol| {
+            let (extension, sender) = ClientUpgrade::pair(protocol);
+            parts.extensions.insert(extension);
+            sender
+        });
+        let request = pipeline::client_request(
+            &self.downstream,
+            Request::from_parts(parts, ClientBody::Left(body)),
+        );
+        (request, exchange, switch)
     }
 
     /// Writes the response head already in `out`, then the body framed as `framing`.
@@ -423,7 +449,7 @@ impl Connection {
     async fn switch(
         &mut self,
         mut out: BytesMut,
-        sender: Option<tokio::sync::oneshot::Sender<BoxedIo>>,
+        sender: Option<oneshot::Sender<BoxedIo>>,
     ) -> Result<(), WriteError> {
         self.write(&mut out, &mut Bytes::new()).await?;
         let taken = self.shared.lock().take_io();

@@ -44,7 +44,7 @@ use tracing::debug;
 pub use self::body::ClientH2Body;
 use self::conn::{Connection, Ended, Limits};
 use super::body::{ClientBody, ResponseBody};
-use super::pipeline::{self, Downstream};
+use super::pipeline::{self, ClientRequest, Downstream};
 use super::read_buf::{CLOSE_WAIT, LINGER_BUDGET};
 use crate::runtime::shutdown::{Phase, Shutdown};
 
@@ -97,7 +97,11 @@ pub async fn serve<S>(
         () = &mut closed => return,
     }
     let listener = downstream.listener.name.clone();
-    let start = move |request: Request<ClientBody>| run(Arc::clone(&downstream), request);
+    // Boxed before the stream's future is made, so the future holds a pointer.
+    let start = move |request: Request<ClientBody>| {
+        let request = pipeline::client_request(&downstream, request);
+        run(Arc::clone(&downstream), request)
+    };
     let mut connection = Connection::new(stream, read, limits, start);
     let mut stop_accepting = shutdown.reached(Phase::StopAccepting);
     let mut stage = Stage::Serving;
@@ -222,7 +226,7 @@ pub async fn read_preface<S: AsyncRead + Unpin>(
 }
 
 /// One request through the pipeline.
-async fn run(downstream: Arc<Downstream>, request: Request<ClientBody>) -> Response<ResponseBody> {
+async fn run(downstream: Arc<Downstream>, request: ClientRequest) -> Response<ResponseBody> {
     match pipeline::handle(downstream, request).await {
         Ok(response) => response,
         Err(never) => match never {},
