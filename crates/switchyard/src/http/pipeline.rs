@@ -36,16 +36,18 @@ use super::error::{ProxyError, ShedReason};
 use super::exchange_clock::ExchangeClock;
 use super::forwarding::{self, Forwarded, X_REQUEST_ID};
 use super::jwt;
-use super::listener::{Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime};
+use super::listener::{
+    Action, Branch, HttpListenerRuntime, RequestCounters, RouteRuntime, UpstreamCluster,
+};
 use super::raw_fields;
 use super::retry::{self, RetryAfter};
 use super::router::{ClaimsSource, RequestFacts};
 use super::sticky;
 use super::upgrade;
-use super::upstream::{Lease, UpstreamBody, UpstreamError, UpstreamRequest};
+use super::upstream::{Lease, SendError, UpstreamBody, UpstreamError, UpstreamRequest};
 use crate::admin::access_log::{AccessLog, HttpLine};
 use crate::cluster::{Endpoint, InFlight, request_key};
-use crate::config::model::{HashKey, RetryOn, UpstreamProtocol};
+use crate::config::model::{HashKey, RetryOn, RetryPolicy, UpstreamProtocol};
 use crate::runtime::{clock, rng};
 use crate::tls::acceptor::TlsInfo;
 use crate::tls::upstream::TlsFailure;
@@ -668,50 +670,42 @@ async fn attempt(
                 }
             }
             Ok(Err(failed)) => {
-                let error = failed.error;
-                debug!(cluster = upstream.name(), endpoint = %endpoint.name, ?error, "upstream attempt failed");
-                match error {
-                    UpstreamError::Connect(failure) => {
-                        endpoint.record_connect_failure(failure, now);
-                        cluster.record_outcome(index, Outcome::GatewayFailure, now);
-                    }
-                    UpstreamError::Reset | UpstreamError::Tls(_) => {
-                        endpoint.record_failure(now);
-                        cluster.record_outcome(index, Outcome::GatewayFailure, now);
-                    }
-                    UpstreamError::RefusedStream => endpoint.record_failure(now),
-                    UpstreamError::PoolFull | UpstreamError::RequestBody => {}
-                }
-                let error_now = proxy_error_of(error, record);
-                let word = match error {
-                    UpstreamError::Connect(_) | UpstreamError::PoolFull => RetryOn::ConnectFailure,
-                    UpstreamError::RefusedStream => RetryOn::RefusedStream,
-                    UpstreamError::Reset => RetryOn::Reset,
-                    // A TLS failure is the upstream's configuration, not a passing fault.
-                    UpstreamError::RequestBody | UpstreamError::Tls(_) => return Err(error_now),
+                let tried_at = TriedAt {
+                    upstream,
+                    endpoint,
+                    index,
+                    now,
                 };
-                if !policy.on.contains(&word) {
-                    return Err(error_now);
+                match after_failure(failed, &tried_at, policy, replay.as_deref(), record) {
+                    Next::Answer(error) => return Err(error),
+                    Next::Retry {
+                        word,
+                        error,
+                        unsent: kept,
+                    } => {
+                        if kept.is_some() {
+                            unsent = kept;
+                        }
+                        last = Last::Error(error);
+                        retry = Some((word, None));
+                    }
                 }
-                match failed.request {
-                    Some(request) if word.never_sent() => unsent = Some(request),
-                    _ if replay.as_deref().is_some_and(Replayable::may_replay) => {}
-                    _ => return Err(error_now),
-                }
-                last = Last::Error(error_now);
-                retry = Some((word, None));
             }
             Err(_elapsed) => {
-                endpoint.record_failure(now);
-                cluster.record_outcome(index, Outcome::GatewayFailure, now);
+                let tried_at = TriedAt {
+                    upstream,
+                    endpoint,
+                    index,
+                    now,
+                };
                 let overall = try_deadline >= deadline;
-                let may = policy.on.contains(&RetryOn::Timeout)
-                    && replay.as_deref().is_some_and(Replayable::may_replay);
-                if overall || !may {
-                    return Err(ProxyError::ResponseTimeout);
+                match after_timeout(&tried_at, overall, policy, replay.as_deref()) {
+                    Next::Answer(error) => return Err(error),
+                    Next::Retry { word, error, .. } => {
+                        last = Last::Error(error);
+                        retry = Some((word, None));
+                    }
                 }
-                last = Last::Error(ProxyError::ResponseTimeout);
-                retry = Some((RetryOn::Timeout, None));
             }
         }
     }
@@ -723,6 +717,108 @@ async fn attempt(
             record.in_flight = Some(in_flight);
             Ok(response)
         }
+    }
+}
+
+/// Where a try went: what records its outcome.
+struct TriedAt<'a> {
+    upstream: &'a UpstreamCluster,
+    endpoint: &'a Endpoint,
+    index: usize,
+    now: u64,
+}
+
+/// What a try that got no response leads to.
+enum Next {
+    /// The client's answer: no retry.
+    Answer(ProxyError),
+    /// A retry for `word`, `error` the answer if it is not made; `unsent`, the request
+    /// back untouched when it never reached the upstream.
+    Retry {
+        word: RetryOn,
+        error: ProxyError,
+        unsent: Option<UpstreamRequest>,
+    },
+}
+
+/// Records a try that failed before a response head and decides whether a retry may
+/// follow. Cold and out of line: the attempt loop's usual path is a response, and this
+/// keeps the rare one out of its way.
+#[cold]
+#[inline(never)]
+fn after_failure(
+    failed: SendError,
+    at: &TriedAt<'_>,
+    policy: &RetryPolicy,
+    replay: Option<&Replayable>,
+    record: &Record,
+) -> Next {
+    let TriedAt {
+        upstream,
+        endpoint,
+        index,
+        now,
+    } = *at;
+    let cluster = &upstream.cluster;
+    let error = failed.error;
+    debug!(cluster = upstream.name(), endpoint = %endpoint.name, ?error, "upstream attempt failed");
+    match error {
+        UpstreamError::Connect(failure) => {
+            endpoint.record_connect_failure(failure, now);
+            cluster.record_outcome(index, Outcome::GatewayFailure, now);
+        }
+        UpstreamError::Reset | UpstreamError::Tls(_) => {
+            endpoint.record_failure(now);
+            cluster.record_outcome(index, Outcome::GatewayFailure, now);
+        }
+        UpstreamError::RefusedStream => endpoint.record_failure(now),
+        UpstreamError::PoolFull | UpstreamError::RequestBody => {}
+    }
+    let error_now = proxy_error_of(error, record);
+    let word = match error {
+        UpstreamError::Connect(_) | UpstreamError::PoolFull => RetryOn::ConnectFailure,
+        UpstreamError::RefusedStream => RetryOn::RefusedStream,
+        UpstreamError::Reset => RetryOn::Reset,
+        // A TLS failure is the upstream's configuration, not a passing fault.
+        UpstreamError::RequestBody | UpstreamError::Tls(_) => return Next::Answer(error_now),
+    };
+    if !policy.on.contains(&word) {
+        return Next::Answer(error_now);
+    }
+    let unsent = match failed.request {
+        Some(request) if word.never_sent() => Some(request),
+        _ if replay.is_some_and(Replayable::may_replay) => None,
+        _ => return Next::Answer(error_now),
+    };
+    Next::Retry {
+        word,
+        error: error_now,
+        unsent,
+    }
+}
+
+/// Records a try that timed out (`overall`: the request's own deadline passed with it)
+/// and decides whether a retry may follow. Cold, as [`after_failure`].
+#[cold]
+#[inline(never)]
+fn after_timeout(
+    at: &TriedAt<'_>,
+    overall: bool,
+    policy: &RetryPolicy,
+    replay: Option<&Replayable>,
+) -> Next {
+    at.endpoint.record_failure(at.now);
+    at.upstream
+        .cluster
+        .record_outcome(at.index, Outcome::GatewayFailure, at.now);
+    let may = policy.on.contains(&RetryOn::Timeout) && replay.is_some_and(Replayable::may_replay);
+    if overall || !may {
+        return Next::Answer(ProxyError::ResponseTimeout);
+    }
+    Next::Retry {
+        word: RetryOn::Timeout,
+        error: ProxyError::ResponseTimeout,
+        unsent: None,
     }
 }
 

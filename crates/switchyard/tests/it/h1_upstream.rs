@@ -106,19 +106,36 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(Stri
         }
         body = buf.drain(..length).collect();
     } else if chunked {
-        // Good enough for the test's own bodies: read through the last chunk.
-        while !buf.windows(5).any(|w| w == b"0\r\n\r\n") {
+        // Good enough for the test's own bodies: read through the last chunk and its
+        // trailer section.
+        let end = loop {
+            if let Some(end) = chunked_end(buf) {
+                break end;
+            }
             let mut chunk = [0u8; 4096];
             let n = stream.read(&mut chunk).await.ok()?;
             if n == 0 {
                 return None;
             }
             buf.extend_from_slice(&chunk[..n]);
-        }
-        let end = buf.windows(5).position(|w| w == b"0\r\n\r\n")? + 5;
+        };
         body = buf.drain(..end).collect();
     }
     Some((path, body))
+}
+
+/// Where a chunked body at the front of `wire` ends: past its last chunk (`0` at the
+/// start of a line) and the empty line that ends its trailer section.
+fn chunked_end(wire: &[u8]) -> Option<usize> {
+    let last = if wire.starts_with(b"0\r\n") {
+        0
+    } else {
+        wire.windows(5).position(|w| w == b"\r\n0\r\n")? + 2
+    };
+    let rest = &wire[last + 1..];
+    rest.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| last + 1 + at + 4)
 }
 
 fn one_endpoint(address: SocketAddr, extra: &str) -> String {
@@ -270,6 +287,52 @@ async fn informational_answers_are_skipped_and_request_bodies_go_out_framed() {
     // Every exchange ended cleanly, so one connection served them all.
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
     assert_eq!(upstream.requests.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn request_trailers_go_upstream_in_the_last_chunk() {
+    let upstream = scripted(answer_by_path).await;
+    let server = balancer(&one_endpoint(upstream.address, "")).await;
+    let web = address(&server, "web");
+    // An HTTP/2 client sends a body without a length and trailers after it.
+    let stream = TcpStream::connect(web).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("4242"));
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b"chunk one, "))),
+        Ok(Frame::data(Bytes::from_static(b"chunk two"))),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let request = http::Request::post(format!("http://{web}/echo"))
+        .header("te", "trailers")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let response = within(sender.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The upstream echoes the body as it came on the wire: chunked, the trailers in the
+    // section after the last chunk.
+    let wire = within(response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    let wire = String::from_utf8_lossy(&wire);
+    let (data, trailer_section) = wire
+        .split_once("0\r\n")
+        .filter(|(data, _)| data.ends_with("\r\n"))
+        .expect("a last chunk");
+    assert_eq!(
+        dechunk(&format!("{data}0\r\n\r\n")),
+        Some("chunk one, chunk two".to_owned()),
+        "{wire:?}"
+    );
+    assert_eq!(trailer_section, "x-checksum: 4242\r\n\r\n", "{wire:?}");
 }
 
 #[tokio::test]
