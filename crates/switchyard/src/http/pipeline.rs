@@ -91,20 +91,20 @@ impl Downstream {
     }
 }
 
-/// A client's request as the pipeline takes it ([`client_request`]).
+/// A client's request as the pipeline takes it: boxed, because it passes through several
+/// futures (a request held by value is copied into each, and an async fn keeps room for
+/// its argument for as long as it runs); its body is the client's under the listener's
+/// limits ([`client_body`]), the body the upstream gets.
 pub type ClientRequest = UpstreamRequest;
 
-/// The request a server read, as the pipeline takes it: boxed, because it passes through
-/// several futures (a request held by value is copied into each, and an async fn keeps
-/// room for its argument for as long as it runs), and its body already under the
-/// listener's limits (`max_request_body`, the body's pace), the body the upstream gets.
-pub fn client_request(downstream: &Downstream, request: Request<ClientBody>) -> ClientRequest {
+/// The client's `body` under the listener's limits (`max_request_body`, the body's pace).
+pub fn client_body(downstream: &Downstream, body: ClientBody) -> RequestBody {
     let config = &downstream.listener.config;
     let pace = BodyPace {
         timeout: config.request_body_timeout,
         min_rate: config.min_request_body_rate,
     };
-    Box::new(request.map(|body| RequestBody::new(body, config.max_request_body, Some(pace))))
+    RequestBody::new(body, config.max_request_body, Some(pace))
 }
 
 /// Serves one request; never fails (every failure is a response).

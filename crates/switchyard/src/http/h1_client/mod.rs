@@ -21,8 +21,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::request::Parts;
-use http::{HeaderMap, Method, Request, Response, Version};
+use http::{HeaderMap, Method, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -98,13 +97,17 @@ pub enum HeadFailure {
 /// The request side of an exchange.
 #[derive(Debug)]
 struct Writer {
-    /// The request's head, kept until its first byte is written so an unsent request can
-    /// be handed back whole.
-    parts: Option<Parts>,
+    /// The request, in the box it came in (moving its head and body out would copy them
+    /// into the exchange): whole until its first byte is written, so an unsent request
+    /// can be handed back; then its header map goes back for reuse and its body streams.
+    /// `None` once handed back.
+    request: Option<UpstreamRequest>,
     /// The head's added fields (module `added_fields`), written with the head and kept
     /// with it for the same reason.
     added: AddedFields,
-    body: Option<RequestBody>,
+    /// The request's body still has frames to send (a body that is done, or refused, is
+    /// replaced by an empty one, so it is dropped as soon as it is).
+    body_open: bool,
     /// How the body's frames go on the wire (and what a length still owes).
     encoding: BodyEncoding,
     /// Framing (and small frames) waiting to be written.
@@ -128,30 +131,31 @@ enum WriteFailure {
 
 impl Writer {
     /// `out`: the (empty) buffer to encode into.
-    fn new(request: UpstreamRequest, mut out: BytesMut) -> Result<Writer, UpstreamRequest> {
-        let (parts, mut body) = request.into_parts();
+    fn new(mut request: UpstreamRequest, mut out: BytesMut) -> Result<Writer, UpstreamRequest> {
+        let body = request.body();
         let exact = body.size_hint().exact();
-        let Some(framing) = RequestFraming::of(&parts.headers, body.is_end_stream(), exact) else {
-            return Err(Box::new(Request::from_parts(parts, body)));
+        let Some(framing) = RequestFraming::of(request.headers(), body.is_end_stream(), exact)
+        else {
+            return Err(request);
         };
-        let added = body.take_added_fields();
+        let added = request.body_mut().take_added_fields();
         codec::encode_request_head(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
+            request.method(),
+            request.uri(),
+            request.headers(),
             &added,
             framing,
             &mut out,
         );
-        let (body, encoding) = match framing {
-            RequestFraming::Empty | RequestFraming::Length(0) => (None, BodyEncoding::Discard),
-            RequestFraming::Length(n) => (Some(body), BodyEncoding::Length(n)),
-            RequestFraming::Chunked => (Some(body), BodyEncoding::Chunked),
+        let (body_open, encoding) = match framing {
+            RequestFraming::Empty | RequestFraming::Length(0) => (false, BodyEncoding::Discard),
+            RequestFraming::Length(n) => (true, BodyEncoding::Length(n)),
+            RequestFraming::Chunked => (true, BodyEncoding::Chunked),
         };
-        Ok(Writer {
-            parts: Some(parts),
+        let mut writer = Writer {
+            request: Some(request),
             added,
-            body,
+            body_open,
             encoding,
             out,
             data: Bytes::new(),
@@ -159,7 +163,19 @@ impl Writer {
             wrote: false,
             needs_flush: true,
             done: false,
-        })
+        };
+        if !body_open {
+            writer.close_body();
+        }
+        Ok(writer)
+    }
+
+    /// Drops the request's body (replaced by an empty one): it has nothing more to send.
+    fn close_body(&mut self) {
+        self.body_open = false;
+        if let Some(request) = &mut self.request {
+            *request.body_mut() = RequestBody::empty();
+        }
     }
 
     /// The (emptied) write buffer, for the connection's next exchange; a large one is not
@@ -173,10 +189,11 @@ impl Writer {
         if self.wrote {
             return None;
         }
-        let parts = self.parts.take()?;
-        let body = self.body.take().unwrap_or_else(RequestBody::empty);
-        let body = body.with_added_fields(std::mem::take(&mut self.added));
-        Some(Box::new(Request::from_parts(parts, body)))
+        let mut request = self.request.take()?;
+        request
+            .body_mut()
+            .set_added_fields(std::mem::take(&mut self.added));
+        Some(request)
     }
 
     /// Writes what is pending and pulls the body on, frame by frame, until the request
@@ -205,8 +222,8 @@ impl Writer {
                 if !self.wrote {
                     self.wrote = true;
                     // The head went out: it can no longer be handed back.
-                    if let Some(parts) = self.parts.take() {
-                        codec::recycle_map(parts.headers);
+                    if let Some(request) = &mut self.request {
+                        codec::recycle_map(std::mem::take(request.headers_mut()));
                     }
                 }
                 if !self.out.is_empty() {
@@ -225,15 +242,15 @@ impl Writer {
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            let Some(body) = &mut self.body else {
+            let Some(request) = self.request.as_mut().filter(|_| self.body_open) else {
                 self.done = true;
                 return Poll::Ready(Ok(()));
             };
-            match Pin::new(body).poll_frame(cx) {
+            match Pin::new(request.body_mut()).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => self.frame(frame)?,
                 Poll::Ready(None) => self.end(None)?,
                 Poll::Ready(Some(Err(_))) => {
-                    self.body = None;
+                    self.close_body();
                     return Poll::Ready(Err(WriteFailure::Body));
                 }
                 Poll::Pending => return Poll::Pending,
@@ -259,21 +276,21 @@ impl Writer {
             }
             Ok(None) => {}
             Err(_) => {
-                self.body = None;
+                self.close_body();
                 return Err(WriteFailure::Body);
             }
         }
         if self.encoding.is_full() {
             // Nothing more may go out; whatever the body still holds would be refused by
             // its own length check.
-            self.body = None;
+            self.close_body();
         }
         Ok(())
     }
 
     /// The body ended (with `trailers`, for a chunked body).
     fn end(&mut self, trailers: Option<&HeaderMap>) -> Result<(), WriteFailure> {
-        self.body = None;
+        self.close_body();
         self.encoding
             .end(trailers, &mut self.out)
             .map_err(|_| WriteFailure::Body)
@@ -556,7 +573,7 @@ impl Body for DirectBody {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderValue, Request};
 
     use super::*;
     use crate::http::added_fields::AddedValues;

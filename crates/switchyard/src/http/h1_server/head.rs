@@ -8,9 +8,10 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::request::Parts;
+
 use http::{Method, Request, StatusCode, Uri, Version};
 
+use crate::http::body::RequestBody;
 use crate::http::error::ProxyError;
 use crate::http::h1_codec::{self, ConnectionTokens, KnownField, known_field};
 
@@ -37,8 +38,9 @@ pub enum BodyFraming {
 /// A valid request head.
 #[derive(Debug)]
 pub struct RequestHead {
-    /// Method, target, version and header fields.
-    pub parts: Parts,
+    /// Method, target, version and header fields, in the box the request travels in
+    /// through the proxy (its body, empty here, is set when the body starts).
+    pub request: Box<Request<RequestBody>>,
     /// The body's framing.
     pub body: BodyFraming,
     /// The client asks to switch protocols (`Upgrade` with `Connection: upgrade`).
@@ -59,7 +61,7 @@ pub enum Verdict {
     /// More bytes are needed.
     Partial,
     /// A complete, valid head (its bytes consumed from the buffer).
-    Complete(Box<RequestHead>),
+    Complete(RequestHead),
     /// A head that must be refused, and how.
     Reject(ProxyError),
 }
@@ -176,18 +178,18 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Verdict {
         return bad("invalid header name");
     };
     let keep_alive = fields.connection.keep_alive(!http11);
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = if http11 {
+    let connect = method == Method::CONNECT;
+    let mut request = Box::new(Request::new(RequestBody::empty()));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = if http11 {
         Version::HTTP_11
     } else {
         Version::HTTP_10
     };
-    parts.headers = headers;
-    let connect = parts.method == Method::CONNECT;
-    Verdict::Complete(Box::new(RequestHead {
-        parts,
+    *request.headers_mut() = headers;
+    Verdict::Complete(RequestHead {
+        request,
         body: if connect {
             BodyFraming::None
         } else {
@@ -197,7 +199,7 @@ pub fn parse(buf: &mut BytesMut, limits: &HeadLimits) -> Verdict {
         connect,
         keep_alive,
         expect_continue: fields.expect_continue && http11 && fields.body != BodyFraming::None,
-    }))
+    })
 }
 
 fn target_form_ok(method: &str, target: &str) -> bool {
@@ -339,11 +341,11 @@ mod tests {
             panic!("not complete");
         };
         assert_eq!(&buf[..], b"rest");
-        assert_eq!(head.parts.method, Method::GET);
-        assert_eq!(head.parts.uri, "/a?b=1");
-        assert_eq!(head.parts.version, Version::HTTP_11);
-        assert_eq!(head.parts.headers["host"], "x");
-        assert_eq!(head.parts.headers["x-y"], "z");
+        assert_eq!(*head.request.method(), Method::GET);
+        assert_eq!(*head.request.uri(), "/a?b=1");
+        assert_eq!(head.request.version(), Version::HTTP_11);
+        assert_eq!(head.request.headers()["host"], "x");
+        assert_eq!(head.request.headers()["x-y"], "z");
         assert_eq!(head.body, BodyFraming::None);
         assert!(head.keep_alive && !head.upgrade && !head.connect && !head.expect_continue);
     }
@@ -369,14 +371,14 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(bytes)
             );
-            assert!(!head.parts.headers.contains_key(CONNECTION));
+            assert!(!head.request.headers().contains_key(CONNECTION));
         }
         let nominating = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n";
         let Verdict::Complete(head) = inspect(nominating, &LIMITS) else {
             panic!("not complete");
         };
         assert!(
-            head.parts.headers.contains_key(CONNECTION),
+            head.request.headers().contains_key(CONNECTION),
             "left for the hop-by-hop pass"
         );
     }

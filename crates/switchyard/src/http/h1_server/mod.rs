@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::UPGRADE;
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 use http_body::Body;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
@@ -74,7 +74,7 @@ enum Rejection {
 
 /// What waiting for the next head ended with.
 enum Next {
-    Request(Box<RequestHead>),
+    Request(RequestHead),
     Refused(Rejection),
     /// The client closed, went idle past `idle_timeout`, or shutdown ended the wait.
     End,
@@ -231,7 +231,7 @@ impl Connection {
     }
 
     /// Runs one request through the pipeline and writes its response.
-    async fn serve_request(&mut self, head: Box<RequestHead>) -> After {
+    async fn serve_request(&mut self, head: RequestHead) -> After {
         let (request, exchange, switch) = self.begin(head);
         let response = match pipeline::handle(Arc::clone(&self.downstream), request).await {
             Ok(response) => response,
@@ -301,23 +301,23 @@ impl Connection {
     /// its future while the pipeline runs.
     fn begin(
         &self,
-        head: Box<RequestHead>,
+        head: RequestHead,
     ) -> (
         pipeline::ClientRequest,
         Exchange,
         Option<oneshot::Sender<BoxedIo>>,
     ) {
         let RequestHead {
-            mut parts,
+            mut request,
             body: framing,
             upgrade,
             connect,
             keep_alive,
             expect_continue,
-        } = *head;
+        } = head;
         let exchange = Exchange {
-            head_request: parts.method == Method::HEAD,
-            http10: parts.version == Version::HTTP_10,
+            head_request: request.method() == Method::HEAD,
+            http10: request.version() == Version::HTTP_10,
             keep_alive: keep_alive && !connect,
             switching: false,
         };
@@ -327,17 +327,14 @@ impl Connection {
             _ => H1Body::reading(Arc::clone(&self.shared), generation),
         };
         let protocol = upgrade
-            .then(|| parts.headers.get(UPGRADE).cloned())
+            .then(|| request.headers().get(UPGRADE).cloned())
             .flatten();
         let switch = protocol.map(|protocol| {
             let (extension, sender) = ClientUpgrade::pair(protocol);
-            parts.extensions.insert(extension);
+            request.extensions_mut().insert(extension);
             sender
         });
-        let request = pipeline::client_request(
-            &self.downstream,
-            Request::from_parts(parts, ClientBody::Left(body)),
-        );
+        *request.body_mut() = pipeline::client_body(&self.downstream, ClientBody::Left(body));
         (request, exchange, switch)
     }
 

@@ -99,7 +99,7 @@ pub async fn serve<S>(
     let listener = downstream.listener.name.clone();
     // Boxed before the stream's future is made, so the future holds a pointer.
     let start = move |request: Request<ClientBody>| {
-        let request = pipeline::client_request(&downstream, request);
+        let request = Box::new(request.map(|body| pipeline::client_body(&downstream, body)));
         run(Arc::clone(&downstream), request)
     };
     let mut connection = Connection::new(stream, read, limits, start);
