@@ -125,13 +125,13 @@ impl State {
         let Some(io) = &mut self.io else {
             return Poll::Ready(Err(std::io::ErrorKind::NotConnected.into()));
         };
-        if io.is_write_vectored() {
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        let first = filled.next().map_or(&[][..], |b| &b[..]);
+        // One piece (the usual response: head and small body in one buffer) goes out by a
+        // plain send, which costs the kernel less than a vectored write of one piece.
+        if filled.next().is_some() && io.is_write_vectored() {
             return Pin::new(io).poll_write_vectored(cx, bufs);
         }
-        let first = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .map_or(&[][..], |b| &b[..]);
         Pin::new(io).poll_write(cx, first)
     }
 
