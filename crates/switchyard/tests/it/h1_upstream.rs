@@ -218,14 +218,7 @@ async fn chunked_bodies_with_trailers_and_until_close_bodies_arrive_whole() {
     assert_eq!(within(response.text()).await.unwrap(), "hello, world");
 
     // Over HTTP/2 the upstream's trailers reach the client as trailers.
-    let stream = TcpStream::connect(web).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_sender(web).await;
     let request = http::Request::get(format!("http://{web}/chunked"))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -295,14 +288,7 @@ async fn request_trailers_go_upstream_in_the_last_chunk() {
     let server = balancer(&one_endpoint(upstream.address, "")).await;
     let web = address(&server, "web");
     // An HTTP/2 client sends a body without a length and trailers after it.
-    let stream = TcpStream::connect(web).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_sender(web).await;
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-checksum", http::HeaderValue::from_static("4242"));
     let frames = futures_util::stream::iter([

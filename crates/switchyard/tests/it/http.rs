@@ -602,19 +602,6 @@ async fn websocket_upgrades_are_tunnelled_both_ways() {
     }
 }
 
-/// A raw HTTP/2 client (hyper) over one connection, for trailers and gRPC.
-async fn h2_sender(address: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
-    sender
-}
-
 fn grpc_frame(message: &[u8]) -> Bytes {
     let mut frame = vec![0u8];
     frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());

@@ -264,3 +264,22 @@ pub(crate) async fn admin_reload(server: &Server) -> (u16, serde_json::Value) {
     let status = response.status().as_u16();
     (status, within(response.json()).await.expect("reload JSON"))
 }
+
+/// A raw HTTP/2 client (hyper, prior knowledge) over one connection to `address`, its
+/// connection task spawned: for trailers, gRPC and bodies a test streams itself.
+pub(crate) async fn h2_sender<B>(address: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
