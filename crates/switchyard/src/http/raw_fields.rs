@@ -209,14 +209,29 @@ impl RawFields {
     /// the parser never lets through, is left out).
     pub fn append_to(&self, map: &mut HeaderMap) {
         map.reserve(self.len() + 1);
-        for span in self.spans() {
-            if let Some((name, value)) = h1_codec::field_of(&self.head, span.name(), span.value()) {
-                map.append(name, value);
-            }
-        }
+        self.for_each_field(|name, value| {
+            map.append(name, value);
+        });
         if let Some(id) = &self.request_id {
             map.entry(X_REQUEST_ID).or_insert_with(|| id.clone());
         }
+    }
+
+    /// Each of the upstream's fields in order, as a (lowercase) name and a value sharing
+    /// the head's bytes, without a map in between: for a writer that encodes them one by
+    /// one (HPACK). A field that would not convert, which the parser never lets through,
+    /// is left out. The request id is not among them ([`RawFields::request_id`]).
+    pub fn for_each_field(&self, mut each: impl FnMut(HeaderName, HeaderValue)) {
+        for span in self.spans() {
+            if let Some((name, value)) = h1_codec::field_of(&self.head, span.name(), span.value()) {
+                each(name, value);
+            }
+        }
+    }
+
+    /// The `X-Request-Id` the proxy adds after the upstream's fields, if it adds one.
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
     }
 }
 
@@ -224,6 +239,24 @@ impl RawFields {
 fn flush(out: &mut BytesMut, head: &[u8], run: &mut std::ops::Range<usize>) {
     if let Some(bytes) = head.get(std::mem::replace(run, 0..0)) {
         out.extend_from_slice(bytes);
+    }
+}
+
+/// A response's fields as a server sends them: its map and, for an HTTP/1.1 upstream's
+/// response passed on as it came, its raw fields. Both servers write the two side by side
+/// (the HTTP/1.1 server as text, the HTTP/2 server through HPACK).
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// The map (what the proxy made or added).
+    pub map: &'a HeaderMap,
+    /// The upstream's fields, untouched.
+    pub raw: Option<&'a RawFields>,
+}
+
+impl<'a> Head<'a> {
+    /// Fields that are all in `map`.
+    pub fn of(map: &'a HeaderMap) -> Head<'a> {
+        Head { map, raw: None }
     }
 }
 

@@ -500,6 +500,24 @@ async fn an_upstreams_fields_pass_as_they_came_with_one_request_id_and_route_edi
     assert_eq!(response.headers()["x-mixed-case"], "Yes");
     let ids: Vec<_> = response.headers().get_all("x-request-id").iter().collect();
     assert_eq!(ids, ["from-upstream"]);
+    // The raw fields are encoded beside the map: each once, the proxy's request id, one
+    // `Date` and the upstream's one length, no connection-specific field.
+    let response = within(h2.get(format!("http://{web}/")).send())
+        .await
+        .unwrap();
+    let fields = response.headers();
+    let count = |name: &str| fields.get_all(name).iter().count();
+    assert_eq!(fields["server"], "scripted");
+    assert_eq!(count("server"), 1, "{fields:?}");
+    assert_eq!(count("x-mixed-case"), 1, "{fields:?}");
+    assert_eq!(count("x-request-id"), 1, "{fields:?}");
+    assert_eq!(count("date"), 1, "{fields:?}");
+    assert_eq!(
+        fields.get_all("content-length").iter().collect::<Vec<_>>(),
+        ["2"]
+    );
+    assert_eq!(count("connection"), 0, "{fields:?}");
+    assert_eq!(within(response.text()).await.unwrap(), "ok");
 
     // A route that edits response fields sees the upstream's: `set` replaces its value.
     let edited = balancer(&format!(

@@ -43,12 +43,13 @@ use tracing::debug;
 
 use self::conn::{H1Body, Shared};
 use self::head::{HeadLimits, RequestHead, Verdict};
-use self::response::{Exchange, Framing, Head, ResponseFields};
+use self::response::{Exchange, Framing, ResponseFields};
 use super::MAX_HEADER_FIELDS;
 use super::body::{ClientBody, ResponseBody};
 use super::error::ProxyError;
 use super::h1_codec;
 use super::pipeline::{self, Downstream};
+use super::raw_fields::Head;
 use super::read_buf::{CLOSE_WAIT, LINGER_BUDGET};
 use super::rewind::Rewind;
 use super::server_fields;

@@ -4,12 +4,12 @@
 //! encodes.
 
 use bytes::{BufMut, BytesMut};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use crate::http::h1_codec::{
     self, BodyEncoding, ConnectionTokens, KnownField, known_field, put_field,
 };
-use crate::http::raw_fields::RawFields;
+use crate::http::raw_fields::{Head, RawFields};
 
 /// How a response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,23 +69,6 @@ pub struct ResponseFields {
     pub date: bool,
     /// The `Connection` fields.
     pub connection: ConnectionTokens,
-}
-
-/// A response's fields as the server sends them: its map and, for an HTTP/1.1 upstream's
-/// response passed on as it came, its raw fields (module `raw_fields`).
-#[derive(Debug, Clone, Copy)]
-pub struct Head<'a> {
-    /// The map (what the proxy made or added).
-    pub map: &'a HeaderMap,
-    /// The upstream's fields, untouched.
-    pub raw: Option<&'a RawFields>,
-}
-
-impl<'a> Head<'a> {
-    /// Fields that are all in `map`.
-    pub fn of(map: &'a HeaderMap) -> Head<'a> {
-        Head { map, raw: None }
-    }
 }
 
 impl ResponseFields {
@@ -246,6 +229,8 @@ pub fn encode_head(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use http::HeaderMap;
+
     use super::*;
 
     const GET11: Exchange = Exchange {

@@ -355,13 +355,8 @@ where
         );
         let response: Response<Bytes> = error.to_response(false);
         let (parts, body) = response.into_parts();
-        self.write_head(
-            id,
-            parts.status,
-            &parts.headers,
-            Some(body.len() as u64),
-            false,
-        );
+        let head = crate::http::raw_fields::Head::of(&parts.headers);
+        self.write_head(id, parts.status, head, Some(body.len() as u64), false);
         self.put_data(id, &body, true);
         if !end_stream {
             frame::put_reset(&mut self.write, id, Reason::NO_ERROR);

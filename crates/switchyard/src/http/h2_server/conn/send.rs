@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, DATE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
@@ -14,8 +14,10 @@ use tracing::debug;
 use super::super::request::is_connection_specific;
 use super::{Connection, RESET_CREDIT, RecvSide, SendSide, WRITE_HIGH_WATER};
 use crate::http::body::{ClientBody, ResponseBody};
+use crate::http::forwarding::X_REQUEST_ID;
 use crate::http::h2_codec::frame::{self, Reason};
 use crate::http::h2_codec::hpack;
+use crate::http::raw_fields::{Head, RawFields};
 use crate::http::server_fields;
 
 impl<S, F, M> Connection<S, F, M>
@@ -25,15 +27,21 @@ where
     M: FnMut(Request<ClientBody>) -> F,
 {
     pub(super) fn start_response(&mut self, id: u32, response: Response<ResponseBody>) {
-        let (mut parts, mut body) = response.into_parts();
-        // HPACK encodes from the map (and HTTP/2 wants lowercase names): every field in it.
-        if let Some(raw) = body.take_raw_fields() {
-            raw.append_to(&mut parts.headers);
-        }
-        let declared = parts.headers.contains_key(CONTENT_LENGTH);
+        let (parts, mut body) = response.into_parts();
+        // The upstream's raw fields are encoded as they are, beside the map (not moved
+        // into it first).
+        let raw = body.take_raw_fields();
+        let head = Head {
+            map: &parts.headers,
+            raw: raw.as_deref(),
+        };
+        let declared = head.map.contains_key(CONTENT_LENGTH)
+            || head
+                .raw
+                .is_some_and(|r| r.summary().content_length.is_some());
         let length = server_fields::length_to_declare(parts.status, declared, &body);
         let end = body.is_end_stream();
-        self.write_head(id, parts.status, &parts.headers, length, end);
+        self.write_head(id, parts.status, head, length, end);
         self.reset_credit = (self.reset_credit + 1).min(RESET_CREDIT);
         if let Some(stream) = self.streams.get_mut(&id) {
             stream.send = if end {
@@ -54,18 +62,30 @@ where
         &mut self,
         id: u32,
         status: StatusCode,
-        headers: &HeaderMap,
+        head: Head<'_>,
         length: Option<u64>,
         end: bool,
     ) {
         let start = self.write.len();
-        hpack::encode_status(status, &mut self.write);
-        for (name, value) in headers {
+        let out = &mut self.write;
+        hpack::encode_status(status, out);
+        if let Some(raw) = head.raw {
+            raw.for_each_field(|name, value| {
+                if !is_connection_specific(&name) {
+                    hpack::encode_field(&name, &value, out);
+                }
+            });
+        }
+        for (name, value) in head.map {
             if !is_connection_specific(name) {
-                hpack::encode_field(name, value, &mut self.write);
+                hpack::encode_field(name, value, out);
             }
         }
-        if !headers.contains_key(DATE) {
+        let raw_id = head.raw.and_then(RawFields::request_id);
+        if let Some(id) = raw_id.filter(|_| !head.map.contains_key(X_REQUEST_ID)) {
+            hpack::encode_field(&X_REQUEST_ID, id, out);
+        }
+        if !head.map.contains_key(DATE) && !head.raw.is_some_and(|r| r.summary().date) {
             hpack::encode_field(&DATE, &server_fields::now_date(), &mut self.write);
         }
         if let Some(length) = length {
