@@ -640,6 +640,12 @@ async fn attempt(
                 .record(waited, now);
         }
         let cluster = &upstream.cluster;
+        let tried_at = TriedAt {
+            upstream,
+            endpoint,
+            index,
+            now,
+        };
         match outcome {
             Ok(Ok((mut response, lease))) => {
                 let status = response.status().as_u16();
@@ -670,12 +676,6 @@ async fn attempt(
                 }
             }
             Ok(Err(failed)) => {
-                let tried_at = TriedAt {
-                    upstream,
-                    endpoint,
-                    index,
-                    now,
-                };
                 match after_failure(failed, &tried_at, policy, replay.as_deref(), record) {
                     Next::Answer(error) => return Err(error),
                     Next::Retry {
@@ -683,21 +683,14 @@ async fn attempt(
                         error,
                         unsent: kept,
                     } => {
-                        if kept.is_some() {
-                            unsent = kept;
-                        }
+                        // Every try takes the request it sends: nothing is unsent here.
+                        unsent = kept;
                         last = Last::Error(error);
                         retry = Some((word, None));
                     }
                 }
             }
             Err(_elapsed) => {
-                let tried_at = TriedAt {
-                    upstream,
-                    endpoint,
-                    index,
-                    now,
-                };
                 let overall = try_deadline >= deadline;
                 match after_timeout(&tried_at, overall, policy, replay.as_deref()) {
                     Next::Answer(error) => return Err(error),

@@ -115,7 +115,9 @@ impl RawFields {
     }
 
     /// Adds `X-Request-Id: id` after the upstream's fields (for a response whose upstream
-    /// sent none, see [`RawFields::contains`]).
+    /// sent none, see [`RawFields::contains`]). The servers write it as it is: a response
+    /// whose fields are still raw has nothing in its map beside them that could hold one
+    /// (whatever adds fields moves the raw ones into the map first).
     pub fn set_request_id(&mut self, id: HeaderValue) {
         self.request_id = Some(id);
     }

@@ -81,12 +81,12 @@ where
                 hpack::encode_field(name, value, out);
             }
         }
-        let raw_id = head.raw.and_then(RawFields::request_id);
-        if let Some(id) = raw_id.filter(|_| !head.map.contains_key(X_REQUEST_ID)) {
+        // After the upstream's fields, as the HTTP/1.1 server writes it.
+        if let Some(id) = head.raw.and_then(RawFields::request_id) {
             hpack::encode_field(&X_REQUEST_ID, id, out);
         }
         if !head.map.contains_key(DATE) && !head.raw.is_some_and(|r| r.summary().date) {
-            hpack::encode_field(&DATE, &server_fields::now_date(), &mut self.write);
+            hpack::encode_field(&DATE, &server_fields::now_date(), out);
         }
         if let Some(length) = length {
             hpack::encode_field(
