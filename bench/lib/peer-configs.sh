@@ -3,7 +3,8 @@
 # their own so a run never meets the harness's (or another script's) processes.
 #
 # render_peer_configs SHARED_BENCH DIR BASE
-#   writes DIR/backend.conf, DIR/switchyard.toml and DIR/haproxy.cfg; the proxies listen on
+#   writes DIR/backend.conf, DIR/switchyard.toml, DIR/haproxy.cfg and DIR/haproxy-fwd.cfg
+#   (HAProxy adding Switchyard's forwarding fields: conf/haproxy-forwarding.cfg); the proxies listen on
 #   BASE+6 (HTTP/1.1) and BASE+56 (h2c), the backends on BASE+1 and BASE+2 (BASE+3 for h2c),
 #   Switchyard's admin API on BASE+99
 render_peer_configs() {
@@ -14,4 +15,6 @@ render_peer_configs() {
     sed "${ports[@]}" "$shared/conf/backend.nginx.conf" >"$dir/backend.conf"
     sed "${ports[@]}" -e "s/18199/$((base + 99))/" "$shared/conf/switchyard.toml" >"$dir/switchyard.toml"
     sed "${ports[@]}" "$shared/conf/haproxy.cfg" >"$dir/haproxy.cfg"
+    sed "/^backend be/r $(dirname "${BASH_SOURCE[0]}")/../conf/haproxy-forwarding.cfg" \
+        "$dir/haproxy.cfg" >"$dir/haproxy-fwd.cfg"
 }

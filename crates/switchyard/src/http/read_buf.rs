@@ -1,8 +1,9 @@
 //! Reading from a connection into its read buffer, the one way every HTTP connection (the
 //! HTTP/1.1 and HTTP/2 servers, the HTTP/1.1 upstream client) does it: the buffer grows by
 //! a fixed chunk only when little room is left, so a connection's read memory stays
-//! bounded by what its parser has not yet consumed plus one chunk. Also the reading half
-//! of a lingering close, which both servers end their connections with.
+//! bounded by what its parser has not yet consumed plus one chunk, and an emptied buffer
+//! starts again at the front of its allocation (also used for write buffers). Also the
+//! reading half of a lingering close, which both servers end their connections with.
 
 use std::future::Future;
 use std::pin::pin;
@@ -21,10 +22,28 @@ pub fn poll_fill<R: AsyncRead + Unpin + ?Sized>(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<std::io::Result<usize>> {
+    reuse_from_start(buf);
     if buf.capacity() - buf.len() < READ_CHUNK / 4 {
         buf.reserve(READ_CHUNK);
     }
     pin!(io.read_buf(buf)).poll(cx)
+}
+
+/// Moves an empty buffer back to the start of its allocation when nothing else shares
+/// it, so the next read (or encode) lands on memory the last one just touched.
+///
+/// Why: consuming a buffer (`split_to`, `advance`) moves its start forward, and a buffer
+/// is otherwise only moved back once too little room is left. A connection's reads and
+/// writes then walk through the whole allocation, each landing on cache lines nobody has
+/// touched for a while; with many connections that is a cache miss per line the kernel
+/// copies into (or out of). A buffer still shared (a head or body frame cut from it is
+/// alive) is left where it is: nothing is allocated or copied.
+pub fn reuse_from_start(buf: &mut BytesMut) {
+    if buf.is_empty() {
+        // Asking for one byte more than the room left succeeds only by reclaiming the
+        // space before the start, which needs nothing copied: the buffer is empty.
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+    }
 }
 
 /// How long a closing connection may take to send its last bytes, and then how long it
@@ -49,5 +68,57 @@ pub fn poll_discard<R: AsyncRead + Unpin + ?Sized>(
             Ok(n) if n > 0 && n <= *budget => *budget -= n,
             _ => return Poll::Ready(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::{Buf, BufMut};
+
+    #[test]
+    fn an_emptied_buffer_nobody_shares_starts_again_at_its_front() {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let front = buf.as_ptr();
+        buf.put_slice(b"GET / HTTP/1.1\r\n\r\n");
+        drop(buf.split_to(18).freeze());
+        assert_ne!(buf.as_ptr(), front);
+        reuse_from_start(&mut buf);
+        assert_eq!(buf.as_ptr(), front);
+        assert_eq!(buf.capacity(), READ_CHUNK);
+
+        // A write buffer consumed by `advance` (never split) comes back too.
+        buf.put_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+        buf.advance(19);
+        reuse_from_start(&mut buf);
+        assert_eq!(buf.as_ptr(), front);
+        assert_eq!(buf.capacity(), READ_CHUNK);
+    }
+
+    #[test]
+    fn a_shared_or_non_empty_buffer_stays_where_it_is() {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        buf.put_slice(b"GET / HTTP/1.1\r\n\r\nGET");
+        let head = buf.split_to(18).freeze();
+        let (at, room) = (buf.as_ptr(), buf.capacity());
+        reuse_from_start(&mut buf);
+        assert_eq!(
+            (buf.as_ptr(), buf.capacity()),
+            (at, room),
+            "bytes left to parse"
+        );
+
+        buf.clear();
+        reuse_from_start(&mut buf);
+        assert_eq!(
+            (buf.as_ptr(), buf.capacity()),
+            (at, room),
+            "the head still shares it"
+        );
+        assert_eq!(&head[..], b"GET / HTTP/1.1\r\n\r\n");
+
+        let mut fresh = BytesMut::new();
+        reuse_from_start(&mut fresh);
+        assert_eq!(fresh.capacity(), 0, "nothing is allocated");
     }
 }

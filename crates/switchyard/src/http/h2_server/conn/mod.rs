@@ -335,6 +335,7 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         }
+        read_buf::reuse_from_start(&mut self.write);
         if self.unflushed {
             match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
