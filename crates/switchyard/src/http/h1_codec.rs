@@ -179,7 +179,6 @@ pub fn emptied(mut buf: BytesMut) -> BytesMut {
         return BytesMut::new();
     }
     buf.clear();
-    super::read_buf::reuse_from_start(&mut buf);
     buf
 }
 

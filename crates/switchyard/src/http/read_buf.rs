@@ -10,11 +10,23 @@ use std::pin::pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Bytes a read asks for at least (the read buffer grows by this much when full).
 pub const READ_CHUNK: usize = 16 * 1024;
+
+/// Drops the first `n` bytes of a write buffer once they are written. A buffer written
+/// out whole is cleared, which keeps it at the front of its allocation: advancing it
+/// instead would move its start on, and the next message would be encoded onto lines
+/// nobody has touched for a while (as [`reuse_from_start`] explains for reads).
+pub fn consume_written(buf: &mut BytesMut, n: usize) {
+    if n >= buf.len() {
+        buf.clear();
+    } else {
+        buf.advance(n);
+    }
+}
 
 /// Reads what `io` has into `buf`; `Ready(Ok(0))` at the end of the stream.
 pub fn poll_fill<R: AsyncRead + Unpin + ?Sized>(
@@ -37,9 +49,11 @@ pub fn poll_fill<R: AsyncRead + Unpin + ?Sized>(
 /// writes then walk through the whole allocation, each landing on cache lines nobody has
 /// touched for a while; with many connections that is a cache miss per line the kernel
 /// copies into (or out of). A buffer still shared (a head or body frame cut from it is
-/// alive) is left where it is: nothing is allocated or copied.
+/// alive) is left where it is: nothing is allocated or copied. So is one with a whole
+/// [`READ_CHUNK`] of room: it is most likely at its front already (one just moved back,
+/// or fresh), and the check keeps the common call to a comparison.
 pub fn reuse_from_start(buf: &mut BytesMut) {
-    if buf.is_empty() {
+    if buf.is_empty() && buf.capacity() < READ_CHUNK {
         // Asking for one byte more than the room left succeeds only by reclaiming the
         // space before the start, which needs nothing copied: the buffer is empty.
         let _ = buf.try_reclaim(buf.capacity() + 1);
@@ -74,7 +88,7 @@ pub fn poll_discard<R: AsyncRead + Unpin + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Buf, BufMut};
+    use bytes::BufMut;
 
     #[test]
     fn an_emptied_buffer_nobody_shares_starts_again_at_its_front() {
@@ -93,6 +107,28 @@ mod tests {
         reuse_from_start(&mut buf);
         assert_eq!(buf.as_ptr(), front);
         assert_eq!(buf.capacity(), READ_CHUNK);
+    }
+
+    #[test]
+    fn a_write_buffer_written_out_whole_stays_at_its_front() {
+        let mut buf = BytesMut::with_capacity(1024);
+        let front = buf.as_ptr();
+        for _ in 0..3 {
+            buf.put_slice(b"GET / HTTP/1.1\r\n\r\n");
+            consume_written(&mut buf, 18);
+            assert!(buf.is_empty());
+            assert_eq!((buf.as_ptr(), buf.capacity()), (front, 1024));
+        }
+
+        buf.put_slice(b"HTTP/1.1 200 OK\r\n\r\nok");
+        consume_written(&mut buf, 9);
+        assert_eq!(
+            &buf[..],
+            b"200 OK\r\n\r\nok",
+            "a partial write leaves the rest"
+        );
+        consume_written(&mut buf, 12);
+        assert!(buf.is_empty());
     }
 
     #[test]
@@ -116,6 +152,13 @@ mod tests {
             "the head still shares it"
         );
         assert_eq!(&head[..], b"GET / HTTP/1.1\r\n\r\n");
+
+        let mut roomy = BytesMut::with_capacity(2 * READ_CHUNK);
+        roomy.put_slice(b"x");
+        roomy.advance(1);
+        let at = roomy.as_ptr();
+        reuse_from_start(&mut roomy);
+        assert_eq!(roomy.as_ptr(), at, "a chunk of room left: not worth a look");
 
         let mut fresh = BytesMut::new();
         reuse_from_start(&mut fresh);

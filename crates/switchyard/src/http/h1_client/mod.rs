@@ -227,7 +227,7 @@ impl Writer {
                     }
                 }
                 if !self.out.is_empty() {
-                    self.out.advance(n);
+                    read_buf::consume_written(&mut self.out, n);
                 } else if !self.data.is_empty() {
                     self.data.advance(n);
                 } else {

@@ -50,7 +50,7 @@ use super::error::ProxyError;
 use super::h1_codec;
 use super::pipeline::{self, Downstream};
 use super::raw_fields::Head;
-use super::read_buf::{CLOSE_WAIT, LINGER_BUDGET};
+use super::read_buf::{self, CLOSE_WAIT, LINGER_BUDGET};
 use super::rewind::Rewind;
 use super::server_fields;
 use super::upgrade::{BoxedIo, ClientUpgrade};
@@ -431,7 +431,7 @@ impl Connection {
                 // Bytes moved: the next wait starts a new `idle_timeout`.
                 armed = false;
                 let from_out = n.min(out.len());
-                out.advance(from_out);
+                read_buf::consume_written(out, from_out);
                 large.advance(n - from_out);
             }
             match state.poll_flush(cx) {

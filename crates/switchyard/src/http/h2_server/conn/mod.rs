@@ -327,7 +327,7 @@ where
                     return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
                 }
                 Poll::Ready(Ok(n)) => {
-                    self.write.advance(n);
+                    read_buf::consume_written(&mut self.write, n);
                     self.unflushed = true;
                     self.moved = true;
                 }
@@ -335,7 +335,6 @@ where
                 Poll::Pending => return Poll::Pending,
             }
         }
-        read_buf::reuse_from_start(&mut self.write);
         if self.unflushed {
             match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
