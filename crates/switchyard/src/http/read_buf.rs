@@ -2,8 +2,9 @@
 //! HTTP/1.1 and HTTP/2 servers, the HTTP/1.1 upstream client) does it: the buffer grows by
 //! a fixed chunk only when little room is left, so a connection's read memory stays
 //! bounded by what its parser has not yet consumed plus one chunk, and an emptied buffer
-//! starts again at the front of its allocation (also used for write buffers). Also the
-//! reading half of a lingering close, which both servers end their connections with.
+//! starts again at the front of its allocation. Also how a write buffer drops what went
+//! out (staying at its front too), and the reading half of a lingering close, which both
+//! servers end their connections with.
 
 use std::future::Future;
 use std::pin::pin;
@@ -41,18 +42,19 @@ pub fn poll_fill<R: AsyncRead + Unpin + ?Sized>(
     pin!(io.read_buf(buf)).poll(cx)
 }
 
-/// Moves an empty buffer back to the start of its allocation when nothing else shares
-/// it, so the next read (or encode) lands on memory the last one just touched.
+/// Moves an empty read buffer back to the start of its allocation when nothing else
+/// shares it, so the next read lands on memory the last one just touched.
 ///
 /// Why: consuming a buffer (`split_to`, `advance`) moves its start forward, and a buffer
-/// is otherwise only moved back once too little room is left. A connection's reads and
-/// writes then walk through the whole allocation, each landing on cache lines nobody has
-/// touched for a while; with many connections that is a cache miss per line the kernel
-/// copies into (or out of). A buffer still shared (a head or body frame cut from it is
+/// is otherwise only moved back once too little room is left. A connection's reads then
+/// walk through the whole allocation, each landing on cache lines nobody has touched for
+/// a while; with many connections that is a cache miss per line the kernel copies into.
+/// (Write buffers need no reclaim: [`consume_written`] never moves one written out
+/// whole.) A buffer still shared (a head or body frame cut from it is
 /// alive) is left where it is: nothing is allocated or copied. So is one with a whole
 /// [`READ_CHUNK`] of room: it is most likely at its front already (one just moved back,
 /// or fresh), and the check keeps the common call to a comparison.
-pub fn reuse_from_start(buf: &mut BytesMut) {
+fn reuse_from_start(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() < READ_CHUNK {
         // Asking for one byte more than the room left succeeds only by reclaiming the
         // space before the start, which needs nothing copied: the buffer is empty.
@@ -101,7 +103,7 @@ mod tests {
         assert_eq!(buf.as_ptr(), front);
         assert_eq!(buf.capacity(), READ_CHUNK);
 
-        // A write buffer consumed by `advance` (never split) comes back too.
+        // One consumed by `advance` (never split) comes back too.
         buf.put_slice(b"HTTP/1.1 200 OK\r\n\r\n");
         buf.advance(19);
         reuse_from_start(&mut buf);
